@@ -1,0 +1,125 @@
+"""Zarr stores written atomically, with a manifest that lets every reader verify them.
+
+A store is written through xarray to a temporary directory beside its final path, checksummed
+(sha256 over every file's relative path and bytes), renamed into place, and described by a
+manifest (``<store>.manifest.json``: shape of each variable, layers, checksum, provenance). A
+killed job therefore leaves either nothing at the final path or a store with no manifest, which
+every reader rejects; a store changed after it was written fails its checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import xarray as xr
+
+MANIFEST_SUFFIX = ".manifest.json"
+FORMAT = "robustlens-store/1"
+
+
+class StoreError(RuntimeError):
+    """A store is missing, incomplete or corrupt."""
+
+
+def manifest_path(store: str | Path) -> Path:
+    """Where the manifest of ``store`` lives: beside it, ``<store>.manifest.json``."""
+    store = Path(store)
+    return store.with_name(store.name + MANIFEST_SUFFIX)
+
+
+def directory_checksum(root: str | Path) -> tuple[str, int]:
+    """sha256 over (relative path, bytes) of every file under ``root`` in sorted order, and the
+    number of files; any added, missing, renamed or changed file changes it."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest(), len(files)
+
+
+def _write_json_atomic(data: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def write_store(ds: xr.Dataset, path: str | Path, provenance: dict, layers: list[str] | None = None) -> dict:
+    """Write ``ds`` to the zarr store ``path`` atomically and its manifest beside it.
+
+    Returns the manifest. Any previous store or manifest at ``path`` is replaced.
+    """
+    path = Path(path)
+    mpath = manifest_path(path)
+    mpath.unlink(missing_ok=True)  # an old manifest must never describe a new, partial store
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ds.attrs["provenance"] = json.dumps(provenance, sort_keys=True)
+    ds.to_zarr(tmp, mode="w", consolidated=False)
+    checksum, n_files = directory_checksum(tmp)
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+    manifest = {
+        "format": FORMAT,
+        "store": path.name,
+        "variables": {name: {"dims": list(var.dims), "shape": list(var.shape)} for name, var in ds.data_vars.items()},
+        "layers": list(layers or ds.data_vars),
+        "checksum": {"sha256": checksum, "files": n_files},
+        "provenance": provenance,
+    }
+    _write_json_atomic(manifest, mpath)
+    return manifest
+
+
+def read_manifest(path: str | Path) -> dict:
+    """The manifest of the store at ``path``; :class:`StoreError` when it is missing or unreadable."""
+    mpath = manifest_path(path)
+    if not mpath.exists():
+        raise StoreError(
+            f"{path}: no manifest ({mpath.name}); the job that wrote this store did not finish. "
+            f"Delete {path} and rerun the workflow."
+        )
+    try:
+        return json.loads(mpath.read_text())
+    except json.JSONDecodeError as exc:
+        raise StoreError(f"{mpath}: unreadable manifest ({exc}). Delete {path} and its manifest and rerun.") from exc
+
+
+def verify_store(path: str | Path) -> dict:
+    """Check the store at ``path`` against its manifest checksum; return the manifest."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    if not path.is_dir():
+        raise StoreError(f"{path}: store missing although its manifest exists. Delete the manifest and rerun.")
+    checksum, n_files = directory_checksum(path)
+    expected = manifest["checksum"]
+    if checksum != expected["sha256"] or n_files != expected["files"]:
+        raise StoreError(
+            f"{path}: checksum mismatch ({n_files} files, sha256 {checksum[:12]}…; manifest says "
+            f"{expected['files']} files, sha256 {expected['sha256'][:12]}…). The store was changed or "
+            f"damaged after it was written. Delete {path} and rerun the workflow to rebuild it."
+        )
+    return manifest
+
+
+def open_store(path: str | Path, verify: bool = True, load: bool = True) -> xr.Dataset:
+    """Open a store written by :func:`write_store`, verified against its manifest first.
+
+    ``load=False`` returns a lazy (chunked) dataset for streaming computations.
+    """
+    if verify:
+        verify_store(path)
+    try:
+        ds = xr.open_zarr(path, consolidated=False)
+        return ds.load() if load else ds
+    except Exception as exc:
+        raise StoreError(f"{path}: cannot be read ({type(exc).__name__}: {exc}). Delete it and rerun.") from exc

@@ -1,0 +1,51 @@
+"""Tidy result tables: one row per value, with the study, models (id, eps, seed) as columns.
+
+No torch here: table scripts import this module and must start fast. Rows are sorted and
+floats written in full precision, so equal results give byte-identical files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from robustlens.measures import MEASURES
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> None:
+    """Write a table as CSV through a temporary file (floats round-trip exactly)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def read_parts(paths) -> pd.DataFrame:
+    """Concatenate per-job CSV parts."""
+    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+
+
+def models_table(study: str, models: list[dict], metrics: list[dict]) -> pd.DataFrame:
+    """Clean accuracy and robust accuracy at each attack eps, one row per value."""
+    rows = []
+    for spec, m in zip(models, metrics):
+        base = {"study": study, "model": spec["id"], "eps": spec["eps"], "seed": spec["seed"], "norm": spec["norm"]}
+        rows.append({**base, "metric": "clean_accuracy", "attack_norm": "none", "attack_eps": 0.0, "value": m["clean_accuracy"]})
+        for attack_eps, value in m["robust_accuracy"].items():
+            rows.append({**base, "metric": "robust_accuracy", "attack_norm": m["attack"]["norm"], "attack_eps": float(attack_eps), "value": value})
+    return pd.DataFrame(rows)
+
+
+def pair_table(study: str, models: dict[str, dict], parts: pd.DataFrame) -> pd.DataFrame:
+    """Add study, each model's eps and seed, and the measure's direction to pairwise rows."""
+    df = parts.copy()
+    df.insert(0, "study", study)
+    for side in ("a", "b"):
+        df[f"eps_{side}"] = df[f"model_{side}"].map(lambda m: models[m]["eps"])
+        df[f"seed_{side}"] = df[f"model_{side}"].map(lambda m: models[m]["seed"])
+    df["higher_is_similar"] = df["measure"].map(lambda m: MEASURES[m].higher_is_similar)
+    keys = [c for c in ("probe", "source", "measure", "layer", "model_a", "model_b") if c in df.columns]
+    first = ["study", *keys, "eps_a", "eps_b", "seed_a", "seed_b", "value", "higher_is_similar"]
+    df = df[first + [c for c in df.columns if c not in first]]
+    return df.sort_values(keys, kind="mergesort").reset_index(drop=True)

@@ -1,0 +1,125 @@
+"""Model sources and architectures.
+
+``load_model(spec)`` turns one resolved ``models:`` entry of the config into a torch module in
+eval mode. Every architecture here takes inputs in [0, 1] and normalises them itself, exposes
+its penultimate representation through ``forward_features`` and its linear classifier as
+``head`` (so heads can be retrained and representations probed the same way for every source).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robustlens.checkpoints import load_state_dict
+
+#: Names of the representation layers every small CNN exposes, besides ``block1..blockK``.
+PENULTIMATE = "penultimate"
+LOGITS = "logits"
+
+
+class InputNormalization(nn.Module):
+    """(x - mean) / std per channel, with mean and std stored as buffers in the checkpoint."""
+
+    def __init__(self, mean: list[float], std: list[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def conv_block(c_in: int, c_out: int, n_convs: int) -> nn.Sequential:
+    """``n_convs`` times (3x3 conv, batch norm, ReLU); the first conv maps c_in to c_out."""
+    layers: list[nn.Module] = []
+    for i in range(n_convs):
+        layers += [
+            nn.Conv2d(c_in if i == 0 else c_out, c_out, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=False),
+        ]
+    return nn.Sequential(*layers)
+
+
+class SmallCNN(nn.Module):
+    """A small all-3x3 CNN: blocks of 3x3 convolutions with 2x2 max pooling between blocks,
+    global average pooling (the penultimate representation) and one linear head.
+
+    With ``widths=[16, 32, 64, 64]`` and ``convs_per_block=2`` it has 8 convolution layers, so
+    the filter analysis has enough depth for depth bins (Gavrikov & Keuper).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        widths: list[int],
+        convs_per_block: int = 2,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+    ):
+        super().__init__()
+        self.normalize = InputNormalization(mean or [0.5] * in_channels, std or [0.5] * in_channels)
+        self.block_names = [f"block{i + 1}" for i in range(len(widths))]
+        c_in = in_channels
+        for name, width in zip(self.block_names, widths):
+            self.add_module(name, conv_block(c_in, width, convs_per_block))
+            c_in = width
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Linear(c_in, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate representation g(x): globally average-pooled last block."""
+        h = self.normalize(x)
+        for i, name in enumerate(self.block_names):
+            if i > 0:
+                h = self.pool(h)
+            h = getattr(self, name)(h)
+        return h.mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+    def representation_layers(self) -> list[str]:
+        """Layers whose outputs the activation store records, in forward order."""
+        return [*self.block_names, PENULTIMATE, LOGITS]
+
+
+ARCHITECTURES = {"smallcnn": SmallCNN}
+
+
+def build_architecture(arch: dict) -> nn.Module:
+    """A freshly initialised network from an ``arch`` spec: ``{name: ..., **kwargs}``."""
+    kwargs = {k: v for k, v in arch.items() if k != "name"}
+    try:
+        cls = ARCHITECTURES[arch["name"]]
+    except KeyError:
+        raise ValueError(f"unknown architecture {arch['name']!r}; known: {sorted(ARCHITECTURES)}") from None
+    return cls(**kwargs)
+
+
+def load_model(spec: dict, checkpoint: str | Path | None = None, sha256: str | None = None) -> nn.Module:
+    """The network one resolved ``models:`` entry describes, in eval mode.
+
+    ``source: train`` models are built from ``spec["arch"]`` and filled from ``checkpoint``
+    (default ``spec["checkpoint"]``), verified against ``sha256`` when given; the file is read
+    with ``torch.load(weights_only=True)``.
+    """
+    source = spec.get("source", "train")
+    if source != "train":
+        raise ValueError(f"model {spec.get('id')!r}: source {source!r} is not supported (known: train)")
+    path = checkpoint or spec.get("checkpoint")
+    if path is None:
+        raise ValueError(f"model {spec.get('id')!r}: no checkpoint path given")
+    model = build_architecture(spec["arch"])
+    model.load_state_dict(load_state_dict(path, sha256=sha256))
+    return model.eval()
+
+
+def representation_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Module whose output is each representation layer, except ``penultimate``/``logits``
+    which are read from ``forward_features`` and ``head`` directly."""
+    return {name: getattr(model, name) for name in model.block_names}

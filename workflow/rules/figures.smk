@@ -1,0 +1,43 @@
+FIGURE_FORMATS = ["png", "pdf"]
+
+
+rule figure_agreement_vs_eps:
+    """Agreement of same-eps pairs vs eps, with Pearson r and its permutation p-value."""
+    input:
+        predictive="results/tables/predictive.csv",
+    output:
+        png=report("results/figures/agreement_vs_eps.png", category="Universality", caption="../report/agreement_vs_eps.rst"),
+        pdf="results/figures/agreement_vs_eps.pdf",
+    params:
+        figure=config["figures"]["agreement_vs_eps"],
+        dpi=config["figures"]["dpi"],
+        version=VERSION,
+    log:
+        "logs/figure_agreement_vs_eps/figure.log",
+    threads: 1
+    script:
+        "../scripts/figure_agreement_vs_eps.py"
+
+
+rule figure_cka_by_layer:
+    """Mean CKA across same-eps pairs by layer, one line per eps."""
+    input:
+        similarity="results/tables/similarity.csv",
+    output:
+        png=report("results/figures/cka_by_layer.png", category="Universality", caption="../report/cka_by_layer.rst"),
+        pdf="results/figures/cka_by_layer.pdf",
+    params:
+        figure=config["figures"]["cka_by_layer"],
+        dpi=config["figures"]["dpi"],
+        version=VERSION,
+    log:
+        "logs/figure_cka_by_layer/figure.log",
+    threads: 1
+    script:
+        "../scripts/figure_cka_by_layer.py"
+
+
+ALL_TARGETS.extend(
+    ["results/figures/agreement_vs_eps.png", "results/figures/agreement_vs_eps.pdf",
+     "results/figures/cka_by_layer.png", "results/figures/cka_by_layer.pdf"]
+)

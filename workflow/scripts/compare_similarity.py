@@ -1,0 +1,15 @@
+"""Representational similarity of one model pair on one probe, every layer and measure."""
+from robustlens.jobs import redirect_output
+
+redirect_output(snakemake.log[0])
+import pandas as pd
+
+from robustlens.comparisons import similarity_rows
+from robustlens.store import open_store
+
+w, p = snakemake.wildcards, snakemake.params
+rows = similarity_rows(
+    open_store(snakemake.input.a), open_store(snakemake.input.b), p.layers, p.measures,
+    context={"probe": w.probe, "source": w.source, "model_a": w.model_a, "model_b": w.model_b},
+)
+pd.DataFrame(rows).to_csv(snakemake.output[0], index=False)

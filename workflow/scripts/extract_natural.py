@@ -1,0 +1,26 @@
+"""Activations of one model on the natural probe into a zarr store (thin entry point)."""
+from robustlens.jobs import provenance, read_json, redirect_output
+
+redirect_output(snakemake.log[0])
+from robustlens.activations import activations_dataset, extract_activations
+from robustlens.data import load_dataset, probe_inputs
+from robustlens.runtime import configure_torch, resolve_device
+from robustlens.store import write_store
+from robustlens.zoo import load_model
+
+p = snakemake.params
+configure_torch(snakemake.threads)
+model = load_model(p.spec, snakemake.input.checkpoint, sha256=read_json(snakemake.input.metrics)["sha256"])
+images, labels = probe_inputs(load_dataset(snakemake.input.dataset), p.probe["split"])
+acts = extract_activations(
+    model,
+    images,
+    p.activations["layers"],
+    spatial=p.activations["spatial"],
+    batch_size=p.activations["batch_size"],
+    device=resolve_device(p.device),
+    progress=p.progress,
+    desc=f"extract {p.spec['id']}",
+)
+spec = {"probe": "natural", **p.probe, "target": p.spec, "activations": p.activations}
+write_store(activations_dataset(acts, labels), snakemake.output.store, provenance(spec, "extract_natural"), p.activations["layers"])
