@@ -20,9 +20,9 @@ SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 def snakemake(workdir: Path, *args: str, configfiles=(TINY,), check: bool = True) -> subprocess.CompletedProcess:
     """Run Snakemake on the repository's Snakefile in ``workdir`` with the given config files."""
     cmd = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    cmd += list(args)  # targets first: --configfile takes every value after it
     if configfiles:
         cmd += ["--configfile", *map(str, configfiles)]
-    cmd += list(args)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:

@@ -1,0 +1,511 @@
+"""Tests of robustlens.filters and robustlens.plots.filters (Gavrikov & Keuper 2022).
+
+Every test checks numbers against a known answer or an independent computation.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+import xarray as xr
+
+from robustlens import filters as F
+from robustlens.filters import (
+    ConvLayerFilters,
+    ModelFilters,
+    choose_n_depth_bins,
+    coefficient_shift,
+    depth_bin_index,
+    discrete_distribution,
+    extract_conv_filters,
+    filter_basis,
+    filters_dataset,
+    n_zero_banks,
+    orthogonality,
+    quality_table,
+    shift_table,
+    sparsity,
+    symmetric_kl,
+    variance_entropy,
+)
+
+LOG10_9 = math.log10(9)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def make_record(model_id, eps, seed, weights, n_conv=None, depths=None, skipped=()):
+    """A ModelFilters from numpy weights; by default all layers are 3x3 at depths 0..L-1."""
+    depths = list(range(len(weights))) if depths is None else list(depths)
+    n_conv = len(weights) if n_conv is None else n_conv
+    layers = tuple(
+        ConvLayerFilters(name=f"conv{d}", depth_index=d, normalised_depth=F.normalised_depth(d, n_conv),
+                         weight=np.asarray(w, np.float32))
+        for d, w in zip(depths, weights)
+    )
+    return ModelFilters(model_id=model_id, eps=eps, layers=layers, n_conv=n_conv, skipped=tuple(skipped), seed=seed)
+
+
+def independent_variance_entropy(weight):
+    """Sparse filters dropped, scaled by own max, eigenvalues of the covariance, scipy entropy."""
+    rows = weight.reshape(-1, 9).astype(np.float64)
+    layer_max = np.abs(rows).max()
+    rows = rows[np.abs(rows).max(axis=1) > layer_max / 100]
+    rows = rows / np.abs(rows).max(axis=1, keepdims=True)
+    eig = np.clip(np.linalg.eigvalsh(np.cov(rows.T)), 0, None)
+    return scipy.stats.entropy(eig / eig.sum(), base=10)
+
+
+# ---------------------------------------------------------------------------------------------
+# quality metrics
+
+
+def test_sparsity_all_zero_filter_is_sparse_and_threshold_is_inclusive():
+    w = np.zeros((2, 2, 3, 3))
+    # [0, 0]: all zero -> sparse; [0, 1]: max exactly max|W|/100 -> sparse (<=)
+    w[0, 1, 1, 1] = 0.01
+    w[1, 0, 0, 0] = -0.0101  # just above the threshold -> not sparse
+    w[1, 1, 2, 2] = 1.0  # the layer maximum
+    np.testing.assert_array_equal(F.sparse_filter_mask(w), [[True, True], [False, False]])
+    assert sparsity(w) == 0.5
+    assert isinstance(sparsity(w), float)
+    assert sparsity(np.zeros((3, 4, 3, 3))) == 1.0  # an all-zero layer: every filter sparse
+    torch = pytest.importorskip("torch")
+    assert sparsity(torch.tensor(w)) == 0.5
+
+
+def test_orthogonality_orthonormal_banks_give_one():
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(2 * 9, 8)))  # 8 orthonormal columns in R^18
+    banks = q.T * rng.uniform(0.5, 3.0, size=(8, 1))  # any positive scale per bank
+    assert orthogonality(banks.reshape(8, 2, 3, 3)) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_orthogonality_identical_and_parallel_banks_give_zero():
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=27)
+    assert orthogonality(np.tile(v, (5, 1)).reshape(5, 3, 3, 3)) == pytest.approx(0.0, abs=1e-12)
+    scales = np.array([1.0, -2.0, 0.3, 5.0])[:, None]  # parallel and anti-parallel
+    assert orthogonality((scales * v).reshape(4, 3, 3, 3)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_orthogonality_hand_case_and_zero_banks_left_out_and_counted():
+    a = np.zeros(9)
+    a[0] = 1.0
+    b = np.zeros(9)
+    b[0], b[1] = 0.5, math.sqrt(3) / 2  # cos(a, b) = 0.5
+    w = np.stack([a, b]).reshape(2, 1, 3, 3)
+    # 1 - (|0.5| + |0.5|) / (2 * 1)
+    assert orthogonality(w) == pytest.approx(0.5)
+    rng = np.random.default_rng(2)
+    q, _ = np.linalg.qr(rng.normal(size=(18, 6)))
+    with_zeros = np.vstack([q.T, np.zeros((3, 18))]).reshape(9, 2, 3, 3)
+    assert n_zero_banks(with_zeros) == 3
+    assert orthogonality(with_zeros) == pytest.approx(1.0, abs=1e-12)
+    assert math.isnan(orthogonality(np.zeros((4, 2, 3, 3))))
+
+
+def test_variance_entropy_isotropic_gaussian_is_close_to_log10_9():
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(64, 64, 3, 3))
+    h = variance_entropy(w)
+    assert abs(h - LOG10_9) < 0.01
+    assert h <= LOG10_9 + 1e-12
+    assert h == pytest.approx(independent_variance_entropy(w), abs=1e-10)
+
+
+def test_variance_entropy_ignores_sparse_filters_and_scales_each_filter():
+    rng = np.random.default_rng(4)
+    g = rng.normal(size=9)
+    # every filter is +-a * g: after scaling by its own max|f| only +-g remains -> one axis
+    a = rng.uniform(0.1, 10.0, size=(40, 1)) * rng.choice([-1.0, 1.0], size=(40, 1))
+    w = (a * g).reshape(8, 5, 3, 3)
+    assert variance_entropy(w) == pytest.approx(0.0, abs=1e-9)
+    # adding sparse (tiny) filters changes nothing; the value matches an independent computation
+    mixed = rng.normal(size=(16, 8, 3, 3))
+    mixed[:4] *= 1e-5
+    assert F.sparse_filter_mask(mixed)[:4].all()
+    assert variance_entropy(mixed) == pytest.approx(independent_variance_entropy(mixed), abs=1e-10)
+    assert variance_entropy(mixed) == pytest.approx(variance_entropy(mixed[4:]), abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# KL and coefficient shift
+
+
+def test_symmetric_kl_known_value_zero_and_symmetry():
+    p, q = np.array([0.5, 0.5]), np.array([0.9, 0.1])
+    expected = scipy.stats.entropy(p, q) + scipy.stats.entropy(q, p)  # nats
+    hand = (0.5 - 0.9) * (math.log(0.5) - math.log(0.9)) + (0.5 - 0.1) * (math.log(0.5) - math.log(0.1))
+    assert symmetric_kl(p, q) == pytest.approx(expected, rel=1e-12)
+    assert symmetric_kl(p, q) == pytest.approx(hand, rel=1e-12)
+    assert symmetric_kl(q, p) == symmetric_kl(p, q)
+    assert symmetric_kl(p, p) == 0.0
+
+
+def test_discrete_distribution_empty_bins_get_float32_eps_on_the_density_scale():
+    eps = float(np.finfo(np.float32).eps)
+    values = [0.1, 0.2, 0.9]
+    np.testing.assert_allclose(discrete_distribution(values, (0.0, 1.0), bins=2), [2 / 3, 1 / 3])
+    # counts [2, 0, 0, 1], width 0.25: densities [8/3, eps, eps, 4/3], then renormalised
+    dens = np.array([8 / 3, eps, eps, 4 / 3])
+    np.testing.assert_allclose(discrete_distribution(values, (0.0, 1.0), bins=4), dens / dens.sum(), rtol=1e-14)
+
+
+def test_coefficient_shift_zero_for_identical_symmetric_and_larger_for_different_distributions():
+    rng = np.random.default_rng(5)
+    same_1 = rng.normal(size=(3000, 9))
+    same_2 = rng.normal(size=(3000, 9))
+    structured = rng.normal(size=(3000, 9)) * 0.2
+    structured[:, 4] += 3.0  # a centre-heavy filter population
+    basis = filter_basis(np.vstack([same_1, same_2, structured]))
+    assert coefficient_shift(same_1, same_1, basis) == 0.0
+    ab = coefficient_shift(same_1, structured, basis)
+    assert ab == coefficient_shift(structured, same_1, basis)  # exactly symmetric for a fixed basis
+    assert coefficient_shift(same_1, same_2, basis) < 0.1 * ab
+    assert ab > 0.5
+    # without a basis: one fitted on both samples pooled
+    pooled = filter_basis(np.vstack([same_1, structured]))
+    assert coefficient_shift(same_1, structured) == pytest.approx(coefficient_shift(same_1, structured, pooled), rel=1e-9)
+
+
+def test_coefficient_shift_matches_hand_computation_from_its_definition():
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(size=(500, 9)), rng.normal(size=(400, 9)) + 0.3
+    basis = filter_basis(np.vstack([a, b]))
+    ya, yb = basis.project(F.scale_filters(a)), basis.project(F.scale_filters(b))
+    total = 0.0
+    for i in range(9):
+        rng_i = (min(ya[:, i].min(), yb[:, i].min()), max(ya[:, i].max(), yb[:, i].max()))
+        p = discrete_distribution(ya[:, i], rng_i, 70)
+        q = discrete_distribution(yb[:, i], rng_i, 70)
+        total += basis.explained_variance_ratio[i] * (scipy.stats.entropy(p, q) + scipy.stats.entropy(q, p))
+    assert coefficient_shift(a, b, basis) == pytest.approx(total, rel=1e-10)
+
+
+def test_filter_basis_recovers_a_two_dimensional_filter_structure():
+    rng = np.random.default_rng(7)
+    q, _ = np.linalg.qr(rng.normal(size=(9, 2)))
+    v, u = q[:, 0], q[:, 1]
+    raw = rng.normal(size=(2000, 1)) * 3 * v + rng.normal(size=(2000, 1)) * u
+    scaled = raw / np.abs(raw).max(axis=1, keepdims=True)  # already scaled: scaling is idempotent
+    basis = filter_basis(scaled)
+    # independent PCA by SVD of the centred data
+    s = np.linalg.svd(scaled - scaled.mean(0), compute_uv=False)
+    np.testing.assert_allclose(basis.explained_variance_ratio, s**2 / (s**2).sum(), atol=1e-12)
+    assert basis.explained_variance_ratio[2:].sum() < 1e-12
+    np.testing.assert_allclose(basis.components @ basis.components.T, np.eye(9), atol=1e-10)
+    np.testing.assert_allclose(np.linalg.svd(basis.components[:2] @ q, compute_uv=False), [1, 1], atol=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------
+# extraction
+
+
+def test_extraction_conv3x3_conv1x1_conv3x3():
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    model = nn.Sequential(OrderedDict(
+        a=nn.Conv2d(3, 4, 3, padding=1), r=nn.ReLU(), b=nn.Conv2d(4, 5, 1), c=nn.Conv2d(5, 6, 3, padding=1)))
+    rec = extract_conv_filters(model, "m", eps=0.5, seed=2, input_shape=(1, 3, 8, 8))
+    assert rec.order == "forward"
+    assert rec.n_conv == 3 and rec.skipped == ("b",) and rec.n_skipped == 1
+    assert [(l.name, l.depth_index, l.normalised_depth) for l in rec.layers] == [("a", 0, 0.0), ("c", 2, 1.0)]
+    np.testing.assert_array_equal(rec.layers[1].weight, model.c.weight.detach().numpy())
+    assert rec.n_filters == 4 * 3 + 6 * 5
+
+
+def _reordered_model():
+    from torch import nn
+
+    class ReorderedNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head_conv = nn.Conv2d(8, 4, 3, padding=1)  # registered first, called last
+            self.unused = nn.Conv2d(4, 4, 3)  # never called
+            self.down = nn.Conv2d(8, 8, 1)  # 1x1: skipped, still counts for depth
+            self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)  # depthwise: kept
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)  # registered last, called first
+            self.bn = nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            return self.head_conv(self.dw(self.down(self.bn(self.stem(x)))))
+
+    return ReorderedNet()
+
+
+def test_extraction_uses_forward_order_not_registration_order():
+    pytest.importorskip("torch")
+    model = _reordered_model()
+    model.train()
+    running = model.bn.running_mean.clone()
+    with pytest.warns(UserWarning, match="never called"):
+        rec = extract_conv_filters(model, "r", eps=0.0, input_shape=(1, 3, 8, 8))
+    # forward: stem 0, down 1 (1x1), dw 2, head_conv 3, then the never-called conv 4
+    assert rec.order == "forward" and rec.n_conv == 5
+    assert [(l.name, l.depth_index) for l in rec.layers] == [("stem", 0), ("dw", 2), ("head_conv", 3), ("unused", 4)]
+    assert [l.normalised_depth for l in rec.layers] == [0.0, 0.5, 0.75, 1.0]
+    assert rec.skipped == ("down",) and rec.unexecuted == ("unused",)
+    dw = rec.layers[1]
+    assert dw.groups == 8 and dw.weight.shape == (8, 1, 3, 3)
+    assert model.training and model.bn.training  # training flags restored
+    assert np.array_equal(model.bn.running_mean.numpy(), running.numpy())  # forward ran in eval mode
+    # without an input: registration order
+    reg = extract_conv_filters(model, "r", eps=0.0)
+    assert reg.order == "registration"
+    assert [(l.name, l.depth_index) for l in reg.layers] == [("head_conv", 0), ("unused", 1), ("dw", 3), ("stem", 4)]
+    ds = filters_dataset([rec])
+    assert ds.attrs["grouped_layers"] == {"r": ["dw"]} and ds.attrs["skipped_non3x3"] == {"r": 1}
+    assert int((np.asarray(ds["layer"].values).astype(object) == "dw").sum()) == 8
+
+
+def test_extraction_torchvision_resnet18_layout():
+    pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18(weights=None)
+    rec = extract_conv_filters(model, "rn18", eps=0.0, input_shape=(1, 3, 32, 32))
+    # conv1 (7x7) + 16 3x3 + 3 downsample 1x1 = 20 conv layers
+    assert rec.n_conv == 20 and len(rec.layers) == 16
+    assert rec.skipped == ("conv1", "layer2.0.downsample.0", "layer3.0.downsample.0", "layer4.0.downsample.0")
+    depth = {l.name: l.depth_index for l in rec.layers}
+    assert depth["layer1.0.conv1"] == 1 and depth["layer2.0.conv2"] == 6 and depth["layer2.1.conv1"] == 8
+    assert depth["layer4.1.conv2"] == 19 and rec.layers[-1].normalised_depth == 1.0
+    # every model layer after the first has >= 10 3x3 layers in the remaining depth: deciles
+    layers = pd.DataFrame({"model": "rn18", "depth_index": list(depth.values()), "n_conv": 20})
+    assert choose_n_depth_bins(layers, 10) == 10
+
+
+# ---------------------------------------------------------------------------------------------
+# dataset, tables
+
+
+def _small_records():
+    rng = np.random.default_rng(8)
+    w0 = rng.normal(size=(4, 3, 3, 3))
+    w0[0, 0] = 0.0  # a sparse filter
+    w1 = rng.normal(size=(5, 4, 3, 3))
+    w1[2] = 0.0  # an all-zero bank
+    w2 = rng.normal(size=(6, 5, 3, 3))
+    a = make_record("normal_s0", 0.0, 0, [w0, w1, w2], n_conv=4, depths=[0, 2, 3], skipped=["proj"])
+    b = make_record("robust_s0", 0.5, None, [rng.normal(size=(4, 3, 3, 3)), rng.normal(size=(5, 4, 3, 3))])
+    return [a, b], (w0, w1, w2)
+
+
+def test_filters_dataset_layout_and_zarr_roundtrip(tmp_path):
+    records, (w0, w1, w2) = _small_records()
+    ds = filters_dataset(records)
+    n = 12 + 20 + 30 + 12 + 20
+    assert ds["coefficients"].shape == (n, 9) and ds["coefficients"].dtype == np.float32
+    assert bool(ds["sparse"].values[0]) and int(ds["sparse"].values.sum()) == 1 + 4  # + the zero bank's 4
+    np.testing.assert_array_equal(ds["coefficients"].values[:12].reshape(4, 3, 3, 3), w0.astype(np.float32))
+    assert list(ds["out_channel"].values[12:16]) == [0, 0, 0, 0] and list(ds["in_channel"].values[12:16]) == [0, 1, 2, 3]
+    assert ds.attrs["skipped_non3x3"] == {"normal_s0": 1, "robust_s0": 0}
+    np.testing.assert_allclose(np.unique(ds["normalised_depth"].values[:62]), [0.0, 2 / 3, 1.0])
+    assert set(np.unique(ds["seed"].values)) == {-1, 0}
+
+    path = tmp_path / "filters.zarr"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds.to_zarr(path)
+        back = xr.open_zarr(path).load()
+    # object strings are stored as zarr's spec'd variable-length string type
+    assert not [w for w in caught if "UnstableSpecification" in type(w.message).__name__]
+    np.testing.assert_array_equal(back["coefficients"].values, ds["coefficients"].values)
+    for name in ["model", "layer"]:
+        assert list(np.asarray(back[name].values).astype(object)) == list(ds[name].values)
+    for name in ["depth_index", "normalised_depth", "n_conv", "eps", "robust", "seed", "out_channel", "in_channel", "groups", "sparse"]:
+        np.testing.assert_array_equal(back[name].values, ds[name].values)
+    assert back.attrs["skipped_non3x3"] == ds.attrs["skipped_non3x3"]
+    # the tables are the same from the store as from memory
+    pd.testing.assert_frame_equal(quality_table(back), quality_table(ds))
+
+
+def test_quality_table_matches_direct_metrics():
+    records, (w0, w1, w2) = _small_records()
+    q = quality_table(filters_dataset(records))
+    assert list(q.columns) == ["model", "eps", "robust", "seed", "layer", "depth_index", "normalised_depth", "n_conv",
+                               "n_filters", "n_banks", "metric", "value"]
+    assert len(q) == 5 * 4
+    row = q[(q.model == "normal_s0") & (q.layer == "conv2")].set_index("metric")["value"]
+    w1_32 = w1.astype(np.float32)
+    assert row["sparsity"] == pytest.approx(sparsity(w1_32)) and row["sparsity"] == pytest.approx(4 / 20)
+    assert row["variance_entropy"] == pytest.approx(independent_variance_entropy(w1_32), abs=1e-9)
+    assert row["orthogonality"] == pytest.approx(orthogonality(w1_32), abs=1e-12)
+    assert row["n_zero_banks"] == 1
+    sizes = q[(q.model == "normal_s0") & (q.layer == "conv2")].iloc[0]
+    assert (sizes["n_filters"], sizes["n_banks"]) == (20, 5)
+    first = q[(q.model == "normal_s0") & (q.metric == "sparsity")].iloc[0]
+    assert first["layer"] == "conv0" and first["value"] == pytest.approx(1 / 12)
+    assert not q[q.model == "robust_s0"]["robust"].eq(False).any()
+
+
+def test_depth_bins_hand_checked_case_has_no_empty_bin():
+    # n_conv = 7: 3x3 layers at depths 0, 1, 2, 3, 6 (4 and 5 are 1x1): normalised 1/6, 1/3, 1/2, 1
+    layers = pd.DataFrame({"model": "m", "depth_index": [0, 1, 2, 3, 6], "n_conv": 7})
+    # 4 bins would leave (0.5, 0.75] empty; 3 bins: (0, 1/3] = {1/6, 1/3}, (1/3, 2/3] = {1/2}, (2/3, 1] = {1}
+    np.testing.assert_array_equal(depth_bin_index([1, 2, 3, 6], 7, 4), [0, 1, 1, 3])
+    assert choose_n_depth_bins(layers, 10) == 3
+    np.testing.assert_array_equal(depth_bin_index([0, 1, 2, 3, 6], 7, 3), [-1, 0, 0, 1, 2])
+    # a layer exactly on an edge stays in the lower bin (right-closed): 3/10 -> (0.2, 0.3]
+    assert depth_bin_index([3], [11], 10)[0] == 2
+    # deciles when every model has >= 10 layers after the first; fewest layers decides otherwise
+    deep = pd.DataFrame({"model": "d", "depth_index": range(12), "n_conv": 12})
+    assert choose_n_depth_bins(deep, 10) == 10
+    shallow = pd.DataFrame({"model": "s", "depth_index": range(5), "n_conv": 5})
+    assert choose_n_depth_bins(pd.concat([deep, shallow]), 10) == 4
+    assert choose_n_depth_bins(pd.DataFrame({"model": ["x"], "depth_index": [0], "n_conv": [1]}), 10) == 0
+
+
+def test_quality_by_depth_weights_layers_like_the_authors():
+    # one model, n_conv 5, 3x3 layers at depths 0..4; 2 bins: (0, 0.5] = depths 1, 2; (0.5, 1] = 3, 4
+    rows = []
+    layer_values = {  # depth: (n_filters, n_banks, sparsity, entropy, orthogonality, zero banks)
+        0: (6, 2, 0.5, 0.9, 0.3, 0),
+        1: (10, 2, 0.1, 0.8, 0.5, 1),
+        2: (30, 6, 0.4, float("nan"), 0.8, 2),
+        3: (8, 4, 0.0, 0.7, 0.9, 0),
+        4: (8, 4, 0.2, 0.5, 0.7, 0),
+    }
+    for d, (nf, nb, sp, ent, orth, zb) in layer_values.items():
+        for metric, value in (("sparsity", sp), ("variance_entropy", ent), ("orthogonality", orth), ("n_zero_banks", zb)):
+            rows.append({"model": "a", "eps": 0.0, "robust": False, "seed": 0, "layer": f"l{d}", "depth_index": d,
+                         "normalised_depth": d / 4, "n_conv": 5, "n_filters": nf, "n_banks": nb, "metric": metric, "value": value})
+    out = F.quality_by_depth(pd.DataFrame(rows), n_bins=2).set_index(["group", "metric"])["value"]
+    assert out[(0, "sparsity")] == 0.5
+    assert out[(1, "sparsity")] == pytest.approx((10 * 0.1 + 30 * 0.4) / 40)
+    assert out[(1, "orthogonality")] == pytest.approx((2 * 0.5 + 6 * 0.8) / 8)
+    assert out[(1, "variance_entropy")] == pytest.approx(0.8)  # the NaN layer is left out
+    assert out[(1, "n_zero_banks")] == 3
+    assert out[(2, "variance_entropy")] == pytest.approx(0.6)
+
+
+def _synthetic_shift_dataset(n_seeds=4):
+    """normal models: centre-heavy filters; robust models: isotropic Gaussian filters."""
+    rng = np.random.default_rng(9)
+    records = []
+    for seed in range(n_seeds):
+        for eps, kind in ((0.0, "normal"), (1.0, "robust")):
+            weights = []
+            for _ in range(5):
+                w = rng.normal(size=(16, 16, 9))
+                if kind == "normal":
+                    w = 0.3 * w
+                    w[..., 4] += 2.0
+                weights.append(w.reshape(16, 16, 3, 3))
+            records.append(make_record(f"{kind}_s{seed}", eps, seed, weights))
+    return filters_dataset(records)
+
+
+def test_shift_table_robust_vs_normal_exceeds_null_baselines_with_exact_permutation_p():
+    ds = _synthetic_shift_dataset()
+    table = shift_table(ds, n_bins_depth=10, n_permutations=100, seed=0)
+    assert list(table.columns) == F.SHIFT_COLUMNS
+    # 5 layers: 4 after the first -> 4 depth bins; scopes: overall, first layer, 4 bins
+    assert set(table["n_depth_bins"]) == {4}
+    assert set(table["comparison"]) == {"robust_vs_normal", "normal_vs_normal", "robust_vs_robust"}
+    assert len(table) == 3 * 6
+    assert (table["n_filters_a"] > 0).all() and (table["n_filters_b"] > 0).all()
+    table["bin"] = table["bin"].fillna(-1)
+    rvn = table[table.comparison == "robust_vs_normal"].set_index(["scope", "bin"])
+    nulls = table[table.comparison != "robust_vs_normal"]
+    # in every scope the robust-vs-normal shift exceeds both seed-half nulls by far
+    worst_null = nulls.groupby(["scope", "bin"])["value"].max()
+    assert (rvn["value"] > 2 * worst_null.reindex(rvn.index)).all()
+    assert rvn.loc[("overall", -1), "value"] > 10 * worst_null.loc[("overall", -1)]
+    # 8 models, 4 robust: all C(8, 4) = 70 labelings; the observed one and its mirror image are the
+    # two largest shifts, so the exact p-value is 2/70
+    assert (rvn["n_permutations"] == 70).all() and rvn["permutation_exact"].all()
+    np.testing.assert_allclose(rvn["p_value"], 2 / 70)
+    seeds = nulls.set_index("comparison")
+    assert seeds.loc["normal_vs_normal", "group_a"].iloc[0] == "normal seeds 0,1"
+    # the overall shift equals coefficient_shift on the same filters with the comparison's basis
+    keep = ~ds["sparse"].values
+    robust = ds["robust"].values
+    x = ds["coefficients"].values
+    basis = filter_basis(x[keep])
+    expected = coefficient_shift(x[keep & robust], x[keep & ~robust], basis)
+    assert rvn.loc[("overall", -1), "value"] == pytest.approx(expected, rel=1e-9)
+    # first-layer scope holds exactly the depth-0 filters: 4 models x 256 filters per side
+    first = rvn.xs("first_layer", level="scope").iloc[0]
+    assert first["n_filters_a"] == 4 * 256 and first["n_filters_b"] == 4 * 256
+
+
+def test_shift_table_random_permutations_and_missing_seed_halves():
+    ds = _synthetic_shift_dataset(n_seeds=1)  # one seed: no seed-half nulls
+    table = shift_table(ds, n_bins_depth=2, n_permutations=5, seed=3)
+    assert set(table["comparison"]) == {"robust_vs_normal"}
+    assert set(table["n_depth_bins"]) == {2}
+    # 2 models, 1 robust: C(2, 1) = 2 <= 5 -> exact, both labelings give the same shift -> p = 1
+    assert (table["p_value"] == 1.0).all()
+    t2 = shift_table(_synthetic_shift_dataset(), n_bins_depth=2, n_permutations=20, seed=3)
+    rvn = t2[t2.comparison == "robust_vs_normal"]
+    assert (rvn["n_permutations"] == 20).all() and not rvn["permutation_exact"].any()
+    assert (rvn["p_value"] >= 1 / 21).all() and (rvn["p_value"] <= 3 / 21).all()
+
+
+def test_filter_bases_and_basis_table():
+    ds = _synthetic_shift_dataset(n_seeds=1)
+    bases = F.filter_bases(ds)
+    assert set(bases) == {"all", "robust", "normal"}
+    # normal filters are centre-heavy: after scaling, the first component carries most variance;
+    # isotropic robust filters spread it out
+    assert bases["normal"].explained_variance_ratio[0] > bases["robust"].explained_variance_ratio[0]
+    assert abs(sum(bases["robust"].explained_variance_ratio) - 1) < 1e-12
+    table = F.basis_table(bases)
+    assert list(table.columns) == ["subset", "component", "explained_variance_ratio", "tap", "value"]
+    assert len(table) == 3 * 9 * 9
+    v0 = table[(table.subset == "all") & (table.component == 0)].sort_values("tap")["value"].to_numpy()
+    np.testing.assert_allclose(v0, bases["all"].components[0])
+
+
+def test_filters_module_and_plots_do_not_import_torch():
+    code = "import sys, robustlens.filters, robustlens.plots.filters; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+
+
+def test_figures_draw_the_table_values(tmp_path):
+    from robustlens.plots import filters as P
+
+    ds = _synthetic_shift_dataset()
+    shift = shift_table(ds, n_bins_depth=10, n_permutations=30)
+    fig = P.plot_kl_by_depth(shift, tmp_path / "kl.png")
+    ax = fig.axes[0]
+    heights = [p.get_height() for p in ax.patches]
+    expected = shift[(shift.comparison == "robust_vs_normal") & (shift.scope != "overall")]["value"]
+    np.testing.assert_allclose(sorted(heights), sorted(expected))
+    assert ax.get_ylabel() == "weighted symmetric KL (nats)"
+    assert [t.get_text() for t in ax.get_xticklabels()][0] == "first layer"
+    assert len(ax.get_lines()) == 3  # permutation null + two seed-half nulls
+
+    fig = P.plot_filter_basis(F.basis_table(F.filter_bases(ds)), tmp_path / "basis.png")
+    images = [a for a in fig.axes if a.images]
+    assert len(images) == 27
+    assert images[0].get_title() == "$v_0$"
+
+    quality = quality_table(ds)
+    fig = P.plot_quality_by_depth(quality, tmp_path / "quality.png")
+    assert [a.get_ylabel() for a in fig.axes] == list(P.QUALITY_LABELS.values())
+    # 1 first-layer group + 4 depth bins, robust and normal boxes each
+    assert len(fig.axes[0].patches) == 2 * 5
+
+    fig = P.plot_first_layer_filters(ds, tmp_path / "first.png")
+    titles = [a.get_title() for a in fig.axes if a.images]
+    assert titles[0].startswith("robust: robust_s0") and titles[1].startswith("normal: normal_s0")
+    for name in ["kl.png", "basis.png", "quality.png", "first.png"]:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,99 @@
+"""The workflow end to end on the tiny study (run once per session, see conftest.tiny_run)."""
+
+from __future__ import annotations
+
+import filecmp
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO, TINY, planned_jobs, snakemake, write_config
+from robustlens.store import open_store
+
+TABLES = ["models.csv", "similarity.csv", "predictive.csv"]
+
+
+def all_rules(workdir) -> set[str]:
+    out = snakemake(workdir, "--list-rules").stdout
+    return {line.strip() for line in out.splitlines() if re.fullmatch(r"\s*\w+\s*", line)} - {"all"}
+
+
+def test_every_rule_ran_and_wrote_a_log(tiny_run):
+    rules = all_rules(tiny_run)
+    assert {"train_model", "extract_natural", "compare_similarity", "compare_predictive"} <= rules
+    summary = snakemake(tiny_run, "--summary").stdout
+    ran = {line.split("\t")[2] for line in summary.splitlines()[1:] if line.count("\t") >= 3}
+    assert rules <= ran, f"rules that made no output: {rules - ran}"
+    logged = {p.parts[len((tiny_run / 'logs').parts)] for p in (tiny_run / "logs").rglob("*.log")}
+    assert rules <= logged, f"rules without a log: {rules - logged}"
+
+
+def test_finished_run_plans_nothing(tiny_run):
+    assert planned_jobs(tiny_run) == {}
+
+
+def test_similarity_table_matches_independent_cka(tiny_run):
+    """Biased linear CKA recomputed from the stores with explicit centred Gram matrices."""
+    table = pd.read_csv(tiny_run / "results/tables/similarity.csv")
+    row = table[(table["measure"] == "cka") & (table["layer"] == "block3")].iloc[0]
+    a = open_store(tiny_run / f"results/activations/natural/digits/{row.model_a}.zarr")["block3"].values.astype(float)
+    b = open_store(tiny_run / f"results/activations/natural/digits/{row.model_b}.zarr")["block3"].values.astype(float)
+    n = len(a)
+    h = np.eye(n) - np.ones((n, n)) / n
+    k, l = h @ a @ a.T @ h, h @ b @ b.T @ h
+    expected = np.sum(k * l) / np.sqrt(np.sum(k * k) * np.sum(l * l))
+    assert row.value == pytest.approx(expected, rel=1e-9)
+    # tidy: one row per (probe, pair, measure, layer); models carry eps and seed
+    assert not table.duplicated(["probe", "source", "model_a", "model_b", "measure", "layer"]).any()
+    assert (table["eps_a"] == table["eps_b"]).all() and (table["seed_a"] != table["seed_b"]).all()
+    assert len(table) == 2 * 2 * 4  # 2 same-eps pairs x 2 measures x 4 layers
+
+
+def test_predictive_table_matches_stored_logits(tiny_run):
+    table = pd.read_csv(tiny_run / "results/tables/predictive.csv")
+    row = table[table["measure"] == "agreement"].iloc[0]
+    a = open_store(tiny_run / f"results/activations/natural/digits/{row.model_a}.zarr")["logits"].values
+    b = open_store(tiny_run / f"results/activations/natural/digits/{row.model_b}.zarr")["logits"].values
+    assert row.value == pytest.approx(np.mean(a.argmax(1) == b.argmax(1)))
+
+
+def test_models_table_has_clean_and_robust_accuracy(tiny_run):
+    table = pd.read_csv(tiny_run / "results/tables/models.csv")
+    assert set(table["model"]) == {f"smallcnn-l2-eps{e}-s{s}" for e in (0, 1) for s in (0, 1)}
+    assert set(table["metric"]) == {"clean_accuracy", "robust_accuracy"}
+    assert table["value"].between(0, 1).all()
+
+
+def test_figures_exist(tiny_run):
+    for name in ("agreement_vs_eps", "cka_by_layer"):
+        for ext in ("png", "pdf"):
+            assert (tiny_run / f"results/figures/{name}.{ext}").stat().st_size > 1000
+
+
+def test_changing_a_figure_setting_reruns_only_that_figure(tiny_copy, tmp_path):
+    config = write_config(tmp_path / "c.yaml", {"figures": {"cka_by_layer": {"width": 7}}})
+    assert planned_jobs(tiny_copy, configfiles=(config,)) == {"figure_cka_by_layer": 1, "all": 1}
+
+
+def test_extending_the_eps_grid_trains_only_the_new_models(tiny_copy, tmp_path):
+    config = write_config(tmp_path / "c.yaml", {"model_grid": {"eps": [0, 1, 0.5]}})
+    jobs = planned_jobs(tiny_copy, configfiles=(config,))
+    assert jobs["train_model"] == 2 and jobs["extract_natural"] == 2
+    assert jobs["compare_similarity"] == 1  # the one new same-eps pair
+    assert "prepare_dataset" not in jobs
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    config = write_config(tmp_path / "bad.yaml", {"training": {"epochs": "many"}})
+    proc = snakemake(tmp_path, "--cores", "1", configfiles=(config,), check=False)
+    assert proc.returncode != 0
+    assert "training.epochs" in proc.stderr and "'many'" in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_two_runs_give_byte_identical_tables(tiny_run, tmp_path):
+    snakemake(tmp_path, "--cores", "2")
+    for name in TABLES:
+        assert filecmp.cmp(tiny_run / "results/tables" / name, tmp_path / "results/tables" / name, shallow=False), name

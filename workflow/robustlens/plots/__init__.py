@@ -1,0 +1,1 @@
+"""Figures of the robustlens studies (matplotlib, Agg backend, no torch)."""
