@@ -13,8 +13,11 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/activations.smk"
+include: "workflow/rules/probes.smk"
+include: "workflow/rules/heads.smk"
 include: "workflow/rules/similarity.smk"
 include: "workflow/rules/predictive.smk"
+include: "workflow/rules/filters.smk"
 include: "workflow/rules/figures.smk"
 
 

@@ -80,3 +80,41 @@ def activations_dataset(activations: dict[str, np.ndarray], labels: np.ndarray) 
             raise ValueError(f"layer {name}: {values.shape[0]} samples, labels have {n}")
         data_vars[name] = (("sample", f"{name}_unit"), values)
     return xr.Dataset(data_vars, coords={"sample": np.arange(n), "label": ("sample", np.asarray(labels))})
+
+
+def write_target_stores(
+    targets: dict[str, tuple[torch.nn.Module, dict]],
+    images: np.ndarray,
+    labels: np.ndarray,
+    directory: str,
+    *,
+    activations: dict,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """Activations of every target model on the same probe images, one store per target
+    (``<directory>/<target>.zarr`` with its manifest), written into a temporary directory that
+    is renamed into place at the end. ``targets`` maps id -> (model, provenance).
+    Returns an index: target id -> the store's checksum."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from robustlens.store import write_store
+
+    final = Path(directory)
+    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    index = {}
+    for target, (model, prov) in targets.items():
+        acts = extract_activations(
+            model, images, activations["layers"], spatial=activations["spatial"],
+            batch_size=activations["batch_size"], device=device, progress=progress, desc=f"extract {target}",
+        )
+        manifest = write_store(activations_dataset(acts, labels), tmp / f"{target}.zarr", prov, activations["layers"])
+        index[target] = manifest["checksum"]
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return index

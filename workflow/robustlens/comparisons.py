@@ -35,20 +35,43 @@ def similarity_rows(store_a: xr.Dataset, store_b: xr.Dataset, layers: list[str],
     return rows
 
 
-def predictive_rows(stores: dict[str, xr.Dataset], pairs: list[tuple[str, str]], context: dict, layer: str = "logits") -> list[dict]:
-    """One row per (pair, predictive measure), with each model's accuracy on the probe."""
+def predictive_rows(logits_a: np.ndarray, logits_b: np.ndarray, labels: np.ndarray, context: dict) -> list[dict]:
+    """One row per predictive measure of the registry, with each model's accuracy on the probe."""
     from robustlens.predictive import accuracy
 
+    acc = {"accuracy_a": accuracy(logits_a, labels), "accuracy_b": accuracy(logits_b, labels)}
     rows = []
-    for a, b in pairs:
-        _check_aligned(stores[a], stores[b], f"probe {context.get('probe')}, models {a} and {b}")
-        la, lb = stores[a][layer].values, stores[b][layer].values
-        labels = stores[a]["label"].values
-        acc = {"accuracy_a": accuracy(la, labels), "accuracy_b": accuracy(lb, labels)}
-        for name, measure in MEASURES.items():
-            if measure.kind != "predictive":
-                continue
-            fn = get_function(name)
-            value = fn(la, lb, labels) if measure.needs_labels else fn(la, lb)
-            rows.append({**context, "model_a": a, "model_b": b, "measure": name, "value": float(value), **acc})
+    for name, measure in MEASURES.items():
+        if measure.kind != "predictive":
+            continue
+        fn = get_function(name)
+        value = fn(logits_a, logits_b, labels) if measure.needs_labels else fn(logits_a, logits_b)
+        rows.append({**context, "measure": name, "value": float(value), **acc})
+    return rows
+
+
+def logits_by_head(store: xr.Dataset, heads: dict | None) -> dict[tuple[str, int], np.ndarray]:
+    """The model's logits on a probe with its original head, ``("original", -1)``, and with
+    every retrained head, ``("retrained", seed)``, applied to the stored penultimate features."""
+    from robustlens.heads import head_logits
+
+    out = {("original", -1): store["logits"].values}
+    if heads is not None:
+        features = store["penultimate"].values
+        for seed, w, b in zip(heads["seeds"], heads["weight"], heads["bias"]):
+            out[("retrained", int(seed))] = head_logits(features, w, b)
+    return out
+
+
+def pair_predictive_rows(store_a: xr.Dataset, store_b: xr.Dataset, heads_a: dict | None, heads_b: dict | None, context: dict) -> list[dict]:
+    """Predictive rows of one pair on one probe input set, for the original heads and for each
+    retrained head seed (model a's head of seed s against model b's head of seed s)."""
+    _check_aligned(store_a, store_b, f"probe {context.get('probe')}, models {context.get('model_a')} and {context.get('model_b')}")
+    labels = store_a["label"].values
+    la, lb = logits_by_head(store_a, heads_a), logits_by_head(store_b, heads_b)
+    rows = []
+    for key in la:
+        if key in lb:
+            head, head_seed = key
+            rows += predictive_rows(la[key], lb[key], labels, {**context, "head": head, "head_seed": head_seed})
     return rows

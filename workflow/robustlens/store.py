@@ -18,6 +18,8 @@ from pathlib import Path
 import xarray as xr
 
 MANIFEST_SUFFIX = ".manifest.json"
+#: Files that are not part of a store's content: Snakemake marks directory() outputs with one.
+IGNORED_FILES = {".snakemake_timestamp"}
 FORMAT = "robustlens-store/1"
 
 
@@ -33,10 +35,11 @@ def manifest_path(store: str | Path) -> Path:
 
 def directory_checksum(root: str | Path) -> tuple[str, int]:
     """sha256 over (relative path, bytes) of every file under ``root`` in sorted order, and the
-    number of files; any added, missing, renamed or changed file changes it."""
+    number of files; any added, missing, renamed or changed file changes it (Snakemake's
+    ``.snakemake_timestamp`` marker excepted)."""
     root = Path(root)
     digest = hashlib.sha256()
-    files = sorted(p for p in root.rglob("*") if p.is_file())
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in IGNORED_FILES)
     for path in files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         with open(path, "rb") as handle:

@@ -45,7 +45,35 @@ def pair_table(study: str, models: dict[str, dict], parts: pd.DataFrame) -> pd.D
         df[f"eps_{side}"] = df[f"model_{side}"].map(lambda m: models[m]["eps"])
         df[f"seed_{side}"] = df[f"model_{side}"].map(lambda m: models[m]["seed"])
     df["higher_is_similar"] = df["measure"].map(lambda m: MEASURES[m].higher_is_similar)
-    keys = [c for c in ("probe", "source", "measure", "layer", "model_a", "model_b") if c in df.columns]
+    keys = [c for c in ("probe", "source", "head", "head_seed", "measure", "layer", "model_a", "model_b") if c in df.columns]
     first = ["study", *keys, "eps_a", "eps_b", "seed_a", "seed_b", "value", "higher_is_similar"]
     df = df[first + [c for c in df.columns if c not in first]]
     return df.sort_values(keys, kind="mergesort").reset_index(drop=True)
+
+
+def probes_table(study: str, models: dict[str, dict], probes: dict[str, dict]) -> pd.DataFrame:
+    """Per (probe, source model): attack success rate and robust accuracy (adversarial), mean
+    initial and final relative representation loss (inverted). ``probes`` maps
+    (probe, model) -> {metric: value}."""
+    rows = []
+    for (probe, model), metrics in probes.items():
+        spec = models[model]
+        for metric, value in metrics.items():
+            rows.append({"study": study, "probe": probe, "model": model, "eps": spec["eps"], "seed": spec["seed"],
+                         "metric": metric, "value": float(value)})
+    return pd.DataFrame(rows).sort_values(["probe", "model", "metric"], kind="mergesort").reset_index(drop=True)
+
+
+def heads_table(study: str, models: list[dict], heads: list[dict]) -> pd.DataFrame:
+    """Test accuracy of each model's original head and of every retrained head (and the
+    retrained heads' training accuracy), one row per value."""
+    rows = []
+    for spec, h in zip(models, heads):
+        base = {"study": study, "model": spec["id"], "eps": spec["eps"], "seed": spec["seed"]}
+        rows.append({**base, "head": "original", "head_seed": -1, "split": "test", "value": float(h["original_test_accuracy"])})
+        for seed, train, test in zip(h["seeds"], h["train_accuracy"], h["test_accuracy"]):
+            rows.append({**base, "head": "retrained", "head_seed": int(seed), "split": "train", "value": float(train)})
+            rows.append({**base, "head": "retrained", "head_seed": int(seed), "split": "test", "value": float(test)})
+    df = pd.DataFrame(rows)
+    df.insert(len(df.columns) - 1, "metric", "accuracy")
+    return df

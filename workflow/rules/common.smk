@@ -49,10 +49,40 @@ def manifest_of(store):
     return store + ".manifest.json"
 
 
-def probe_sources(probe):
-    """Sources of the images of a probe: the dataset for natural images."""
-    return [DATASET]
+MADE_PROBES = [p for p in ("adversarial", "inverted") if p in config["probes"]]
+PROBES = ["natural", *MADE_PROBES]
 
 
 def models_of_pairs():
+    """Models that take part in at least one compared pair, in study order."""
     return sorted({m for pair in PAIRS for m in pair}, key=list(MODELS).index)
+
+
+def probe_targets(source):
+    """Models evaluated on the probe images a source model made: itself and its partners."""
+    partners = {m for pair in PAIRS if source in pair for m in pair}
+    return sorted(partners | {source}, key=list(MODELS).index)
+
+
+def made_store(probe, source, target):
+    """Store of target's activations on the probe images source made (inside the source's
+    activation directory, which one job writes)."""
+    return f"results/activations/{probe}/{source}/{target}.zarr"
+
+
+def pair_stores(probe, a, b):
+    """(source, store of a, store of b) for every probe input set the pair is compared on: the
+    dataset for natural images; the images of each of the two models for made probes."""
+    if probe == "natural":
+        return [(DATASET, store_path(probe, DATASET, a), store_path(probe, DATASET, b))]
+    return [(src, made_store(probe, src, a), made_store(probe, src, b)) for src in (a, b)]
+
+
+def probe_files(probe, models):
+    """The files a job needs to read the stores of ``models`` on ``probe``."""
+    if probe == "natural":
+        stores = [store_path(probe, DATASET, m) for m in models]
+        return stores + [manifest_of(s) for s in stores]
+    return [f"results/activations/{probe}/{m}" for m in models] + [
+        f"results/activations/{probe}/{m}.index.json" for m in models
+    ]

@@ -41,3 +41,42 @@ ALL_TARGETS.extend(
     ["results/figures/agreement_vs_eps.png", "results/figures/agreement_vs_eps.pdf",
      "results/figures/cka_by_layer.png", "results/figures/cka_by_layer.pdf"]
 )
+
+
+rule figure_heads_agreement:
+    """Agreement vs eps before and after retraining the heads, per probe."""
+    input:
+        predictive="results/tables/predictive.csv",
+    output:
+        png=report("results/figures/heads_agreement.png", category="Universality", caption="../report/heads_agreement.rst"),
+        pdf="results/figures/heads_agreement.pdf",
+    params:
+        figure=config["figures"]["heads_agreement"],
+        dpi=config["figures"]["dpi"],
+        version=VERSION,
+    log:
+        "logs/figure_heads_agreement/figure.log",
+    threads: 1
+    script:
+        "../scripts/figure_heads_agreement.py"
+
+
+rule figure_universality:
+    """The headline figure: r of eps vs every predictive measure, per probe and head setting."""
+    input:
+        table="results/tables/universality.csv",
+    output:
+        png=report("results/figures/universality.png", category="Universality", caption="../report/universality.rst"),
+        pdf="results/figures/universality.pdf",
+    params:
+        figure=config["figures"]["universality"],
+        dpi=config["figures"]["dpi"],
+        version=VERSION,
+    log:
+        "logs/figure_universality/figure.log",
+    threads: 1
+    script:
+        "../scripts/figure_universality.py"
+
+
+ALL_TARGETS.extend(f"results/figures/{name}.{ext}" for name in ("heads_agreement", "universality") for ext in FIGURE_FORMATS)

@@ -1,26 +1,27 @@
 rule compare_predictive:
-    """Agreement, JSDSim, Cohen's kappa and error consistency of every pair on one probe,
-    from the logits in the stores."""
+    """Agreement, JSDSim, Cohen's kappa and error consistency of every pair on one probe, with
+    the original heads (the stored logits) and with every retrained head seed."""
     input:
-        stores=lambda wc: [store_path(wc.probe, wc.source, m) for m in models_of_pairs()],
-        manifests=lambda wc: [manifest_of(store_path(wc.probe, wc.source, m)) for m in models_of_pairs()],
+        stores=lambda wc: probe_files(wc.probe, models_of_pairs()),
+        heads=[f"results/heads/{m}.npz" for m in models_of_pairs()],
     output:
-        "results/comparisons/predictive/{probe}/{source}.csv",
+        "results/comparisons/predictive/{probe}.csv",
     params:
-        models=lambda wc: models_of_pairs(),
         pairs=PAIRS,
+        stores=lambda wc: {f"{a}__{b}": pair_stores(wc.probe, a, b) for a, b in PAIRS},
+        heads={m: f"results/heads/{m}.npz" for m in models_of_pairs()},
         version=VERSION,
     log:
-        "logs/compare_predictive/{probe}/{source}.log",
+        "logs/compare_predictive/{probe}.log",
     threads: 1
     script:
         "../scripts/compare_predictive.py"
 
 
 rule predictive_table:
-    """The tidy predictive table: one row per (probe, pair, measure)."""
+    """The tidy predictive table: one row per (probe, source, head, head seed, pair, measure)."""
     input:
-        [f"results/comparisons/predictive/{probe}/{source}.csv" for probe in config["probes"] for source in probe_sources(probe)],
+        [f"results/comparisons/predictive/{probe}.csv" for probe in PROBES],
     output:
         "results/tables/predictive.csv",
     params:
@@ -34,4 +35,24 @@ rule predictive_table:
         "../scripts/predictive_table.py"
 
 
-ALL_TARGETS.append("results/tables/predictive.csv")
+rule universality_table:
+    """The headline table: per probe and head setting, Pearson r of eps vs each predictive
+    measure over same-eps pairs, permutation p-value, bootstrap-over-seeds CI, and the partial
+    correlation controlling for the pair's mean clean accuracy."""
+    input:
+        predictive="results/tables/predictive.csv",
+    output:
+        "results/tables/universality.csv",
+    params:
+        study=STUDY,
+        models=MODELS,
+        statistics=config["statistics"],
+        version=VERSION,
+    log:
+        "logs/universality_table/universality_table.log",
+    threads: 1
+    script:
+        "../scripts/universality_table.py"
+
+
+ALL_TARGETS.extend(["results/tables/predictive.csv", "results/tables/universality.csv"])

@@ -1,19 +1,17 @@
 rule compare_similarity:
     """Every configured representational measure, for every layer, of one model pair on one
-    probe: both stores are read once."""
+    probe (for made probes: on the images of each of the two models); each store read once."""
     input:
-        a=lambda wc: store_path(wc.probe, wc.source, wc.model_a),
-        b=lambda wc: store_path(wc.probe, wc.source, wc.model_b),
-        ma=lambda wc: manifest_of(store_path(wc.probe, wc.source, wc.model_a)),
-        mb=lambda wc: manifest_of(store_path(wc.probe, wc.source, wc.model_b)),
+        lambda wc: probe_files(wc.probe, [wc.model_a, wc.model_b]),
     output:
-        "results/comparisons/similarity/{probe}/{source}/{model_a}__{model_b}.csv",
+        "results/comparisons/similarity/{probe}/{model_a}__{model_b}.csv",
     params:
+        stores=lambda wc: pair_stores(wc.probe, wc.model_a, wc.model_b),
         measures=config["comparison"]["measures"],
         layers=config["activations"]["layers"],
         version=VERSION,
     log:
-        "logs/compare_similarity/{probe}/{source}/{model_a}__{model_b}.log",
+        "logs/compare_similarity/{probe}/{model_a}__{model_b}.log",
     threads: THREADS
     resources:
         mem_mb=4000,
@@ -22,19 +20,10 @@ rule compare_similarity:
         "../scripts/compare_similarity.py"
 
 
-def similarity_parts(wildcards=None):
-    return [
-        f"results/comparisons/similarity/{probe}/{source}/{a}__{b}.csv"
-        for probe in config["probes"]
-        for source in probe_sources(probe)
-        for a, b in PAIRS
-    ]
-
-
 rule similarity_table:
-    """The tidy similarity table: one row per (probe, pair, measure, layer)."""
+    """The tidy similarity table: one row per (probe, source, pair, measure, layer)."""
     input:
-        similarity_parts(),
+        [f"results/comparisons/similarity/{probe}/{a}__{b}.csv" for probe in PROBES for a, b in PAIRS],
     output:
         "results/tables/similarity.csv",
     params:

@@ -8,8 +8,8 @@ from robustlens.comparisons import similarity_rows
 from robustlens.store import open_store
 
 w, p = snakemake.wildcards, snakemake.params
-rows = similarity_rows(
-    open_store(snakemake.input.a), open_store(snakemake.input.b), p.layers, p.measures,
-    context={"probe": w.probe, "source": w.source, "model_a": w.model_a, "model_b": w.model_b},
-)
+rows = []
+for source, path_a, path_b in p.stores:
+    context = {"probe": w.probe, "source": source, "model_a": w.model_a, "model_b": w.model_b}
+    rows += similarity_rows(open_store(path_a), open_store(path_b), p.layers, p.measures, context)
 pd.DataFrame(rows).to_csv(snakemake.output[0], index=False)

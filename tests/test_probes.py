@@ -1,0 +1,79 @@
+"""Probes and classifier heads on a small trained model: inversion lowers its loss, adversarial
+probes succeed inside their ball, retrained heads match a logistic regression."""
+
+import numpy as np
+import pytest
+import torch
+
+from robustlens.data import prepare_dataset
+from robustlens.heads import head_logits, retrain_heads
+from robustlens.probes import adversarial_probe, draw_inversion_pairs, inverted_probe, probe_dataset
+from robustlens.runtime import configure_torch
+from robustlens.train import train_and_evaluate
+
+ARCH = {"name": "smallcnn", "in_channels": 1, "num_classes": 10, "widths": [8, 16, 32], "convs_per_block": 1}
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return prepare_dataset({"source": "sklearn_digits", "image_size": 16, "test_fraction": 0.2, "split_seed": 0})
+
+
+@pytest.fixture(scope="module")
+def model(digits):
+    configure_torch(1)
+    training = {"epochs": 4, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "attack_steps": 3}
+    evaluation = {"eps": [0.5], "norm": "l2", "steps": 20, "restarts": 1, "seed": 0}
+    spec = {"id": "m", "arch": ARCH, "eps": 0.5, "norm": "l2", "seed": 0}
+    return train_and_evaluate(spec, digits, training, evaluation, CPU, progress=False)[0]
+
+
+def test_inversion_lowers_its_loss(model, digits):
+    probe = inverted_probe(model, digits["x_test"], digits["y_test"], n_samples=24, iterations=30, step_size=0.1,
+                           momentum=0.9, seed=0, device=CPU, progress=False)
+    assert probe["final_loss"].mean() < 0.5 * probe["initial_loss"].mean()
+    assert probe["images"].min() >= 0 and probe["images"].max() <= 1
+    # every start image is of another class than its target
+    labels = digits["y_test"]
+    assert (labels[probe["start_index"]] != labels[probe["target_index"]]).all()
+
+
+def test_inversion_pairs_are_fixed_by_seed():
+    labels = np.repeat(np.arange(5), 10)
+    a, b = draw_inversion_pairs(labels, 12, seed=3), draw_inversion_pairs(labels, 12, seed=3)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert len(np.unique(a[0])) == 12
+
+
+def test_adversarial_probe_stays_in_ball_and_lowers_accuracy(model, digits):
+    x, y = digits["x_test"][:120], digits["y_test"][:120]
+    probe = adversarial_probe(model, x, y, norm="l2", eps=1.0, steps=10, step_size=None, random_start=True, seed=0,
+                              device=CPU, progress=False)
+    norms = np.linalg.norm((probe["images"] - x).reshape(len(x), -1), axis=1)
+    assert norms.max() <= 1.0 + 1e-5
+    with torch.no_grad():
+        clean = (model(torch.as_tensor(x)).argmax(1).numpy() == y).mean()
+    assert probe["robust_accuracy"] < clean and 0 < probe["success_rate"] <= 1
+    ds = probe_dataset(probe)
+    assert ds.attrs["success_rate"] == pytest.approx(probe["success_rate"])
+
+
+def test_retrained_heads_match_logistic_regression(model, digits):
+    """Heads retrained by SGD reach the test accuracy of scikit-learn's logistic regression on
+    the same frozen features within a few points."""
+    from sklearn.linear_model import LogisticRegression
+
+    from robustlens.activations import extract_activations
+
+    settings = {"seeds": [0, 1], "epochs": 30, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 128}
+    heads = retrain_heads(model, digits, settings, CPU, progress=False)
+    train = extract_activations(model, digits["x_train"], ["penultimate"], progress=False)["penultimate"]
+    test = extract_activations(model, digits["x_test"], ["penultimate"], progress=False)["penultimate"]
+    reference = LogisticRegression(max_iter=2000).fit(train, digits["y_train"]).score(test, digits["y_test"])
+    assert np.all(np.abs(heads["test_accuracy"] - reference) < 0.04), (heads["test_accuracy"], reference)
+    # the reported accuracy is the one the stored weights give on held-out data
+    logits = head_logits(test, heads["weight"][0], heads["bias"][0])
+    assert heads["test_accuracy"][0] == pytest.approx(np.mean(logits.argmax(1) == digits["y_test"]))
+    assert not np.allclose(heads["weight"][0], heads["weight"][1])  # seeds give different heads
