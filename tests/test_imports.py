@@ -13,6 +13,10 @@ LIGHT_MODULES = [
     "robustlens.filters",
     "robustlens.plots.universality",
     "robustlens.plots.filters",
+    "robustlens.plots.similarity",
+    "robustlens.universality",
+    "robustlens.comparisons",
+    "robustlens.heads",
 ]
 
 

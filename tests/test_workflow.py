@@ -48,7 +48,13 @@ def test_similarity_table_matches_independent_cka(tiny_run):
     # tidy: one row per (probe, pair, measure, layer); models carry eps and seed
     assert not table.duplicated(["probe", "source", "model_a", "model_b", "measure", "layer"]).any()
     assert (table["eps_a"] == table["eps_b"]).all() and (table["seed_a"] != table["seed_b"]).all()
-    assert len(table) == 2 * 2 * 4  # 2 same-eps pairs x 2 measures x 4 layers
+    # per pair and input set: 4 layers x 4 measures + RTD on the penultimate layer only; the
+    # natural probe is one input set, each made probe two (the images of both models)
+    per_set = 4 * 4 + 1
+    assert table.groupby("probe").size().to_dict() == {"natural": 2 * per_set, "adversarial": 4 * per_set, "inverted": 4 * per_set}
+    # every value beats its permutation baseline (the tiny models still learn structure)
+    with_baseline = table.dropna(subset=["baseline_mean"])
+    assert (with_baseline["value"] > with_baseline["baseline_mean"]).mean() > 0.9
 
 
 def test_predictive_table_matches_stored_logits(tiny_run):

@@ -17,21 +17,70 @@ def _check_aligned(a: xr.Dataset, b: xr.Dataset, where: str) -> None:
         raise ValueError(f"{where}: the two stores do not hold the same probe inputs (sample counts or labels differ)")
 
 
-def similarity_rows(store_a: xr.Dataset, store_b: xr.Dataset, layers: list[str], measures: list[str], context: dict) -> list[dict]:
-    """One row per (layer, measure): the representational similarity of two models' layers."""
-    from robustlens.similarity import validate_representation
+def measure_kwargs(name: str, settings: dict, device: str | None = None) -> dict:
+    """Keyword arguments of a representational measure from the ``comparison`` settings:
+    ``k`` for k-NN Jaccard, trials/batch/seed for RTD, the device where the function takes one."""
+    import inspect
+
+    kwargs = {}
+    if name == "knn_jaccard":
+        kwargs["k"] = settings["knn_k"]
+    if name == "rtd":
+        kwargs.update({k: settings["rtd"][k] for k in ("n_trials", "batch", "seed")})
+    if device is not None and "device" in inspect.signature(get_function(name)).parameters:
+        kwargs["device"] = device
+    return kwargs
+
+
+def measures_for_layer(layer: str, measures: list[str], settings: dict) -> list[str]:
+    """The configured measures computed on ``layer``: RTD only on its configured layers (it
+    costs seconds per trial where the others cost milliseconds)."""
+    return [m for m in measures if m != "rtd" or layer in settings["rtd"]["layers"]]
+
+
+def similarity_rows(store_a: xr.Dataset, store_b: xr.Dataset, layers: list[str], settings: dict, context: dict,
+                    device: str | None = None) -> list[dict]:
+    """One row per (layer, measure): the value, the mean and sd of its permutation baseline
+    (shuffled sample correspondence) where configured, and RTD's spread across trials."""
+    from robustlens.similarity import permutation_baseline, rtd_trials, validate_representation
 
     probe = context.get("probe", "?")
     _check_aligned(store_a, store_b, f"probe {probe}, models {context.get('model_a')} and {context.get('model_b')}")
+    baseline = settings["baseline"]
     rows = []
     for layer in layers:
         X = store_a[layer].values.astype(np.float64)
         Y = store_b[layer].values.astype(np.float64)
-        validate_representation(X, f"model {context.get('model_a')}, layer {layer}, probe {probe}")
-        validate_representation(Y, f"model {context.get('model_b')}, layer {layer}, probe {probe}")
-        for name in measures:
-            value = get_function(name)(X, Y)
-            rows.append({**context, "layer": layer, "measure": name, "value": float(value)})
+        validate_representation(X, f"model {context.get('model_a')}, layer {layer}, probe {probe}, source {context.get('source')}")
+        validate_representation(Y, f"model {context.get('model_b')}, layer {layer}, probe {probe}, source {context.get('source')}")
+        for name in measures_for_layer(layer, settings["measures"], settings):
+            kwargs = measure_kwargs(name, settings, device)
+            row = {**context, "layer": layer, "measure": name}
+            if name == "rtd":
+                trials = rtd_trials(X, Y, **kwargs)
+                row |= {"value": float(trials.mean()), "trial_sd": float(trials.std(ddof=1)) if len(trials) > 1 else 0.0}
+            else:
+                row["value"] = float(get_function(name)(X, Y, **kwargs))
+            if name in baseline["measures"]:
+                null = permutation_baseline(name, X, Y, n_permutations=baseline["n_permutations"], seed=baseline["seed"], **kwargs)
+                row |= {"baseline_mean": float(null.mean()), "baseline_sd": float(null.std(ddof=1)) if len(null) > 1 else 0.0}
+            rows.append(row)
+    return rows
+
+
+def similarity_matrix_rows(stores: dict[str, xr.Dataset], layers: list[str], measures: list[str], settings: dict,
+                           context: dict, device: str | None = None) -> list[dict]:
+    """Every measure for every pair of models (each unordered pair once) and layer: the input
+    of the pairwise heatmaps."""
+    import itertools
+
+    rows = []
+    for layer in layers:
+        values = {m: store[layer].values.astype(np.float64) for m, store in stores.items()}
+        for a, b in itertools.combinations(stores, 2):
+            for name in measures_for_layer(layer, measures, settings):
+                value = get_function(name)(values[a], values[b], **measure_kwargs(name, settings, device))
+                rows.append({**context, "layer": layer, "measure": name, "model_a": a, "model_b": b, "value": float(value)})
     return rows
 
 

@@ -15,6 +15,8 @@ SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.y
 
 #: Image channels and classes of each dataset source, known without loading the data.
 DATASET_SHAPES = {"sklearn_digits": {"in_channels": 1, "num_classes": 10}}
+#: Number of images of each dataset source (for checks that need the probe's sample count).
+DATASET_SIZES = {"sklearn_digits": 1797}
 
 
 class ConfigError(ValueError):
@@ -91,6 +93,13 @@ def _semantic_errors(config: dict) -> list[str]:
     for i, layer in enumerate(config["activations"]["layers"]):
         if layer not in layers:
             errors.append(f"key 'activations.layers[{i}]' = {layer!r}: not a layer of the model (known: {', '.join(layers)})")
+    for i, layer in enumerate(config["comparison"]["rtd"]["layers"]):
+        if layer not in config["activations"]["layers"]:
+            errors.append(f"key 'comparison.rtd.layers[{i}]' = {layer!r}: not one of activations.layers")
+    k = config["comparison"]["knn_k"]
+    n_probe = min(probe_sample_counts(config).values())
+    if k >= n_probe:
+        errors.append(f"key 'comparison.knn_k' = {k}: must be smaller than the smallest probe's {n_probe} samples")
     models = expand_models(config)
     pairs = config["comparison"]["pairs"]
     if isinstance(pairs, list):
@@ -103,6 +112,19 @@ def _semantic_errors(config: dict) -> list[str]:
     elif not select_pairs(models, pairs):
         errors.append(f"key 'comparison.pairs' = {pairs!r}: selects no pair of models (need two seeds of one eps)")
     return errors
+
+
+def probe_sample_counts(config: dict) -> dict[str, int]:
+    """Images per probe: the test split for natural and adversarial, n_samples for inverted."""
+    import math
+
+    n_test = math.ceil(DATASET_SIZES[config["dataset"]["source"]] * config["dataset"]["test_fraction"])
+    counts = {"natural": n_test}
+    if "adversarial" in config["probes"]:
+        counts["adversarial"] = n_test
+    if "inverted" in config["probes"]:
+        counts["inverted"] = min(n_test, config["probes"]["inverted"]["n_samples"])
+    return counts
 
 
 def validate_config(config: dict) -> dict:

@@ -15,6 +15,8 @@ rule figure_agreement_vs_eps:
     log:
         "logs/figure_agreement_vs_eps/figure.log",
     threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/figure_agreement_vs_eps.py"
 
@@ -33,6 +35,8 @@ rule figure_cka_by_layer:
     log:
         "logs/figure_cka_by_layer/figure.log",
     threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/figure_cka_by_layer.py"
 
@@ -57,6 +61,8 @@ rule figure_heads_agreement:
     log:
         "logs/figure_heads_agreement/figure.log",
     threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/figure_heads_agreement.py"
 
@@ -75,8 +81,54 @@ rule figure_universality:
     log:
         "logs/figure_universality/figure.log",
     threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/figure_universality.py"
 
 
 ALL_TARGETS.extend(f"results/figures/{name}.{ext}" for name in ("heads_agreement", "universality") for ext in FIGURE_FORMATS)
+
+
+rule figure_similarity_vs_eps:
+    """Each representational measure vs eps per layer and probe, with bootstrap CIs."""
+    input:
+        similarity="results/tables/similarity.csv",
+    output:
+        png=report("results/figures/similarity_vs_eps.png", category="Representational similarity", caption="../report/similarity_vs_eps.rst"),
+        pdf="results/figures/similarity_vs_eps.pdf",
+    params:
+        figure=config["figures"]["similarity_vs_eps"],
+        statistics=config["statistics"],
+        dpi=config["figures"]["dpi"],
+        version=VERSION,
+    log:
+        "logs/figure_similarity_vs_eps/figure.log",
+    threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
+    script:
+        "../scripts/figure_similarity_vs_eps.py"
+
+
+rule figure_similarity_heatmaps:
+    """Pairwise heatmaps of every model pair per measure and layer."""
+    input:
+        matrix="results/tables/similarity_matrix.csv",
+    output:
+        png=report("results/figures/similarity_heatmaps.png", category="Representational similarity", caption="../report/similarity_heatmaps.rst"),
+        pdf="results/figures/similarity_heatmaps.pdf",
+    params:
+        figure=config["figures"]["similarity_heatmaps"],
+        dpi=config["figures"]["dpi"],
+        version=VERSION,
+    log:
+        "logs/figure_similarity_heatmaps/figure.log",
+    threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
+    script:
+        "../scripts/figure_similarity_heatmaps.py"
+
+
+ALL_TARGETS.extend(f"results/figures/{name}.{ext}" for name in ("similarity_vs_eps", "similarity_heatmaps") for ext in FIGURE_FORMATS)

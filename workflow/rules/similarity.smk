@@ -7,8 +7,9 @@ rule compare_similarity:
         "results/comparisons/similarity/{probe}/{model_a}__{model_b}.csv",
     params:
         stores=lambda wc: pair_stores(wc.probe, wc.model_a, wc.model_b),
-        measures=config["comparison"]["measures"],
+        settings=config["comparison"],
         layers=config["activations"]["layers"],
+        device=DEVICE,
         version=VERSION,
     log:
         "logs/compare_similarity/{probe}/{model_a}__{model_b}.log",
@@ -16,6 +17,8 @@ rule compare_similarity:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/compare_similarity.py"
 
@@ -33,8 +36,57 @@ rule similarity_table:
     log:
         "logs/similarity_table/similarity_table.log",
     threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/similarity_table.py"
 
 
-ALL_TARGETS.append("results/tables/similarity.csv")
+rule similarity_matrix:
+    """Configured measures for every pair of models (not only the compared pairs) on one probe:
+    the pairwise heatmaps."""
+    input:
+        probe_files(config["comparison"]["matrix"]["probe"], list(MODELS)),
+    output:
+        "results/tables/similarity_matrix.csv",
+    params:
+        study=STUDY,
+        models=MODELS,
+        stores={m: pair_stores(config["comparison"]["matrix"]["probe"], m, m)[0][1] for m in MODELS},
+        settings=config["comparison"],
+        layers=config["activations"]["layers"],
+        device=DEVICE,
+        version=VERSION,
+    log:
+        "logs/similarity_matrix/similarity_matrix.log",
+    threads: THREADS
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/robustlens.yaml"
+    script:
+        "../scripts/similarity_matrix.py"
+
+
+rule correlations_table:
+    """Correlation of eps with every representational measure per probe and layer (Pearson r,
+    permutation p-value over models, bootstrap-over-seeds CI, Benjamini-Hochberg q-value)."""
+    input:
+        similarity="results/tables/similarity.csv",
+    output:
+        "results/tables/correlations.csv",
+    params:
+        study=STUDY,
+        statistics=config["statistics"],
+        version=VERSION,
+    log:
+        "logs/correlations_table/correlations_table.log",
+    threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
+    script:
+        "../scripts/correlations_table.py"
+
+
+ALL_TARGETS.extend(["results/tables/similarity.csv", "results/tables/similarity_matrix.csv", "results/tables/correlations.csv"])

@@ -5,11 +5,14 @@ redirect_output(snakemake.log[0])
 import pandas as pd
 
 from robustlens.comparisons import similarity_rows
+from robustlens.runtime import configure_torch, resolve_device
 from robustlens.store import open_store
 
 w, p = snakemake.wildcards, snakemake.params
+configure_torch(snakemake.threads)
+device = str(resolve_device(p.device))
 rows = []
 for source, path_a, path_b in p.stores:
     context = {"probe": w.probe, "source": source, "model_a": w.model_a, "model_b": w.model_b}
-    rows += similarity_rows(open_store(path_a), open_store(path_b), p.layers, p.measures, context)
+    rows += similarity_rows(open_store(path_a), open_store(path_b), p.layers, p.settings, context, device)
 pd.DataFrame(rows).to_csv(snakemake.output[0], index=False)
