@@ -86,9 +86,8 @@ def similarity_matrix_rows(stores: dict[str, xr.Dataset], layers: list[str], mea
 
 def predictive_rows(logits_a: np.ndarray, logits_b: np.ndarray, labels: np.ndarray, context: dict) -> list[dict]:
     """One row per predictive measure of the registry, with each model's accuracy on the probe."""
-    from robustlens.predictive import accuracy
-
-    acc = {"accuracy_a": accuracy(logits_a, labels), "accuracy_b": accuracy(logits_b, labels)}
+    acc = {"accuracy_a": float(np.mean(np.argmax(logits_a, 1) == labels)),
+           "accuracy_b": float(np.mean(np.argmax(logits_b, 1) == labels))}
     rows = []
     for name, measure in MEASURES.items():
         if measure.kind != "predictive":
