@@ -1,8 +1,10 @@
 """Time the default study end to end, stage by stage, and the dry run on finished results.
 
-Runs `snakemake --cores N` on config.yaml in a scratch directory, then reads the per-job
-benchmark files Snakemake writes (results/benchmarks/<rule>/...) and prints, per rule, the
-number of jobs, the summed job time and the peak RSS, against the wall time of the whole run.
+Runs `snakemake --cores N` on config.yaml in a scratch directory, then reads Snakemake's run
+log (.snakemake/log/*.log: a timestamp when each job starts and finishes; `benchmark:`
+directives cannot be used because Snakemake forbids them on rules eligible for the
+between-workflow cache) and prints, per rule, the number of jobs and the summed job time,
+against the wall time of the whole run.
 Baseline measured in the same run: the summed job time is what a serial run would cost, so
 wall / summed is the parallel efficiency; the interpreter start-up share is the job count times
 the time of an empty `python -c 'import robustlens.jobs'`.
@@ -13,7 +15,8 @@ the time of an empty `python -c 'import robustlens.jobs'`.
 from __future__ import annotations
 
 import argparse
-import csv
+import datetime
+import re
 import subprocess
 import sys
 import tempfile
@@ -31,6 +34,23 @@ def run(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
+EVENT = re.compile(r"\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]\n(?:local)?(?:rule (\w+):\n(?:.*\n)*?    jobid: (\d+)|Finished jobid: (\d+) \(Rule: (\w+)\))")
+
+
+def job_times(log_path: Path) -> dict[str, list[float]]:
+    """Seconds from start to finish of every job in a Snakemake run log, by rule (1 s resolution)."""
+    started, times = {}, defaultdict(list)
+    for stamp, rule, jobid, finished, _ in EVENT.findall(log_path.read_text()):
+        when = datetime.datetime.strptime(stamp, "%a %b %d %H:%M:%S %Y")
+        if rule:
+            started[jobid] = (rule, when)
+        elif finished in started:
+            name, start = started[finished]
+            times[name].append((when - start).total_seconds())
+    times.pop("all", None)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", default="2")
@@ -46,21 +66,14 @@ def main() -> None:
     dry = run(base + ["-n"] + extra)
     startup = run([sys.executable, "-c", "import robustlens.jobs"])
 
-    per_rule: dict[str, list[float]] = defaultdict(list)
-    rss: dict[str, float] = defaultdict(float)
-    for tsv in (workdir / "results" / "benchmarks").rglob("*.tsv"):
-        rule = tsv.relative_to(workdir / "results" / "benchmarks").parts[0]
-        with open(tsv) as handle:
-            row = next(csv.DictReader(handle, delimiter="\t"))
-        per_rule[rule].append(float(row["s"]))
-        rss[rule] = max(rss[rule], float(row["max_rss"]) if row["max_rss"] not in ("", "-", "NA") else 0.0)
+    per_rule = job_times(max((workdir / ".snakemake" / "log").glob("*.snakemake.log")))
     total_jobs = sum(len(v) for v in per_rule.values())
     summed = sum(sum(v) for v in per_rule.values())
 
-    print(f"{'rule':32s} {'jobs':>5s} {'sum s':>8s} {'mean s':>7s} {'peak MB':>8s}")
+    print(f"{'rule':32s} {'jobs':>5s} {'sum s':>8s} {'mean s':>7s}")
     for rule in sorted(per_rule, key=lambda r: -sum(per_rule[r])):
         times = per_rule[rule]
-        print(f"{rule:32s} {len(times):5d} {sum(times):8.1f} {sum(times) / len(times):7.2f} {rss[rule]:8.0f}")
+        print(f"{rule:32s} {len(times):5d} {sum(times):8.1f} {sum(times) / len(times):7.2f}")
     print(f"\nwall time of the study with --cores {args.cores}: {wall:.1f} s "
           f"({total_jobs} jobs, summed job time {summed:.1f} s, wall/summed = {wall / summed:.2f})")
     print(f"interpreter start-up: {startup:.2f} s per job, {startup * total_jobs:.1f} s over all jobs "

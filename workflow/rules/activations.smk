@@ -22,5 +22,8 @@ rule extract_natural:
         mem_mb=4000,
         runtime=30,
         gpu=1,
+    cache: True
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/extract_natural.py"

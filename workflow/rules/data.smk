@@ -11,5 +11,8 @@ rule prepare_dataset:
     resources:
         mem_mb=1000,
         runtime=10,
+    cache: True
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/prepare_dataset.py"

@@ -17,6 +17,9 @@ rule extract_filters:
     resources:
         mem_mb=2000,
         runtime=10,
+    cache: True
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/extract_filters.py"
 
@@ -41,6 +44,8 @@ rule filters_tables:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/filters_tables.py"
 
@@ -69,6 +74,8 @@ rule figure_filters:
     log:
         "logs/figure_filters/{figure}.log",
     threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/figure_filters.py"
 
@@ -97,6 +104,8 @@ rule figure_first_layer_filters:
     log:
         "logs/figure_first_layer_filters/figure.log",
     threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/figure_first_layer_filters.py"
 

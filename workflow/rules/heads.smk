@@ -19,6 +19,9 @@ rule retrain_heads:
     resources:
         mem_mb=2000,
         runtime=20,
+    cache: True
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/retrain_heads.py"
 
@@ -36,6 +39,8 @@ rule heads_table:
     log:
         "logs/heads_table/heads_table.log",
     threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/heads_table.py"
 

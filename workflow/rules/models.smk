@@ -20,6 +20,9 @@ rule train_model:
         mem_mb=4000,
         runtime=120,
         gpu=1,
+    cache: True
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/train_model.py"
 
@@ -37,6 +40,8 @@ rule models_table:
     log:
         "logs/models_table/models_table.log",
     threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/models_table.py"
 

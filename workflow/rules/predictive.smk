@@ -14,6 +14,8 @@ rule compare_predictive:
     log:
         "logs/compare_predictive/{probe}.log",
     threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/compare_predictive.py"
 
@@ -31,6 +33,8 @@ rule predictive_table:
     log:
         "logs/predictive_table/predictive_table.log",
     threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/predictive_table.py"
 
@@ -51,6 +55,8 @@ rule universality_table:
     log:
         "logs/universality_table/universality_table.log",
     threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/universality_table.py"
 

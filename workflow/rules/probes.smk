@@ -28,6 +28,9 @@ rule make_probe:
         mem_mb=4000,
         runtime=60,
         gpu=1,
+    cache: True
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/make_probe.py"
 
@@ -48,6 +51,8 @@ rule probes_table:
     log:
         "logs/probes_table/probes_table.log",
     threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/probes_table.py"
 
@@ -70,6 +75,8 @@ rule figure_inversions:
     log:
         "logs/figure_inversions/figure.log",
     threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
     script:
         "../scripts/figure_inversions.py"
 
