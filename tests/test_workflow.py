@@ -59,7 +59,7 @@ def test_similarity_table_matches_independent_cka(tiny_run):
 
 def test_predictive_table_matches_stored_logits(tiny_run):
     table = pd.read_csv(tiny_run / "results/tables/predictive.csv")
-    row = table[table["measure"] == "agreement"].iloc[0]
+    row = table[(table["measure"] == "agreement") & (table["probe"] == "natural") & (table["head"] == "original")].iloc[0]
     a = open_store(tiny_run / f"results/activations/natural/digits/{row.model_a}.zarr")["logits"].values
     b = open_store(tiny_run / f"results/activations/natural/digits/{row.model_b}.zarr")["logits"].values
     assert row.value == pytest.approx(np.mean(a.argmax(1) == b.argmax(1)))
@@ -72,10 +72,27 @@ def test_models_table_has_clean_and_robust_accuracy(tiny_run):
     assert table["value"].between(0, 1).all()
 
 
+FIGURES = [
+    "agreement_vs_eps", "cka_by_layer", "similarity_vs_eps", "similarity_heatmaps", "heads_agreement",
+    "universality", "inversions", "filters_kl_by_depth", "filters_basis", "filters_quality_by_depth",
+    "filters_first_layer",
+]
+
+
 def test_figures_exist(tiny_run):
-    for name in ("agreement_vs_eps", "cka_by_layer"):
+    for name in FIGURES:
         for ext in ("png", "pdf"):
-            assert (tiny_run / f"results/figures/{name}.{ext}").stat().st_size > 1000
+            assert (tiny_run / f"results/figures/{name}.{ext}").stat().st_size > 1000, name
+
+
+def test_retrained_heads_agree_on_made_probes_of_both_sources(tiny_run):
+    """Pairs are compared on the images of both of their models, with every head."""
+    table = pd.read_csv(tiny_run / "results/tables/predictive.csv")
+    adv = table[(table["probe"] == "adversarial") & (table["measure"] == "agreement")]
+    for (a, b), group in adv.groupby(["model_a", "model_b"]):
+        assert set(group["source"]) == {a, b}
+        assert set(group["head"]) == {"original", "retrained"}
+    assert table["value"].between(-1, 1).all()
 
 
 def test_changing_a_figure_setting_reruns_only_that_figure(tiny_copy, tmp_path):
@@ -86,8 +103,9 @@ def test_changing_a_figure_setting_reruns_only_that_figure(tiny_copy, tmp_path):
 def test_extending_the_eps_grid_trains_only_the_new_models(tiny_copy, tmp_path):
     config = write_config(tmp_path / "c.yaml", {"model_grid": {"eps": [0, 1, 0.5]}})
     jobs = planned_jobs(tiny_copy, configfiles=(config,))
-    assert jobs["train_model"] == 2 and jobs["extract_natural"] == 2
-    assert jobs["compare_similarity"] == 1  # the one new same-eps pair
+    assert jobs["train_model"] == 2 and jobs["extract_natural"] == 2 and jobs["extract_filters"] == 2
+    assert jobs["make_probe"] == 2 * 2  # adversarial and inverted probes of the new models only
+    assert jobs["compare_similarity"] == 3  # the one new same-eps pair, on each of 3 probes
     assert "prepare_dataset" not in jobs
 
 
