@@ -35,6 +35,7 @@ __all__ = [
     "RepresentationError",
     "validate_representation",
     "linear_cka",
+    "linear_cka_unbiased",
     "StreamingLinearCKA",
     "linear_cka_streaming",
     "iter_zarr_chunks",
@@ -65,27 +66,48 @@ def validate_representation(X, where: str) -> None:
     (n_samples, n_features), at least 2 rows, no NaN or Inf entry, and nonzero total variance
     (not all rows identical).
     """
-    if isinstance(X, torch.Tensor):
-        shape = tuple(X.shape)
-        finite = bool(torch.isfinite(X).all()) if X.numel() else True
-        constant = X.shape[0] >= 1 and X.ndim == 2 and bool((X == X[:1]).all())
-    else:
-        X = np.asarray(X)
-        shape = X.shape
-        if not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
-            raise RepresentationError(f"{where}: representation has dtype {X.dtype}, not real numbers")
-        finite = bool(np.isfinite(X).all())
-        constant = X.shape[0] >= 1 and X.ndim == 2 and bool((X == X[:1]).all())
-    if len(shape) != 2:
-        raise RepresentationError(f"{where}: representation has shape {shape}, expected (n_samples, n_features)")
-    if shape[0] < 2:
-        raise RepresentationError(f"{where}: representation has {shape[0]} sample(s); at least 2 are needed")
-    if shape[1] < 1:
-        raise RepresentationError(f"{where}: representation has no features")
-    if not finite:
+    X = _check_structure(X, where)
+    isfinite = torch.isfinite if isinstance(X, torch.Tensor) else np.isfinite
+    if not bool(isfinite(X).all()):
         raise RepresentationError(f"{where}: representation contains NaN or Inf values")
-    if constant:
-        raise RepresentationError(f"{where}: representation has zero variance (all {shape[0]} rows identical)")
+    _check_not_constant(X, where)
+
+
+def _check_structure(X, where: str):
+    """X (as a tensor or numpy array) if it is a real (n_samples, n_features) matrix with n >= 2."""
+    if not isinstance(X, torch.Tensor):
+        X = np.asarray(X)
+        if not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)):
+            raise RepresentationError(f"{where}: representation has dtype {X.dtype}, not real numbers")
+    if X.ndim != 2:
+        raise RepresentationError(f"{where}: representation has shape {tuple(X.shape)}, expected (n_samples, n_features)")
+    if X.shape[0] < 2:
+        raise RepresentationError(f"{where}: representation has {X.shape[0]} sample(s); at least 2 are needed")
+    if X.shape[1] < 1:
+        raise RepresentationError(f"{where}: representation has no features")
+    return X
+
+
+def _check_not_constant(X, where: str) -> None:
+    """Raise if all rows are identical. Exact, and O(n_features) unless rows 0 and 1 are equal."""
+    if bool((X[1] != X[0]).any()):
+        return
+    if bool((X == X[:1]).all()):
+        raise RepresentationError(f"{where}: representation has zero variance (all {X.shape[0]} rows identical)")
+
+
+def _require_finite(witness: float, X, Y) -> None:
+    """Raise the precise error if ``witness`` (a sum over quantities of X and Y that is NaN or
+    Inf whenever X or Y has a NaN or Inf entry, e.g. their squared row norms) is not finite.
+
+    This is how the measures check their inputs for NaN/Inf without an extra pass over the
+    data: the witness comes from products they compute anyway. A non-finite witness from finite
+    data means float64 overflow (entries beyond ~1e154), also raised."""
+    if np.isfinite(witness):
+        return
+    validate_representation(X, "X")
+    validate_representation(Y, "Y")
+    raise RepresentationError("X or Y has values too large for float64 products (overflow)")
 
 
 def _resolve_device(device, *arrays) -> torch.device:
@@ -106,17 +128,38 @@ def _as_float64(X, device: torch.device) -> torch.Tensor:
 
 
 def _validated_pair(X, Y, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both representations validated, as float64 tensors on one device, with equal row counts."""
-    validate_representation(X, "X")
-    validate_representation(Y, "Y")
+    """X and Y as float64 tensors on one device, checked for shape, equal row counts and
+    nonconstant rows. NaN/Inf entries are *not* checked here: each measure checks them through
+    :func:`_require_finite` (or :func:`validate_representation`) before returning."""
+    X, Y = _check_structure(X, "X"), _check_structure(Y, "Y")
     if X.shape[0] != Y.shape[0]:
         raise ValueError(f"X and Y must describe the same samples: {X.shape[0]} rows vs {Y.shape[0]}")
+    _check_not_constant(X, "X")
+    _check_not_constant(Y, "Y")
     dev = _resolve_device(device, X, Y)
     return _as_float64(X, dev), _as_float64(Y, dev)
 
 
+def _take_rows(A, idx: np.ndarray):
+    """Rows ``idx`` of a tensor (on its device) or of an array-like (as numpy)."""
+    if isinstance(A, torch.Tensor):
+        return A[torch.as_tensor(idx, device=A.device)]
+    return np.asarray(A)[idx]
+
+
+def _matmul(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """A @ B; on the CPU through NumPy, whose matmul uses BLAS syrk when B is A's own transpose
+    (half the multiply-adds of a general product) and which measured faster than torch's CPU
+    matmul on the benchmark machine (benchmarks/similarity.md). The result shares no memory
+    with A or B."""
+    if A.device.type == "cpu" and B.device.type == "cpu":
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf inputs are reported by the caller
+            return torch.from_numpy(A.numpy() @ B.numpy())
+    return A @ B
+
+
 def _centre_columns(X: torch.Tensor) -> torch.Tensor:
-    """X H: each feature (column) minus its mean over samples."""
+    """HX, H = I - 11'/n: each feature (column) minus its mean over samples."""
     return X - X.mean(dim=0, keepdim=True)
 
 
@@ -141,24 +184,64 @@ def _feature_route_is_cheaper(n: int, p: int, q: int) -> bool:
     return p * q + p * p + q * q <= n * (p + q)
 
 
-def _centred_frobenius_products(Xc: torch.Tensor, Yc: torch.Tensor, route: str = "auto") -> tuple[float, float, float]:
-    """tr(KL), tr(KK), tr(LL) of the centred linear Grams K = Xc Xc', L = Yc Yc'.
+def _centred_gram(A: torch.Tensor) -> torch.Tensor:
+    """HKH for K = AA', centred through its row and column means (no centred copy of A)."""
+    K = _matmul(A, A.T)
+    means = K.mean(dim=0)
+    K -= means[None, :]
+    K -= means[:, None]
+    K += means.mean()
+    return K
 
-    Uses tr(KL) = ||Xc'Yc||_F^2 (feature route) or the elementwise product of the Grams (Gram
-    route), whichever is cheaper for the shape unless ``route`` is ``"features"`` or ``"gram"``.
+
+class _CentredProducts:
+    """tr(KL), tr(KK), tr(LL) of the centred linear Grams K = Xc Xc', L = Yc Yc', and their
+    diagonals a = diag(K), b = diag(L) (the squared norms of the centred rows).
+
+    Feature route: tr(KL) = ||Xc'Yc||_F^2 etc., from the column-centred data. Gram route: the
+    n x n Grams of the raw data, centred as HKH (only two n x n matrices are made; the data are
+    not copied). ``route`` "auto" picks the cheaper by shape (:func:`_feature_route_is_cheaper`).
     """
-    n, p = Xc.shape
-    q = Yc.shape[1]
-    if route == "auto":
-        route = "features" if _feature_route_is_cheaper(n, p, q) else "gram"
-    if route == "features":
-        mats = (Xc.T @ Yc, Xc.T @ Xc, Yc.T @ Yc)
-        return tuple(float(torch.sum(m * m)) for m in mats)
-    if route == "gram":
-        K = (Xc @ Xc.T).reshape(-1)
-        L = (Yc @ Yc.T).reshape(-1)
-        return float(K @ L), float(K @ K), float(L @ L)
-    raise ValueError(f"route must be 'auto', 'features' or 'gram', not {route!r}")
+
+    def __init__(self, X: torch.Tensor, Y: torch.Tensor, route: str = "auto"):
+        n, p = X.shape
+        q = Y.shape[1]
+        if route == "auto":
+            route = "features" if _feature_route_is_cheaper(n, p, q) else "gram"
+        if route == "features":
+            Xc, Yc = _centre_columns(X), _centre_columns(Y)
+            self.kl, self.kk, self.ll = (float(torch.sum(m * m)) for m in (_matmul(Xc.T, Yc), _matmul(Xc.T, Xc), _matmul(Yc.T, Yc)))
+            self.a, self.b = torch.sum(Xc * Xc, dim=1), torch.sum(Yc * Yc, dim=1)
+        elif route == "gram":
+            K, L = _centred_gram(X), _centred_gram(Y)
+            self.a, self.b = torch.diagonal(K).clone(), torch.diagonal(L).clone()
+            K, L = K.reshape(-1), L.reshape(-1)
+            self.kl, self.kk, self.ll = float(K @ L), float(K @ K), float(L @ L)
+        else:
+            raise ValueError(f"route must be 'auto', 'features' or 'gram', not {route!r}")
+        self.n, self.route = n, route
+
+    def finiteness_witness(self) -> float:
+        """NaN or Inf if X or Y has a NaN/Inf entry: a NaN/Inf in column j makes every centred
+        entry of column j (feature route) or every centred Gram entry (Gram route) non-finite."""
+        return float(self.a.sum()) + float(self.b.sum()) + self.kl + self.kk + self.ll
+
+    def biased_hsics(self) -> tuple[float, float, float]:
+        """(n-1)^2 times the biased HSICs of (K, L), (K, K), (L, L); the factor cancels in CKA."""
+        return self.kl, self.kk, self.ll
+
+    def unbiased_hsics(self) -> tuple[float, float, float]:
+        """HSIC_u of (K, L), (K, K), (L, L). HSIC_u with a linear kernel is invariant to
+        translating the data, so it is evaluated on the centred Grams, where 1'K = 0 and hence
+        tr(K~L~) = tr(KL) - sum a_i b_i, 1'K~1 = -sum a_i, 1'L~1 = -sum b_i, 1'K~L~1 = sum a_i b_i."""
+        n, a, b = self.n, self.a, self.b
+        sa, sb = float(a.sum()), float(b.sum())
+        saa, sbb, sab = float(a @ a), float(b @ b), float(a @ b)
+        return (
+            unbiased_hsic_from_terms(n, self.kl - sab, -sa, -sb, sab),
+            unbiased_hsic_from_terms(n, self.kk - saa, -sa, -sa, saa),
+            unbiased_hsic_from_terms(n, self.ll - sbb, -sb, -sb, sbb),
+        )
 
 
 def unbiased_hsic_from_terms(n: int, trace_kl: float, sum_k: float, sum_l: float, sum_kl: float) -> float:
@@ -206,27 +289,24 @@ def linear_cka(X, Y, unbiased: bool = False, device=None, *, route: str = "auto"
     translation of either representation; not to arbitrary invertible linear maps.
 
     The route is chosen by shape: the feature-space products Xc'Yc, Xc'Xc, Yc'Yc (p x q, p x p,
-    q x q) when features are few, the n x n Gram matrices when samples are few; both are exact
+    q x q) when features are few, the n x n Gram matrices (of the raw data, centred as HKH, so
+    the data are never copied) when samples are few; both are exact up to rounding
     (``route="features"``/``"gram"`` forces one). Computed with torch float64 on ``device``
     (default: the input tensor's device, else the CPU). For more samples than fit in memory
     see :class:`StreamingLinearCKA` (exact) and :func:`linear_cka_minibatch` (Nguyen et al.).
     """
-    if unbiased and X.shape[0] < 4:
-        raise ValueError(f"unbiased CKA needs at least 4 samples, got {X.shape[0]}")
     Xt, Yt = _validated_pair(X, Y, device)
-    Xc, Yc = _centre_columns(Xt), _centre_columns(Yt)
-    tr_kl, tr_kk, tr_ll = _centred_frobenius_products(Xc, Yc, route)
-    if not unbiased:
-        return _cka_from_hsics(tr_kl, tr_kk, tr_ll, unbiased=False)
-    n = Xc.shape[0]
-    a = torch.sum(Xc * Xc, dim=1)  # diag(K)
-    b = torch.sum(Yc * Yc, dim=1)  # diag(L)
-    sa, sb = float(a.sum()), float(b.sum())
-    saa, sbb, sab = float(a @ a), float(b @ b), float(a @ b)
-    hsic_xy = unbiased_hsic_from_terms(n, tr_kl - sab, -sa, -sb, sab)
-    hsic_xx = unbiased_hsic_from_terms(n, tr_kk - saa, -sa, -sa, saa)
-    hsic_yy = unbiased_hsic_from_terms(n, tr_ll - sbb, -sb, -sb, sbb)
-    return _cka_from_hsics(hsic_xy, hsic_xx, hsic_yy, unbiased=True)
+    if unbiased and Xt.shape[0] < 4:
+        raise ValueError(f"unbiased CKA needs at least 4 samples, got {Xt.shape[0]}")
+    products = _CentredProducts(Xt, Yt, route)
+    _require_finite(products.finiteness_witness(), Xt, Yt)
+    hsics = products.unbiased_hsics() if unbiased else products.biased_hsics()
+    return _cka_from_hsics(*hsics, unbiased=unbiased)
+
+
+def linear_cka_unbiased(X, Y, device=None) -> float:
+    """``linear_cka(X, Y, unbiased=True)``: linear CKA with the unbiased HSIC of Song et al. 2012."""
+    return linear_cka(X, Y, unbiased=True, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,6 +357,8 @@ class StreamingLinearCKA:
         p, q = X.shape[1], Y.shape[1]
         zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=self.device)  # noqa: E731
         self._shift_x, self._shift_y = X.mean(dim=0), Y.mean(dim=0)
+        self._first_x, self._first_y = X[0].clone(), Y[0].clone()
+        self._x_varies = self._y_varies = False
         self.s_x, self.s_y = zeros(p), zeros(q)
         self.xx, self.yy, self.xy = zeros(p, p), zeros(q, q), zeros(p, q)
         self.a_x, self.b_x, self.a_y, self.b_y = zeros(p), zeros(p), zeros(q), zeros(q)
@@ -298,6 +380,8 @@ class StreamingLinearCKA:
             self._initialise(X, Y)
         elif X.shape[1] != self.s_x.shape[0] or Y.shape[1] != self.s_y.shape[0]:
             raise ValueError(f"chunk feature counts {X.shape[1]}, {Y.shape[1]} differ from earlier chunks")
+        self._x_varies = self._x_varies or bool((X != self._first_x).any())
+        self._y_varies = self._y_varies or bool((Y != self._first_y).any())
         X = X - self._shift_x
         Y = Y - self._shift_y
         a = torch.sum(X * X, dim=1)
@@ -305,9 +389,9 @@ class StreamingLinearCKA:
         self.n += X.shape[0]
         self.s_x += X.sum(dim=0)
         self.s_y += Y.sum(dim=0)
-        self.xx += X.T @ X
-        self.yy += Y.T @ Y
-        self.xy += X.T @ Y
+        self.xx += _matmul(X.T, X)
+        self.yy += _matmul(Y.T, Y)
+        self.xy += _matmul(X.T, Y)
         self.a_x += a @ X
         self.b_x += b @ X
         self.a_y += a @ Y
@@ -361,6 +445,9 @@ class StreamingLinearCKA:
             raise RepresentationError(f"streaming CKA has seen {self.n} sample(s); at least 2 are needed")
         if unbiased and self.n < 4:
             raise ValueError(f"unbiased CKA needs at least 4 samples, got {self.n}")
+        for name, varies in (("X", self._x_varies), ("Y", self._y_varies)):
+            if not varies:
+                raise RepresentationError(f"{name}: representation has zero variance (all {self.n} rows identical)")
         hsics = self._unbiased_hsics() if unbiased else self._biased_hsics()
         return _cka_from_hsics(*hsics, unbiased=unbiased)
 
@@ -404,21 +491,6 @@ def iter_zarr_chunks(array_x, array_y, chunk_size: int) -> Iterator[tuple[np.nda
 # --------------------------------------------------------------------------------------------
 
 
-def _unbiased_hsic_triple(X: torch.Tensor, Y: torch.Tensor) -> tuple[float, float, float]:
-    """HSIC_u(K, L), HSIC_u(K, K), HSIC_u(L, L) of one batch (linear kernels, centred data)."""
-    Xc, Yc = _centre_columns(X), _centre_columns(Y)
-    tr_kl, tr_kk, tr_ll = _centred_frobenius_products(Xc, Yc)
-    n = Xc.shape[0]
-    a, b = torch.sum(Xc * Xc, dim=1), torch.sum(Yc * Yc, dim=1)
-    sa, sb = float(a.sum()), float(b.sum())
-    saa, sbb, sab = float(a @ a), float(b @ b), float(a @ b)
-    return (
-        unbiased_hsic_from_terms(n, tr_kl - sab, -sa, -sb, sab),
-        unbiased_hsic_from_terms(n, tr_kk - saa, -sa, -sa, saa),
-        unbiased_hsic_from_terms(n, tr_ll - sbb, -sb, -sb, sbb),
-    )
-
-
 class MinibatchLinearCKA:
     """Minibatch CKA of Nguyen, Raghu & Kornblith 2021 ("Do Wide and Deep Networks Learn the
     Same Things?", ICLR), accumulated over minibatches:
@@ -427,7 +499,9 @@ class MinibatchLinearCKA:
 
     with HSIC_u the unbiased estimator of Song et al. 2012 on each minibatch b (each batch
     needs >= 4 samples). It is the ratio of averaged unbiased HSICs, *not* a mean of per-batch
-    CKAs. Each :meth:`update` call is one minibatch. Memory is that of one batch.
+    CKAs. Each :meth:`update` call is one minibatch, so data streamed from a store can be fed
+    batch by batch (e.g. from :func:`iter_zarr_chunks`; the batches should then be a random
+    partition, i.e. the stored row order unrelated to the content). Memory is that of one batch.
     """
 
     def __init__(self, device=None):
@@ -440,7 +514,9 @@ class MinibatchLinearCKA:
         if X_batch.shape[0] < 4:
             raise ValueError(f"each minibatch needs at least 4 samples for the unbiased HSIC, got {X_batch.shape[0]}")
         X, Y = _validated_pair(X_batch, Y_batch, self.device)
-        for i, h in enumerate(_unbiased_hsic_triple(X, Y)):
+        products = _CentredProducts(X, Y)
+        _require_finite(products.finiteness_witness(), X, Y)
+        for i, h in enumerate(products.unbiased_hsics()):
             self._sums[i] += h
         self.n_batches += 1
         return self
@@ -475,13 +551,7 @@ def linear_cka_minibatch(X, Y, batch_size: int, seed: int = 0, device=None) -> f
     order = np.random.default_rng(seed).permutation(n)
     acc = MinibatchLinearCKA(device=_resolve_device(device, X, Y))
     for idx in np.array_split(order, max(1, n // batch_size)):
-        if isinstance(X, torch.Tensor) or isinstance(Y, torch.Tensor):
-            idx_t = torch.as_tensor(idx)
-            xb = X[idx_t.to(X.device)] if isinstance(X, torch.Tensor) else np.asarray(X)[idx]
-            yb = Y[idx_t.to(Y.device)] if isinstance(Y, torch.Tensor) else np.asarray(Y)[idx]
-        else:
-            xb, yb = np.asarray(X)[idx], np.asarray(Y)[idx]
-        acc.update(xb, yb)
+        acc.update(_take_rows(X, idx), _take_rows(Y, idx))
     return acc.value()
 
 
@@ -490,8 +560,10 @@ def linear_cka_minibatch(X, Y, batch_size: int, seed: int = 0, device=None) -> f
 # --------------------------------------------------------------------------------------------
 
 
-def _unit_frobenius(X: torch.Tensor) -> torch.Tensor:
-    return X / torch.linalg.matrix_norm(X)
+def _centred_factor(X: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(F, ||Xc||_F) with Xc the column-centred X and F = Xc, or its n x n reduction when wide."""
+    Xc = _centre_columns(X)
+    return _reduce_to_sample_space(Xc), float(torch.linalg.matrix_norm(Xc))
 
 
 def _reduce_to_sample_space(X: torch.Tensor) -> torch.Tensor:
@@ -517,18 +589,20 @@ def procrustes_similarity(X, Y, device=None) -> float:
 
     and ``scipy.spatial.procrustes`` (which also allows a scaling) reports the disparity
     1 - s^2. Range [0, 1], higher = more similar; invariant to orthogonal transformations,
-    isotropic scaling and translation. Different feature counts p != q are allowed (a
-    semi-orthogonal map).
+    isotropic scaling and translation. Different feature counts p != q are allowed: the value
+    is that of the narrower representation padded with zero columns (padding changes neither
+    s nor the distance).
 
     When features exceed samples (p > n) the matrix is first reduced to n x n by a QR
     decomposition of X' (see :func:`_reduce_to_sample_space`), so X'Y is never formed as a
     p x q matrix: memory is O(n^2 + n (p + q)). Torch float64 on ``device``.
     """
     Xt, Yt = _validated_pair(X, Y, device)
-    Xn = _unit_frobenius(_centre_columns(Xt))
-    Yn = _unit_frobenius(_centre_columns(Yt))
-    M = _reduce_to_sample_space(Xn).T @ _reduce_to_sample_space(Yn)
-    value = _finite_float(torch.linalg.svdvals(M).sum(), "Procrustes similarity")
+    Fx, norm_x = _centred_factor(Xt)
+    Fy, norm_y = _centred_factor(Yt)
+    _require_finite(norm_x + norm_y, Xt, Yt)
+    nuclear = torch.linalg.svdvals(_matmul(Fx.T, Fy)).sum() / (norm_x * norm_y)
+    value = _finite_float(nuclear, "Procrustes similarity")
     return float(np.clip(value, 0.0, 1.0))
 
 
@@ -537,24 +611,31 @@ def procrustes_similarity(X, Y, device=None) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _cosine_neighbours(X: torch.Tensor, k: int, block_elements: int = 1 << 23) -> torch.Tensor:
+def _row_norms(X: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm of each row."""
+    return torch.linalg.vector_norm(X, dim=1)
+
+
+def _cosine_neighbours(X: torch.Tensor, norms: torch.Tensor, k: int, block_elements: int = 1 << 23) -> torch.Tensor:
     """Indices (n x k) of each row's k most cosine-similar other rows (the row itself excluded).
 
-    Rows are scaled to unit norm (an all-zero row stays zero: cosine 0 to every row, as in
-    scikit-learn). Similarities are computed in row blocks of at most ``block_elements``
-    entries, so memory is O(n * block) rather than O(n^2). Ties are broken arbitrarily.
+    For a fixed row i, cos(x_i, x_j) = x_i.x_j / (|x_i| |x_j|) ranks the j like x_i.x_j / |x_j|,
+    so only the candidates' norms are divided out (of a block of dot products) and the data are
+    never copied. An all-zero row has cosine 0 to every row (as in scikit-learn). Similarities
+    are computed in row blocks of at most ``block_elements`` entries: memory O(n * block), not
+    n^2. Ties are broken arbitrarily.
     """
     n = X.shape[0]
-    norms = torch.linalg.vector_norm(X, dim=1, keepdim=True)
-    U = X / torch.where(norms > 0, norms, torch.ones_like(norms))
+    inverse_norms = 1.0 / torch.where(norms > 0, norms, torch.ones_like(norms))
     block = max(1, block_elements // n)
     out = torch.empty((n, k), dtype=torch.long, device=X.device)
     for start in range(0, n, block):
         stop = min(start + block, n)
-        sims = U[start:stop] @ U.T
+        scores = _matmul(X[start:stop], X.T)
+        scores *= inverse_norms[None, :]
         rows = torch.arange(stop - start, device=X.device)
-        sims[rows, rows + start] = -torch.inf  # exclude the sample itself
-        out[start:stop] = torch.topk(sims, k, dim=1, sorted=False).indices
+        scores[rows, rows + start] = -torch.inf  # exclude the sample itself
+        out[start:stop] = torch.topk(scores, k, dim=1, sorted=False).indices
     return out
 
 
@@ -580,7 +661,9 @@ def knn_jaccard(X, Y, k: int = 10, device=None) -> float:
     if not 1 <= k < n:
         raise ValueError(f"k must satisfy 1 <= k < n_samples = {n}, got k={k}")
     Xt, Yt = _validated_pair(X, Y, device)
-    return _mean_jaccard_of_index_sets(_cosine_neighbours(Xt, k), _cosine_neighbours(Yt, k))
+    norms_x, norms_y = _row_norms(Xt), _row_norms(Yt)
+    _require_finite(float(norms_x.sum()) + float(norms_y.sum()), Xt, Yt)
+    return _mean_jaccard_of_index_sets(_cosine_neighbours(Xt, norms_x, k), _cosine_neighbours(Yt, norms_y, k))
 
 
 # --------------------------------------------------------------------------------------------
@@ -608,7 +691,8 @@ def cross_barcode_matrix(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     (Barannikov et al. 2022, Sec. 3; same layout as the authors' reference code, which also sets
     entries below 1e-6 times the mean of A to zero.) The first b vertices are at distance zero
     from each other, the second b carry min(A, B), and vertex i of the first copy is at A_ij
-    from vertex j of the second.
+    from vertex j of the second. The matrix is symmetric: ripser reads only one triangle
+    (the upper one in ripser.py 0.6), so both off-diagonal blocks must hold A (A' = A).
     """
     b = A.shape[0]
     M = np.zeros((2 * b, 2 * b))
@@ -708,7 +792,5 @@ def permutation_baseline(measure: Callable | str, X, Y, n_permutations: int = 10
     rng = np.random.default_rng(seed)
     values = np.empty(n_permutations)
     for i in range(n_permutations):
-        perm = rng.permutation(n)
-        Yp = Y[torch.as_tensor(perm, device=Y.device)] if isinstance(Y, torch.Tensor) else np.asarray(Y)[perm]
-        values[i] = measure(X, Yp, **kwargs)
+        values[i] = measure(X, _take_rows(Y, rng.permutation(n)), **kwargs)
     return values

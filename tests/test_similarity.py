@@ -1,0 +1,433 @@
+"""Representational similarity measures against independent computations and known values."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import zarr
+
+from robustlens import similarity as S
+from robustlens.measures import MEASURES, Measure, get_function
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def related_pair(n=300, p=25, q=20, noise=1.0, seed=0):
+    """Y is a noisy linear image of X: a similarity strictly between 0 and 1."""
+    g = rng(seed)
+    X = g.standard_normal((n, p))
+    Y = X @ g.standard_normal((p, q)) + noise * g.standard_normal((n, q))
+    return X, Y
+
+
+def random_orthogonal(d, seed=0):
+    q, r = np.linalg.qr(rng(seed).standard_normal((d, d)))
+    return q * np.sign(np.diag(r))
+
+
+# ---------------------------------------------------------------------------------------------
+# Independent textbook implementations (written from the papers' formulas, not from the module)
+# ---------------------------------------------------------------------------------------------
+
+
+def textbook_biased_cka(X, Y):
+    """Kornblith et al.: centred Grams H K H with the explicit centring matrix H."""
+    n = len(X)
+    H = np.eye(n) - np.ones((n, n)) / n
+    K, L = H @ X @ X.T @ H, H @ Y @ Y.T @ H
+    return np.sum(K * L) / np.sqrt(np.sum(K * K) * np.sum(L * L))
+
+
+def song_unbiased_hsic_loops(K, L):
+    """Song et al. 2012 unbiased HSIC, every sum an explicit loop over i != j."""
+    n = len(K)
+    Kt, Lt = K.copy(), L.copy()
+    np.fill_diagonal(Kt, 0.0)
+    np.fill_diagonal(Lt, 0.0)
+    trace = sum(Kt[i, j] * Lt[j, i] for i in range(n) for j in range(n))
+    sum_k = sum(Kt[i, j] for i in range(n) for j in range(n))
+    sum_l = sum(Lt[i, j] for i in range(n) for j in range(n))
+    sum_kl = sum(Kt[i, j] * Lt[j, m] for i in range(n) for j in range(n) for m in range(n))
+    return (trace + sum_k * sum_l / ((n - 1) * (n - 2)) - 2 * sum_kl / (n - 2)) / (n * (n - 3))
+
+
+def textbook_unbiased_cka(X, Y):
+    K, L = X @ X.T, Y @ Y.T  # uncentred: the unbiased estimator needs no centring
+    hxy, hxx, hyy = (song_unbiased_hsic_loops(a, b) for a, b in ((K, L), (K, K), (L, L)))
+    return hxy / np.sqrt(hxx * hyy)
+
+
+def vectorised_unbiased_hsic(K, L):
+    n = len(K)
+    Kt, Lt = K - np.diag(np.diag(K)), L - np.diag(np.diag(L))
+    one = np.ones(n)
+    return (np.trace(Kt @ Lt) + one @ Kt @ one * (one @ Lt @ one) / ((n - 1) * (n - 2)) - 2 / (n - 2) * one @ Kt @ Lt @ one) / (n * (n - 3))
+
+
+def vr_h1_total_persistence(D):
+    """Total H1 persistence of the Vietoris-Rips filtration of D: standard Z/2 column reduction
+    of the boundary matrix of the 2-skeleton (Edelsbrunner & Harer), no ripser."""
+    m = len(D)
+    simplices = [((v,), 0.0) for v in range(m)]
+    simplices += [((i, j), D[i, j]) for i, j in itertools.combinations(range(m), 2)]
+    simplices += [((i, j, k), max(D[i, j], D[i, k], D[j, k])) for i, j, k in itertools.combinations(range(m), 3)]
+    simplices.sort(key=lambda s: (s[1], len(s[0]), s[0]))
+    index = {s: t for t, (s, _) in enumerate(simplices)}
+    columns = [
+        {index[face] for face in itertools.combinations(s, len(s) - 1)} if len(s) > 1 else set()
+        for s, _ in simplices
+    ]
+    low_owner = {}
+    total = 0.0
+    for t, column in enumerate(columns):
+        while column and max(column) in low_owner:
+            column ^= columns[low_owner[max(column)]]
+        if column:
+            low = max(column)
+            low_owner[low] = t
+            if len(simplices[t][0]) == 3:  # a triangle kills an H1 class born at an edge
+                total += simplices[t][1] - simplices[low][1]
+    return total
+
+
+def paper_rtd_one_direction(X, Y):
+    """RTD(X, Y) from Barannikov et al.'s definition, built here from scratch."""
+    A = np.sqrt(((X[:, None, :] - X[None, :, :]) ** 2).sum(-1))
+    B = np.sqrt(((Y[:, None, :] - Y[None, :, :]) ** 2).sum(-1))
+    A, B = A / np.quantile(A, 0.9), B / np.quantile(B, 0.9)
+    b = len(A)
+    M = np.block([[np.zeros((b, b)), A.T], [A, np.minimum(A, B)]])
+    return vr_h1_total_persistence(M)
+
+
+# ---------------------------------------------------------------------------------------------
+# Known values: identity, invariances, hand-computed cases
+# ---------------------------------------------------------------------------------------------
+
+
+def test_identical_inputs_give_perfect_similarity_and_zero_rtd():
+    X, _ = related_pair(n=120)
+    assert S.linear_cka(X, X) == pytest.approx(1.0, abs=1e-12)
+    assert S.linear_cka(X, X, unbiased=True) == pytest.approx(1.0, abs=1e-12)
+    assert S.procrustes_similarity(X, X) == pytest.approx(1.0, abs=1e-12)
+    assert S.knn_jaccard(X, X, k=5) == 1.0
+    assert S.rtd(X, X, n_trials=2, batch=40) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_orthogonal_transform_and_isotropic_scaling_leave_similarity_at_one():
+    X, _ = related_pair(n=150, p=12)
+    Y = 3.7 * X @ random_orthogonal(12, seed=5)
+    shifted = Y + 10.0  # CKA, Procrustes and RTD are also translation invariant; cosine k-NN is not
+    assert S.linear_cka(X, shifted) == pytest.approx(1.0, abs=1e-10)
+    assert S.linear_cka(X, shifted, unbiased=True) == pytest.approx(1.0, abs=1e-10)
+    assert S.procrustes_similarity(X, shifted) == pytest.approx(1.0, abs=1e-10)
+    assert S.knn_jaccard(X, Y, k=10) == pytest.approx(1.0)
+    assert S.rtd(X, shifted, n_trials=1, batch=40) == pytest.approx(0.0, abs=1e-5)
+
+
+# A 4 x 2 example worked by hand: both centred, X'X = diag(2, 2), Y'Y = diag(2, 8), X'Y = diag(2, 4).
+X_HAND = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+Y_HAND = np.array([[1.0, 0.0], [0.0, 2.0], [-1.0, 0.0], [0.0, -2.0]])
+
+
+def test_biased_cka_hand_computed_and_textbook():
+    # ||X'Y||^2 / (||X'X|| ||Y'Y||) = (4 + 16) / (sqrt(8) sqrt(68)) = 5 / sqrt(34)
+    assert S.linear_cka(X_HAND, Y_HAND) == pytest.approx(5 / np.sqrt(34), rel=1e-12)
+    X, Y = related_pair(n=60, p=7, q=9, seed=3)
+    assert S.linear_cka(X, Y) == pytest.approx(textbook_biased_cka(X, Y), rel=1e-10)
+
+
+def test_unbiased_cka_matches_song_formula_with_loops():
+    X, Y = related_pair(n=9, p=3, q=4, seed=4)
+    X += 5.0  # the unbiased estimator is translation invariant; the loops see uncentred Grams
+    assert S.linear_cka(X, Y, unbiased=True) == pytest.approx(textbook_unbiased_cka(X, Y), rel=1e-9)
+
+
+def test_procrustes_hand_computed_and_scipy_disparity():
+    from scipy.spatial import procrustes
+
+    # X / ||X||_F = X / 2, Y / ||Y||_F = Y / sqrt(10): nuclear norm of diag(2, 4) / (2 sqrt(10))
+    assert S.procrustes_similarity(X_HAND, Y_HAND) == pytest.approx(3 / np.sqrt(10), rel=1e-12)
+    X, Y = related_pair(n=80, p=6, q=6, noise=2.0, seed=6)
+    s = S.procrustes_similarity(X, Y)
+    assert 0.2 < s < 0.95
+    assert procrustes(X, Y)[2] == pytest.approx(1 - s**2, rel=1e-9)  # disparity = 1 - s^2
+
+
+def test_procrustes_with_features_far_exceeding_samples_forms_no_d_by_d_matrix():
+    g = rng(7)
+    n, d = 12, 200_000  # a d x d float64 matrix would need 320 GB
+    X = g.standard_normal((n, d))
+    Y = 0.5 * X + g.standard_normal((n, d))
+    Yq = g.standard_normal((n, 50))
+
+    def thin_svd_reference(A, B):  # ||A'B||_* = ||S_a U_a' U_b S_b||_* from thin SVDs (n x n)
+        A, B = A - A.mean(0), B - B.mean(0)
+        A, B = A / np.linalg.norm(A), B / np.linalg.norm(B)
+        ua, sa, _ = np.linalg.svd(A, full_matrices=False)
+        ub, sb, _ = np.linalg.svd(B, full_matrices=False)
+        return np.linalg.svd((sa[:, None] * ua.T) @ (ub * sb), compute_uv=False).sum()
+
+    assert S.procrustes_similarity(X, Y) == pytest.approx(thin_svd_reference(X, Y), rel=1e-9)
+    assert S.procrustes_similarity(X, Yq) == pytest.approx(thin_svd_reference(X, Yq), rel=1e-9)
+
+
+def test_knn_jaccard_hand_computed():
+    # points at angles 0, 10, 90, 100 degrees vs 0, 80, 90, 170 degrees; k = 1 cosine neighbours
+    # X: 0->1, 1->0, 2->3, 3->2.  Y: 0->1, 1->2, 2->1, 3->2.  Jaccard per sample 1, 0, 0, 1.
+    def at(degrees):
+        r = np.radians(degrees)
+        return np.stack([np.cos(r), np.sin(r)], axis=1)
+
+    assert S.knn_jaccard(at([0, 10, 90, 100]), at([0, 80, 90, 170]), k=1) == pytest.approx(0.5)
+
+
+def test_knn_jaccard_matches_sklearn_nearest_neighbours():
+    from sklearn.neighbors import NearestNeighbors
+
+    X, Y = related_pair(n=150, p=10, q=8, noise=1.5, seed=8)
+    k = 7
+
+    def neighbour_sets(A):
+        idx = NearestNeighbors(n_neighbors=k + 1, metric="cosine").fit(A).kneighbors(A, return_distance=False)
+        return [set(row) - {i} if i in row else set(row[:k]) for i, row in enumerate(idx)]
+
+    expected = np.mean([len(a & b) / len(a | b) for a, b in zip(neighbour_sets(X), neighbour_sets(Y))])
+    assert S.knn_jaccard(X, Y, k=k) == pytest.approx(expected, rel=1e-12)
+
+
+def test_rtd_matches_definition_with_textbook_persistence():
+    g = rng(9)
+    X = g.standard_normal((7, 3))
+    Y = X + 0.8 * g.standard_normal((7, 3))
+    expected = (paper_rtd_one_direction(X, Y) + paper_rtd_one_direction(Y, X)) / 2
+    got = S.rtd_trials(X, Y, n_trials=1, batch=7)  # one batch holding every sample
+    assert expected > 0.01
+    assert got[0] == pytest.approx(expected, rel=1e-5)  # ripser works in float32
+    # one direction, so the orientation of the block matrix is checked too
+    A = S._quantile_normalised_distances(X)
+    B = S._quantile_normalised_distances(Y)
+    one_way = S._h1_total_persistence(S.cross_barcode_matrix(A, B))
+    assert one_way == pytest.approx(paper_rtd_one_direction(X, Y), rel=1e-5)
+
+
+def test_cross_barcode_is_empty_when_the_second_graph_adds_no_shorter_edge():
+    # B >= A everywhere: min(A, B) = A, so the R-Cross-Barcode(A, B) has no bars; the reverse
+    # direction (off-diagonal B, lower right A) has bars.
+    g = rng(22)
+    X = g.standard_normal((12, 3))
+    A = np.sqrt(((X[:, None] - X[None]) ** 2).sum(-1))
+    B = A + np.abs(np.subtract.outer(X[:, 0], X[:, 0]))  # symmetric, zero diagonal, >= A
+    assert S._h1_total_persistence(S.cross_barcode_matrix(A, B)) == 0.0
+    assert S._h1_total_persistence(S.cross_barcode_matrix(B, A)) > 0.01
+    assert S._h1_total_persistence(S.cross_barcode_matrix(B, A)) == pytest.approx(vr_h1_total_persistence(S.cross_barcode_matrix(B, A)), rel=1e-5)
+
+
+def test_rtd_is_deterministic_for_a_seed_and_symmetric():
+    X, Y = related_pair(n=200, p=5, q=5, noise=2.0, seed=10)
+    a = S.rtd_trials(X, Y, n_trials=3, batch=30, seed=1)
+    assert np.array_equal(a, S.rtd_trials(X, Y, n_trials=3, batch=30, seed=1))
+    assert not np.array_equal(a, S.rtd_trials(X, Y, n_trials=3, batch=30, seed=2))
+    assert np.array_equal(a, S.rtd_trials(Y, X, n_trials=3, batch=30, seed=1))
+    assert S.rtd(X, Y, n_trials=3, batch=30, seed=1) == pytest.approx(a.mean())
+    assert (a > 0).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Equivalent routes and estimators
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(200, 8, 6), (15, 60, 40)])
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_gram_route_equals_feature_route(shape, unbiased):
+    n, p, q = shape
+    X, Y = related_pair(n=n, p=p, q=q, seed=11)
+    features = S.linear_cka(X, Y, unbiased=unbiased, route="features")
+    gram = S.linear_cka(X, Y, unbiased=unbiased, route="gram")
+    assert features == pytest.approx(gram, rel=1e-10)
+    assert S.linear_cka(X, Y, unbiased=unbiased) == pytest.approx(gram, rel=1e-10)
+
+
+def test_torch_input_gives_the_numpy_value():
+    X, Y = related_pair(n=90, seed=12)
+    Xt, Yt = torch.from_numpy(X).float(), torch.from_numpy(Y).float()
+    Xf, Yf = Xt.double().numpy(), Yt.double().numpy()
+    assert S.linear_cka(Xt, Yt, unbiased=True) == pytest.approx(S.linear_cka(Xf, Yf, unbiased=True), rel=1e-12)
+    assert S.procrustes_similarity(Xt, Yt) == pytest.approx(S.procrustes_similarity(Xf, Yf), rel=1e-12)
+    assert S.knn_jaccard(Xt, Yt) == pytest.approx(S.knn_jaccard(Xf, Yf))
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_streaming_equals_in_memory_with_uneven_chunks(unbiased):
+    X, Y = related_pair(n=500, p=16, q=11, seed=13)
+    X, Y = X + 50.0, Y - 20.0  # an offset the one-pass sums must survive
+    sizes = [1, 7, 130, 3, 200, 159]
+    bounds = np.cumsum([0, *sizes])
+    chunks = [(X[a:b], Y[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    expected = S.linear_cka(X, Y, unbiased=unbiased)
+    assert S.linear_cka_streaming(chunks, unbiased=unbiased) == pytest.approx(expected, abs=1e-6)
+    assert S.linear_cka_streaming(chunks, unbiased=unbiased) == pytest.approx(expected, rel=1e-9)
+
+
+def test_streaming_from_zarr_and_xarray_equals_in_memory(tmp_path):
+    X, Y = related_pair(n=333, p=4 * 3, q=9, seed=14)
+    zx = zarr.create_array(tmp_path / "x.zarr", shape=(333, 4, 3), chunks=(50, 4, 3), dtype="f8")
+    zx[:] = X.reshape(333, 4, 3)  # conv-like trailing axes are flattened per chunk
+    zy = xr.DataArray(Y, dims=("sample", "feature"))
+    acc = S.StreamingLinearCKA()
+    for x_chunk, y_chunk in S.iter_zarr_chunks(zx, zy, chunk_size=100):
+        assert x_chunk.shape[0] <= 100 and x_chunk.shape[1] == 12
+        acc.update(x_chunk, y_chunk)
+    assert acc.n == 333
+    assert acc.value() == pytest.approx(S.linear_cka(X, Y), abs=1e-6)
+    assert acc.value(unbiased=True) == pytest.approx(S.linear_cka(X, Y, unbiased=True), abs=1e-6)
+
+
+def test_minibatch_cka_is_the_ratio_of_averaged_unbiased_hsics():
+    X, Y = related_pair(n=40, p=5, q=5, noise=2.0, seed=15)
+    batches = np.array_split(rng(3).permutation(40), 40 // 10)
+    h = np.array([[vectorised_unbiased_hsic(a @ a.T, b @ b.T) for a, b in ((X[i], Y[i]), (X[i], X[i]), (Y[i], Y[i]))] for i in batches])
+    ratio_of_means = h[:, 0].mean() / np.sqrt(h[:, 1].mean() * h[:, 2].mean())
+    mean_of_ratios = np.mean(h[:, 0] / np.sqrt(h[:, 1] * h[:, 2]))
+    got = S.linear_cka_minibatch(X, Y, batch_size=10, seed=3)
+    assert got == pytest.approx(ratio_of_means, rel=1e-10)
+    assert abs(got - mean_of_ratios) > 1e-6
+
+
+def test_minibatch_cka_approaches_full_unbiased_cka_on_a_large_sample():
+    X, Y = related_pair(n=4000, p=40, q=40, noise=3.0, seed=16)
+    full = S.linear_cka(X, Y, unbiased=True)
+    values = np.array([S.linear_cka_minibatch(X, Y, batch_size=200, seed=s) for s in range(6)])
+    spread = values.std(ddof=1)  # the estimator's sampling error over random minibatch partitions
+    assert 0.3 < full < 0.9
+    assert spread > 0
+    assert np.all(np.abs(values - full) < 5 * spread + 1e-3)
+    assert abs(values.mean() - full) < 4 * spread / np.sqrt(len(values)) + 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# Null: independent representations sit at the permutation baseline
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["cka", "cka_unbiased", "procrustes", "knn_jaccard"])
+def test_independent_noise_is_within_the_permutation_baseline(name):
+    g = rng(17)
+    X, Y = g.standard_normal((150, 20)), g.standard_normal((150, 15))
+    fn = get_function(name)
+    null = S.permutation_baseline(fn, X, Y, n_permutations=40, seed=0)
+    value = fn(X, Y)
+    assert null.shape == (40,) and null.std() > 0
+    assert abs(value - null.mean()) < 4 * null.std()
+    assert fn(X, X @ g.standard_normal((20, 15)) + 0.3 * g.standard_normal((150, 15))) > null.max()
+
+
+def test_permutation_baseline_shuffles_rows_of_y_with_the_seed():
+    X, Y = related_pair(n=50, seed=18)
+    null = S.permutation_baseline("cka", X, Y, n_permutations=3, seed=4)
+    g = np.random.default_rng(4)
+    expected = [S.linear_cka(X, Y[g.permutation(50)]) for _ in range(3)]
+    np.testing.assert_allclose(null, expected, rtol=1e-12)
+    np.testing.assert_array_equal(null, S.permutation_baseline(S.linear_cka, X, Y, n_permutations=3, seed=4))
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors instead of NaN
+# ---------------------------------------------------------------------------------------------
+
+
+def test_validate_representation_names_the_representation():
+    where = "model cnn-eps1-s0, layer block2, probe natural"
+    X = rng().standard_normal((10, 3))
+    S.validate_representation(X, where)  # fine
+    bad = {"NaN": X.copy(), "Inf": X.copy(), "zero variance": np.ones((10, 3)), "2 are needed": X[:1]}
+    bad["NaN"][2, 1] = np.nan
+    bad["Inf"][0, 0] = np.inf
+    for message, value in bad.items():
+        with pytest.raises(S.RepresentationError, match=message) as info:
+            S.validate_representation(value, where)
+        assert where in str(info.value)
+    with pytest.raises(S.RepresentationError, match="zero variance"):
+        S.validate_representation(torch.ones(5, 2), where)
+    assert issubclass(S.RepresentationError, ValueError)
+
+
+@pytest.mark.parametrize("shape", [(30, 25), (200, 5)])  # CKA's Gram route and feature route
+@pytest.mark.parametrize("name", ["cka", "cka_unbiased", "procrustes", "knn_jaccard", "rtd"])
+def test_measures_raise_rather_than_return_nan(name, shape):
+    fn = get_function(name)
+    kwargs = {"batch": 20, "n_trials": 1} if name == "rtd" else {}
+    X, Y = related_pair(n=shape[0], p=shape[1], q=shape[1], seed=19)
+    nan, inf = X.copy(), Y.copy()
+    nan[3, 3] = np.nan
+    inf[-1, 0] = -np.inf
+    with pytest.raises(S.RepresentationError, match="NaN or Inf"):
+        fn(nan, Y, **kwargs)
+    with pytest.raises(S.RepresentationError, match="NaN or Inf"):
+        fn(X, inf, **kwargs)
+    with pytest.raises(S.RepresentationError, match="zero variance"):
+        fn(X, np.full_like(Y, 2.0), **kwargs)
+    with pytest.raises(ValueError, match="same samples"):
+        fn(X, Y[:-1], **kwargs)
+    if name != "rtd":  # finite entries whose float64 products overflow
+        with pytest.raises(S.RepresentationError, match="too large"):
+            fn(X * 1e200, Y, **kwargs)
+
+
+def test_invalid_settings_raise():
+    X, Y = related_pair(n=10, seed=20)
+    with pytest.raises(ValueError, match="k must"):
+        S.knn_jaccard(X, Y, k=10)
+    with pytest.raises(ValueError, match="at least 4"):
+        S.linear_cka(X[:3], Y[:3], unbiased=True)
+    assert 0 <= S.linear_cka(X[:3], Y[:3]) <= 1  # biased CKA is fine with 3 samples
+    with pytest.raises(ValueError, match="at least 4"):
+        S.linear_cka_minibatch(X, Y, batch_size=3)
+    with pytest.raises(ValueError, match="at least 4"):
+        S.StreamingLinearCKA().update(X[:3], Y[:3]).value(unbiased=True)
+    with pytest.raises(S.RepresentationError, match="zero variance"):
+        S.linear_cka_streaming([(X[:5], np.full((5, 3), 0.1)), (X[5:], np.full((5, 3), 0.1))])
+    with pytest.raises(S.RepresentationError, match="NaN or Inf"):
+        S.StreamingLinearCKA().update(X, Y).update(X * np.nan, Y)
+    with pytest.raises(ValueError, match="route"):
+        S.linear_cka(X, Y, route="fast")
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------------------------
+
+
+def test_registry_entries_directions_and_functions():
+    assert set(MEASURES) == {
+        "cka", "cka_unbiased", "procrustes", "knn_jaccard", "rtd",
+        "agreement", "jsd_similarity", "cohen_kappa", "error_consistency",
+    }
+    assert not MEASURES["rtd"].higher_is_similar
+    assert all(m.higher_is_similar for name, m in MEASURES.items() if name != "rtd")
+    for name in ("agreement", "jsd_similarity", "cohen_kappa", "error_consistency"):
+        assert MEASURES[name].function == f"robustlens.predictive.{name}"
+        assert MEASURES[name].kind == "predictive"
+    X, Y = related_pair(n=40, seed=21)
+    assert get_function("cka_unbiased")(X, Y) == S.linear_cka(X, Y, unbiased=True)
+    assert get_function("procrustes") is S.procrustes_similarity
+    with pytest.raises(KeyError, match="known"):
+        get_function("cka_fast")
+    with pytest.raises(AttributeError):
+        MEASURES["cka"].higher_is_similar = False  # frozen
+    assert isinstance(MEASURES["cka"], Measure)
+
+
+def test_registry_imports_neither_torch_nor_numpy():
+    code = "import sys, robustlens.measures; print('torch' in sys.modules, 'numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
