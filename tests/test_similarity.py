@@ -338,6 +338,10 @@ def test_permutation_baseline_shuffles_rows_of_y_with_the_seed():
     expected = [S.linear_cka(X, Y[g.permutation(50)]) for _ in range(3)]
     np.testing.assert_allclose(null, expected, rtol=1e-12)
     np.testing.assert_array_equal(null, S.permutation_baseline(S.linear_cka, X, Y, n_permutations=3, seed=4))
+    # a measure argument named like one of permutation_baseline's own (RTD's seed)
+    rtd_null = S.permutation_baseline("rtd", X, Y, n_permutations=2, seed=4, measure_kwargs={"seed": 1, "n_trials": 1, "batch": 20})
+    g = np.random.default_rng(4)
+    np.testing.assert_array_equal(rtd_null, [S.rtd(X, Y[g.permutation(50)], n_trials=1, batch=20, seed=1) for _ in range(2)])
 
 
 # ---------------------------------------------------------------------------------------------

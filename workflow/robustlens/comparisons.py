@@ -62,7 +62,7 @@ def similarity_rows(store_a: xr.Dataset, store_b: xr.Dataset, layers: list[str],
             else:
                 row["value"] = float(get_function(name)(X, Y, **kwargs))
             if name in baseline["measures"]:
-                null = permutation_baseline(name, X, Y, n_permutations=baseline["n_permutations"], seed=baseline["seed"], **kwargs)
+                null = permutation_baseline(name, X, Y, n_permutations=baseline["n_permutations"], seed=baseline["seed"], measure_kwargs=kwargs)
                 row |= {"baseline_mean": float(null.mean()), "baseline_sd": float(null.std(ddof=1)) if len(null) > 1 else 0.0}
             rows.append(row)
     return rows

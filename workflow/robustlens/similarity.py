@@ -688,8 +688,9 @@ def cross_barcode_matrix(A: np.ndarray, B: np.ndarray) -> np.ndarray:
         [[0,  A'         ],
          [A,  min(A, B)  ]]
 
-    (Barannikov et al. 2022, Sec. 3; same layout as the authors' reference code, which also sets
-    entries below 1e-6 times the mean of A to zero.) The first b vertices are at distance zero
+    (Barannikov et al. 2022, definition of the R-Cross-Barcode; the same layout as the authors'
+    reference code, github.com/IlyaTrofimov/RTD ``rtd/barcodes.py``, which also sets entries
+    below 1e-6 times the mean of A to zero.) The first b vertices are at distance zero
     from each other, the second b carry min(A, B), and vertex i of the first copy is at A_ij
     from vertex j of the second. The matrix is symmetric: ripser reads only one triangle
     (the upper one in ripser.py 0.6), so both off-diagonal blocks must hold A (A' = A).
@@ -764,8 +765,9 @@ def rtd(X, Y, n_trials: int = 10, batch: int = 500, seed: int = 0) -> float:
 
     A distance: 0 for representations with the same topology (e.g. X and an isometric, or
     isotropically scaled, copy of it); lower = more similar. Range [0, inf), growing with the
-    batch size, so compare values only at equal ``batch``. Cost: ripser on a 2b x 2b matrix,
-    about 0.1 s at b = 100 and several seconds at b = 500 per direction.
+    batch size, so compare values only at equal ``batch``. Cost per trial: two ripser runs on
+    2b x 2b matrices, measured 0.1 s at b = 100, 0.8 s at b = 200 and 10 s at b = 500 (one
+    core, benchmarks/similarity.md), so the defaults cost about 100 s per pair of layers.
     """
     return float(np.mean(rtd_trials(X, Y, n_trials=n_trials, batch=batch, seed=seed)))
 
@@ -775,15 +777,19 @@ def rtd(X, Y, n_trials: int = 10, batch: int = 500, seed: int = 0) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def permutation_baseline(measure: Callable | str, X, Y, n_permutations: int = 100, seed: int = 0, **kwargs) -> np.ndarray:
+def permutation_baseline(measure: Callable | str, X, Y, n_permutations: int = 100, seed: int = 0,
+                         measure_kwargs: dict | None = None, **kwargs) -> np.ndarray:
     """Values of ``measure(X, Y[perm], **kwargs)`` for ``n_permutations`` random row permutations.
 
     Shuffling the rows of Y breaks the sample correspondence while keeping both marginal
     geometries: the result is the null distribution a similarity value is compared with (for a
     similarity, the observed value should exceed the null; for RTD, fall below it).
-    ``measure`` is a function or a name in :data:`robustlens.measures.MEASURES`. Permutations
-    come from ``numpy.random.default_rng(seed)``. Returns a float64 array.
+    ``measure`` is a function or a name in :data:`robustlens.measures.MEASURES`; ``kwargs`` go
+    to it, and so do the entries of ``measure_kwargs``, which is how to pass an argument whose
+    name this function uses itself (RTD's ``seed``: ``measure_kwargs={"seed": 0}``).
+    Permutations come from ``numpy.random.default_rng(seed)``. Returns a float64 array.
     """
+    kwargs = {**kwargs, **(measure_kwargs or {})}
     if isinstance(measure, str):
         from robustlens.measures import get_function
 
