@@ -25,5 +25,11 @@ dry-run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# The tiny study through profiles/slurm on a one-node SLURM cluster started on this machine,
+# compared with a local run (needs root or sudo: installs slurm-wlm and munge, runs the daemons).
+.PHONY: test-slurm
+test-slurm: $(STAMP)
+	SNAKEMAKE=$(CURDIR)/$(VENV)/bin/snakemake tests/slurm/run.sh
+
 clean:
 	rm -rf results logs .snakemake

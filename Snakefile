@@ -18,6 +18,7 @@ include: "workflow/rules/heads.smk"
 include: "workflow/rules/similarity.smk"
 include: "workflow/rules/predictive.smk"
 include: "workflow/rules/filters.smk"
+include: "workflow/rules/transfer.smk"
 include: "workflow/rules/figures.smk"
 
 

@@ -70,3 +70,23 @@ def tiny_copy(tiny_run, tmp_path) -> Path:
     dest = tmp_path / "run"
     shutil.copytree(tiny_run, dest, symlinks=True)
     return dest
+
+
+def planned_job_details(workdir: Path, *args: str, configfiles=(TINY,)) -> list[dict]:
+    """Every job a dry run plans, as printed by Snakemake: ``rule``, ``input`` and ``output``
+    (lists), ``wildcards`` and ``resources`` (dicts of strings), and ``cache`` ("obtained from"
+    or "written to" the between-workflow cache, when run with ``--cache``; else None)."""
+    proc = snakemake(workdir, "-n", *args, configfiles=configfiles)
+    jobs: list[dict] = []
+    for line in proc.stdout.splitlines():
+        if match := re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):$", line):
+            jobs.append(
+                {"rule": match.group(1), "input": [], "output": [], "wildcards": {}, "resources": {}, "cache": None}
+            )
+        elif jobs and (match := re.match(r"^    (input|output|wildcards|resources): (.*)$", line)):
+            key, value = match.groups()
+            items = value.split(", ")
+            jobs[-1][key] = items if key in ("input", "output") else dict(item.split("=", 1) for item in items)
+        elif jobs and (match := re.match(r"^Output file .* will be (obtained from|written to) global", line)):
+            jobs[-1]["cache"] = match.group(1)
+    return jobs

@@ -107,3 +107,41 @@ def pgd_attack(
         return F.cross_entropy(model(x_adv), y, reduction="none")
 
     return pgd_maximize(loss, x, eps, norm, steps, step_size, random_init, restarts, gen)
+
+
+#: Per-sample errors of a regression output that :func:`pgd_regression_attack` can maximise.
+REGRESSION_ERRORS = ("squared", "max_abs")
+
+
+def regression_error(outputs: torch.Tensor, targets: torch.Tensor, error: str = "squared") -> torch.Tensor:
+    """Per-sample error of regression outputs (n, k) against targets (n, k) (or (n,)):
+    ``squared``: mean over the k outputs of (h - y)^2 (the MSE); ``max_abs``: max_i |h_i - y_i|,
+    1-Lipschitz in the max norm of the outputs (|h - y| for a scalar output)."""
+    diff = outputs.reshape(len(outputs), -1) - targets.reshape(len(targets), -1)
+    if error == "squared":
+        return diff.pow(2).mean(dim=1)
+    if error == "max_abs":
+        return diff.abs().amax(dim=1)
+    raise ValueError(f"error must be one of {REGRESSION_ERRORS}, got {error!r}")
+
+
+def pgd_regression_attack(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    norm: str = "l2",
+    steps: int = 10,
+    step_size: float | None = None,
+    random_init: bool = True,
+    restarts: int = 0,
+    gen: torch.Generator | None = None,
+    error: str = "squared",
+) -> torch.Tensor:
+    """Untargeted PGD on a regression error (:func:`regression_error`) of ``model(x)`` against
+    float targets ``y``; same ball, steps and restarts as :func:`pgd_attack`."""
+
+    def loss(x_adv: torch.Tensor) -> torch.Tensor:
+        return regression_error(model(x_adv), y, error)
+
+    return pgd_maximize(loss, x, eps, norm, steps, step_size, random_init, restarts, gen)

@@ -1,0 +1,118 @@
+"""The conda environments (envs/*.yaml) pin what requirements.txt pins, and every rule names one.
+
+Creating the environments needs conda and its channels, which the test machine lacks; these
+tests check the files, and that the checkout is where the environments' pip section looks.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+
+from conftest import REPO
+
+ENVS = sorted((REPO / "envs").glob("*.yaml"))
+RULES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
+# In requirements.txt but not needed inside a job: the test runner, and the plugin with which
+# the Snakemake main process submits jobs to SLURM (it never runs inside a rule's environment).
+NOT_IN_ENVS = {"pytest", "snakemake-executor-plugin-slurm"}
+
+
+def requirement_lines(text: str) -> list[str]:
+    return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
+
+
+def pins(lines) -> dict[str, str]:
+    """Project name -> version specifier of requirement lines (options such as -e, -c left out)."""
+    result = {}
+    for line in lines:
+        if line.startswith("-"):
+            continue
+        req = Requirement(line)
+        name = canonicalize_name(req.name)
+        assert name not in result, f"{req.name} pinned twice"
+        result[name] = str(req.specifier)
+    return result
+
+
+def pip_section(env: dict) -> list[str]:
+    sections = [dep["pip"] for dep in env["dependencies"] if isinstance(dep, dict)]
+    assert len(sections) == 1, "one pip: section"
+    return [str(line).strip() for line in sections[0]]
+
+
+REQUIREMENTS = pins(requirement_lines((REPO / "requirements.txt").read_text()))
+CONSTRAINTS = pins(requirement_lines((REPO / "constraints.txt").read_text()))
+
+
+def test_there_is_an_environment():
+    assert ENVS
+
+
+@pytest.mark.parametrize("env_file", ENVS, ids=lambda p: p.name)
+def test_pip_pins_agree_with_requirements(env_file):
+    env = yaml.safe_load(env_file.read_text())
+    env_pins = pins(pip_section(env))
+    expected = {name: spec for name, spec in REQUIREMENTS.items() if name not in NOT_IN_ENVS}
+    assert env_pins == expected
+    # exact pins, so that a job's environment is the one the results were checked with
+    for name, spec in env_pins.items():
+        assert spec.startswith("==") or name == "setuptools", f"{name}{spec} is not an exact pin"
+
+
+@pytest.mark.parametrize("env_file", ENVS, ids=lambda p: p.name)
+def test_python_agrees_with_pyproject(env_file):
+    import tomllib
+
+    requires = SpecifierSet(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"])
+    conda = [str(dep) for dep in yaml.safe_load(env_file.read_text())["dependencies"] if not isinstance(dep, dict)]
+    python = [dep for dep in conda if re.match(r"python\b", dep)]
+    assert len(python) == 1, "python pinned once"
+    version = python[0].split("=")[-1]
+    assert version in requires or f"{version}.0" in requires
+
+
+@pytest.mark.parametrize("env_file", ENVS, ids=lambda p: p.name)
+def test_robustlens_comes_from_the_checkout_with_the_full_constraints(env_file):
+    """Snakemake copies an env file to <workdir>/.snakemake/conda/<hash>.yaml and conda runs pip
+    there: relative paths resolve from that folder (here: with the checkout as working dir)."""
+    lines = pip_section(yaml.safe_load(env_file.read_text()))
+    copied_to = REPO / ".snakemake" / "conda"
+    editable = [line.split(None, 1)[1] for line in lines if line.startswith("-e ")]
+    assert len(editable) == 1
+    checkout = (copied_to / editable[0]).resolve()
+    assert checkout == REPO and 'name = "robustlens"' in (checkout / "pyproject.toml").read_text()
+    constraints = [line.split(None, 1)[1] for line in lines if line.startswith("-c ")]
+    assert [(copied_to / c).resolve() for c in constraints] == [REPO / "constraints.txt"]
+
+
+def test_requirements_agree_with_constraints():
+    for name, spec in REQUIREMENTS.items():
+        if spec.startswith("=="):
+            assert CONSTRAINTS.get(name) == spec, f"{name}: requirements {spec}, constraints {CONSTRAINTS.get(name)}"
+
+
+def rule_blocks(text: str) -> dict[str, str]:
+    """Rule name -> the rule's text (up to the next top-level statement)."""
+    blocks = {}
+    for match in re.finditer(r"^(?:rule|checkpoint) (\w+):\n((?:[ \t]+.*\n|\n)*)", text, re.M):
+        blocks[match.group(1)] = match.group(2)
+    return blocks
+
+
+def test_every_rule_names_an_environment():
+    missing, dangling = [], []
+    for smk in RULES:
+        for rule, body in rule_blocks(smk.read_text()).items():
+            match = re.search(r"^\s+conda:\s*\n?\s*[\"']([^\"']+)[\"']", body, re.M)
+            if not match:
+                missing.append(f"{smk.name}:{rule}")
+            elif not (smk.parent / match.group(1)).resolve().is_file():
+                dangling.append(f"{smk.name}:{rule} -> {match.group(1)}")
+    assert not missing, f"rules without conda: {missing}"
+    assert not dangling, f"conda: files that do not exist: {dangling}"

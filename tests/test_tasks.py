@@ -1,0 +1,154 @@
+"""Downstream tasks: sprite encodings against the shapes' symmetries, corruptions against closed
+forms, and task splits that are disjoint and fixed by their seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from robustlens.tasks import (
+    FACTOR_NAMES,
+    GAUSSIAN_NOISE_SIGMA,
+    SHAPE_NAMES,
+    SHAPE_SYMMETRY,
+    center_zoom,
+    corrupt,
+    generate_shapes,
+    make_task,
+    orientation_target,
+    parse_task,
+    random_split,
+    render_sprite,
+    zoom_blur,
+    zoom_factors,
+)
+
+SETTINGS = {"digits": {"test_fraction": 0.5, "split_seed": 0, "noise_seed": 0}, "shapes": {"n_samples": 80, "test_fraction": 0.25, "seed": 3}}
+
+
+@pytest.fixture(scope="module")
+def fake_dataset():
+    """A stand-in for the study's dataset: 10 classes, 12 held-out images each (16x16)."""
+    rng = np.random.default_rng(0)
+    y_test = np.repeat(np.arange(10), 12)
+    return {
+        "x_train": rng.uniform(size=(50, 1, 16, 16)).astype(np.float32),
+        "y_train": rng.integers(0, 10, 50),
+        "x_test": rng.uniform(size=(120, 1, 16, 16)).astype(np.float32),
+        "y_test": y_test,
+    }
+
+
+@pytest.mark.parametrize("shape", SHAPE_NAMES)
+def test_orientation_encoding_is_invariant_under_the_symmetry_rotation(shape):
+    k = SHAPE_SYMMETRY[shape]
+    theta = np.linspace(0, 2 * np.pi, 7, endpoint=False) + 0.1
+    np.testing.assert_allclose(orientation_target(theta + 2 * np.pi / k, k), orientation_target(theta, k), atol=1e-12)
+    # and the encoding separates orientations the shape can tell apart: theta + pi/k maps to
+    # the opposite point of the circle
+    np.testing.assert_allclose(orientation_target(theta + np.pi / k, k), -orientation_target(theta, k), atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", SHAPE_NAMES)
+def test_rendered_sprite_has_exactly_the_symmetry_order_k(shape):
+    """Rotating by 2*pi/k leaves the image unchanged (up to boundary samples); rotating by half
+    of that does not, so k is the shape's order and the encoding cannot alias two looks."""
+    k = SHAPE_SYMMETRY[shape]
+    args = dict(scale=1.0, pos_x=0.5, pos_y=0.5, size=32, supersample=4)
+    base = render_sprite(shape, theta=0.3, **args)
+    same = render_sprite(shape, theta=0.3 + 2 * np.pi / k, **args)
+    half = render_sprite(shape, theta=0.3 + np.pi / k, **args)
+    assert base.sum() > 20  # a visible sprite
+    assert np.abs(same - base).mean() < 2e-3
+    assert np.abs(half - base).mean() > 20 * max(np.abs(same - base).mean(), 1e-4)
+
+
+def test_sprite_is_centred_at_its_position():
+    """Image coordinates: x to the right, y down, both in [0, 1] of the image."""
+    img = render_sprite("square", scale=0.6, pos_x=0.35, pos_y=0.6, theta=0.0, size=40, supersample=4)
+    rows, cols = np.indices(img.shape)
+    cy, cx = (img * (rows + 0.5)).sum() / img.sum(), (img * (cols + 0.5)).sum() / img.sum()
+    assert cx / 40 == pytest.approx(0.35, abs=0.01)
+    assert cy / 40 == pytest.approx(0.6, abs=0.01)
+
+
+def test_generated_factors_match_their_ranges_and_encoding():
+    data = generate_shapes(200, 16, seed=1)
+    f = data["factors"]
+    assert data["images"].shape == (200, 1, 16, 16) and data["images"].dtype == np.float32
+    assert f.shape == (200, len(FACTOR_NAMES))
+    assert (f[:, 0] >= 0.5).all() and (f[:, 0] <= 1).all()
+    assert (f[:, 1:3] >= 0.3).all() and (f[:, 1:3] <= 0.7).all()
+    np.testing.assert_allclose(f[:, 3] ** 2 + f[:, 4] ** 2, 1.0, atol=1e-6)
+    k = np.array([SHAPE_SYMMETRY[SHAPE_NAMES[i]] for i in data["labels"]])
+    np.testing.assert_allclose(f[:, 3], np.cos(k * data["theta"]), atol=1e-6)
+    assert set(data["labels"]) == set(range(len(SHAPE_NAMES)))
+    again = generate_shapes(200, 16, seed=1)
+    assert np.array_equal(again["images"], data["images"]) and np.array_equal(again["factors"], f)
+    assert not np.array_equal(generate_shapes(200, 16, seed=2)["factors"], f)
+
+
+def test_center_zoom_matches_the_bilinear_closed_form_on_a_ramp():
+    """A horizontal ramp f(i, j) = j zoomed by z about the centre is ((j + 0.5 - w/2)/z + w/2 - 0.5)
+    wherever no clipping happens."""
+    w, z = 16, 1.25
+    ramp = np.tile(np.arange(w, dtype=np.float64), (w, 1))
+    out = center_zoom(ramp, z)
+    expected = (np.arange(w) + 0.5 - w / 2) / z + w / 2 - 0.5
+    np.testing.assert_allclose(out[5], expected, atol=1e-12)
+    np.testing.assert_allclose(center_zoom(ramp, 1.0), ramp, atol=1e-12)
+
+
+def test_zoom_blur_factors_and_constant_images():
+    # Hendrycks & Dietterich's CIFAR-10-C zooms: arange(1, 1.06 .. 1.26, 0.01)
+    assert len(zoom_factors(1)) == 6 and len(zoom_factors(5)) == 26
+    np.testing.assert_allclose(zoom_factors(5)[[0, -1]], [1.0, 1.25])
+    constant = np.full((3, 1, 16, 16), 0.4, dtype=np.float32)
+    np.testing.assert_allclose(zoom_blur(constant, 5), 0.4, atol=1e-6)
+
+
+def test_gaussian_noise_has_the_severity_sigma_and_is_reproducible():
+    gray = np.full((64, 1, 16, 16), 0.5, dtype=np.float32)  # far from the clipping range
+    for severity in (1, 5):
+        noisy = corrupt(gray, "gaussian_noise", severity, seed=0)
+        assert (noisy - 0.5).std() == pytest.approx(GAUSSIAN_NOISE_SIGMA[severity - 1], rel=0.03)
+        assert np.array_equal(noisy, corrupt(gray, "gaussian_noise", severity, seed=0))
+    assert not np.array_equal(corrupt(gray, "gaussian_noise", 1, seed=0), corrupt(gray, "gaussian_noise", 1, seed=1))
+
+
+@pytest.mark.parametrize("name", ["digits", "digits-gaussian_noise-2", "digits-zoom_blur-5", "shapes", "shapes-factors"])
+def test_task_splits_are_disjoint_complete_and_fixed_by_the_seed(fake_dataset, name):
+    task = make_task(name, SETTINGS, 16, fake_dataset)
+    train, test = task["index_train"], task["index_test"]
+    n = 120 if name.startswith("digits") else 80
+    assert not set(train) & set(test) and len(train) + len(test) == n
+    assert len(task["x_train"]) == len(train) and len(task["x_test"]) == len(test)
+    again = make_task(name, SETTINGS, 16, fake_dataset)
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        assert np.array_equal(task[key], again[key]), key
+    other = {**SETTINGS, "digits": {**SETTINGS["digits"], "split_seed": 1}, "shapes": {**SETTINGS["shapes"], "seed": 4}}
+    assert not np.array_equal(make_task(name, other, 16, fake_dataset)["index_test"], test)
+    assert str(task["kind"]) == parse_task(name)["kind"]
+    expected_outputs = {"shapes": len(SHAPE_NAMES), "shapes-factors": len(FACTOR_NAMES)}.get(name, 10)
+    assert int(task["n_outputs"]) == expected_outputs
+
+
+def test_digit_tasks_are_the_held_out_images_with_one_shared_split(fake_dataset):
+    clean = make_task("digits", SETTINGS, 16, fake_dataset)
+    blurred = make_task("digits-zoom_blur-1", SETTINGS, 16, fake_dataset)
+    np.testing.assert_array_equal(clean["x_test"], fake_dataset["x_test"][clean["index_test"]])
+    np.testing.assert_array_equal(clean["index_test"], blurred["index_test"])  # paired across severities
+    assert not np.array_equal(clean["x_test"], blurred["x_test"])
+    # stratified: every class keeps half its images in the test part
+    assert np.bincount(clean["y_test"], minlength=10).tolist() == [6] * 10
+
+
+def test_random_split_is_disjoint():
+    train, test = random_split(10, 0.3, seed=0)
+    assert len(test) == 3 and sorted(np.concatenate([train, test]).tolist()) == list(range(10))
+
+
+@pytest.mark.parametrize("bad", ["digit", "digits-gaussian_noise-6", "digits-fog-1", "shapes-scale", ""])
+def test_unknown_task_names_are_rejected(bad):
+    with pytest.raises(ValueError, match="unknown task"):
+        parse_task(bad)

@@ -1,0 +1,302 @@
+"""Robustness transfer: the AS attack, LP/FT, Lemma 1 and Thm 2 against closed forms on linear
+models, and the workflow's tables on the tiny study."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from robustlens.runtime import generator
+from robustlens.transfer import (
+    LIPSCHITZ,
+    TABLE_COLUMNS,
+    as_attack,
+    evaluate_transferred,
+    fine_tune,
+    fit_head,
+    head_weight_norm,
+    lemma1_bound,
+    linear_probe,
+    representation_change,
+    thm2_criterion,
+    thm2_margin,
+    transfer_tables,
+)
+from robustlens.zoo import build_architecture
+
+
+class LinearExtractor(nn.Module):
+    """g(x) = A (x - c) on flattened images, with a linear head: h(x) = W g(x) + b."""
+
+    def __init__(self, a: torch.Tensor, n_outputs: int, center: float = 0.5):
+        super().__init__()
+        self.a = nn.Parameter(a.clone())
+        self.center = center
+        self.head = nn.Linear(a.shape[0], n_outputs)
+
+    def forward_features(self, x):
+        return (x.flatten(1) - self.center) @ self.a.T
+
+    def forward(self, x):
+        return self.head(self.forward_features(x))
+
+
+def spectrum_matrix(k: int, d: int, singular_values, seed: int = 0) -> torch.Tensor:
+    """A (k, d) matrix with the given singular values (random orthogonal factors)."""
+    gen = generator(seed)
+    u, _ = torch.linalg.qr(torch.randn(k, k, generator=gen, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(d, k, generator=gen, dtype=torch.float64))
+    return (u @ torch.diag(torch.tensor(singular_values, dtype=torch.float64)) @ v.T).float()
+
+
+def small_cnn(seed: int = 0, n_outputs: int = 3) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_architecture({"name": "smallcnn", "in_channels": 1, "num_classes": n_outputs, "widths": [4, 8], "convs_per_block": 1}).eval()
+
+
+def attack_settings(norm="l2", eps=1.0, steps=10, restarts=0, as_restarts=0, linf_eps=0.05, step_size=None):
+    strength = {"steps": steps, "restarts": restarts, "step_size": step_size}
+    as_strength = {**strength, "restarts": as_restarts}
+    return {
+        "robust_accuracy": {"norm": norm, "eps": eps, **strength},
+        "bounds": [
+            {"norm": norm, "eps": eps, "as_attack": as_strength, "loss_attack": strength},
+            {"norm": "linf", "eps": linf_eps, "as_attack": as_strength, "loss_attack": strength},
+        ],
+    }
+
+
+def by_metric(rows, norm):
+    return {r["metric"]: r["value"] for r in rows if r["attack_norm"] == norm}
+
+
+# --------------------------------------------------------------------------- the AS attack
+
+
+@pytest.mark.parametrize("norm,eps", [("l2", 1.0), ("linf", 0.05)])
+def test_as_attack_stays_in_its_ball_and_beats_a_random_perturbation(norm, eps):
+    model = small_cnn()
+    x = torch.rand(48, 1, 8, 8, generator=generator(1))
+    x_adv = as_attack(model, x, eps=eps, norm=norm, steps=10, restarts=0, gen=generator(2))
+    delta = (x_adv - x).flatten(1)
+    size = delta.norm(dim=1) if norm == "l2" else delta.abs().amax(dim=1)
+    assert (size <= eps * (1 + 1e-5)).all()
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    # a random perturbation of the same size: a random direction on the L2 sphere, or a random
+    # corner of the Linf cube (the largest random perturbations the ball holds)
+    noise = torch.randn(x.shape, generator=generator(3))
+    rand = noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * eps if norm == "l2" else noise.sign() * eps
+    x_rand = (x + rand).clamp(0, 1)
+    attacked = representation_change(model, x, x_adv)
+    random = representation_change(model, x, x_rand)
+    assert attacked.mean() > 1.5 * random.mean()
+    assert (attacked > random).float().mean() > 0.9
+
+
+def test_as_attack_reaches_eps_times_the_largest_singular_value_of_a_linear_extractor():
+    """For g(x) = A x, max_{||d||_2 <= eps} ||A d||_2 = eps * sigma_max(A) (inside [0, 1])."""
+    a = spectrum_matrix(5, 64, [3.0, 1.0, 0.5, 0.2, 0.1])
+    model = LinearExtractor(a, 2).eval()
+    x = 0.4 + 0.2 * torch.rand(16, 1, 8, 8, generator=generator(1))  # the ball stays in [0, 1]
+    eps = 0.3
+    # with PGD's default step (2.5 eps / steps) the steps add up to 2.5 eps whatever their
+    # number, too little to turn a random start onto the top singular vector exactly; steps of
+    # eps / 2 converge to float precision
+    x_adv = as_attack(model, x, eps=eps, norm="l2", steps=60, restarts=0, gen=generator(2), step_size=eps / 2)
+    change = representation_change(model, x, x_adv)
+    exact = eps * torch.linalg.matrix_norm(a.double(), ord=2).item()
+    assert change.max().item() <= exact * (1 + 1e-5)
+    assert change.min().item() >= 0.999 * exact
+
+
+# --------------------------------------------------------------------------- Lemma 1
+
+
+def test_lemma1_holds_exactly_for_a_linear_regression_model():
+    """g(x) = A x, scalar head w: with the absolute error, the adversarial loss over the L2
+    ball is |r| + eps ||A^T w||_2 (r = clean residual), so LHS = eps ||A^T w|| / ||w|| and
+    RHS = AS = eps * sigma_max(A): LHS <= RHS. The pipeline's PGD values match both."""
+    a = spectrum_matrix(4, 16, [2.0, 1.0, 0.5, 0.25], seed=1)
+    model = LinearExtractor(a, 1).eval()
+    with torch.no_grad():
+        model.head.weight.copy_(torch.tensor([[0.3, -1.2, 0.8, 0.5]]))
+        model.head.bias.fill_(0.1)
+    x = 0.4 + 0.2 * torch.rand(20, 1, 4, 4, generator=generator(4))
+    eps = 0.2
+    with torch.no_grad():
+        h = model(x)[:, 0]
+    sign = torch.where(torch.arange(20) % 2 == 0, 1.0, -1.0)
+    y = (h + 3.0 * sign).unsqueeze(1)  # residuals far larger than eps ||A^T w||: no sign flip
+    w = model.head.weight.detach().double()
+    exact_lhs = eps * torch.linalg.vector_norm(a.double().T @ w[0]).item() / torch.linalg.vector_norm(w).item()
+    exact_rhs = eps * torch.linalg.matrix_norm(a.double(), ord=2).item()
+    assert exact_lhs <= exact_rhs
+
+    _, rows = evaluate_transferred(model, x, y, "regression", attack_settings(eps=eps, steps=60, linf_eps=0.02, step_size=eps / 2), seed=0)
+    l2 = by_metric(rows, "l2")
+    assert l2["lipschitz"] == LIPSCHITZ["regression"] == 1.0
+    assert l2["weight_norm"] == pytest.approx(torch.linalg.vector_norm(w).item(), rel=1e-6)
+    assert l2["lhs"] == pytest.approx(exact_lhs, rel=1e-3)
+    assert l2["rhs_as"] == pytest.approx(exact_rhs, rel=1e-3) and l2["rhs_as"] <= exact_rhs * (1 + 1e-5)
+    assert l2["lhs"] <= l2["rhs_as"] <= l2["rhs_best"]
+
+
+def test_lemma1_bound_from_per_input_values():
+    out = lemma1_bound(clean_loss=[1.0, 2.0], adversarial_loss=[2.0, 4.0], as_change=[1.0, 0.5], loss_change=[0.5, 1.5],
+                       lipschitz=2.0, weight_norm=0.5)
+    assert out["lhs"] == pytest.approx((3.0 - 1.5) / (2.0 * 0.5))
+    assert out["rhs_as"] == pytest.approx(0.75)
+    assert out["rhs_best"] == pytest.approx((1.0 + 1.5) / 2)
+    assert out["loss_attack_larger_fraction"] == 0.5
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+def test_rhs_best_is_never_below_lhs(kind):
+    """rhs_best bounds the LHS by construction (the loss attack's own change enters it), for
+    any model, attack strength and norm; rhs_as may fall below it."""
+    for seed in range(3):
+        model = small_cnn(seed, n_outputs=3)
+        x = torch.rand(40, 1, 8, 8, generator=generator(10 + seed))
+        y = torch.randint(0, 3, (40,), generator=generator(20 + seed)) if kind == "classification" else torch.randn(40, 3, generator=generator(20 + seed))
+        _, rows = evaluate_transferred(model, x, y, kind, attack_settings(steps=4, restarts=1), seed=seed)
+        for norm in ("l2", "linf"):
+            values = by_metric(rows, norm)
+            assert values["rhs_best"] >= values["lhs"] - 1e-6, (seed, norm, values)
+            assert values["rhs_best"] >= values["rhs_as"]
+            assert values["lipschitz"] == LIPSCHITZ[kind]
+
+
+def test_head_weight_norm_is_the_largest_row_norm():
+    w = np.array([[3.0, 4.0, 0.0], [1.0, 1.0, 1.0]])
+    assert head_weight_norm(w) == pytest.approx(5.0)
+    assert head_weight_norm(torch.tensor([[1.0, 2.0, 2.0]])) == pytest.approx(3.0)
+
+
+# --------------------------------------------------------------------------- Thm 2
+
+
+def test_thm2_margin_on_a_hand_computed_case():
+    logits = np.array([[3.0, 1.0, 2.0]])
+    weight = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    # j=1: (3 - 1) / ||(1, -1)|| = sqrt(2); j=2: (3 - 2) / ||(0, -1)|| = 1
+    assert thm2_margin(logits, [0], weight)[0] == pytest.approx(1.0)
+    assert thm2_margin(logits, [2], weight)[0] == pytest.approx(min((2 - 3) / 1.0, (2 - 1) / 1.0))
+    out = thm2_criterion([1.0, 0.5, 2.0], [0.8, 0.8, 0.1], [True, False, False])
+    assert out["fulfilled_fraction"] == pytest.approx(2 / 3) and out["robust_among_fulfilled"] == pytest.approx(0.5)
+    assert np.isnan(thm2_criterion([0.1], [1.0], [True])["robust_among_fulfilled"])
+
+
+def test_thm2_criterion_on_a_linear_two_class_model():
+    """g(x) = x - 0.5 on 2-pixel images, W = [[1, 0], [-1, 0]], b = 0. For x = (0.5 + a, 0.5)
+    with label 0 the margin is (h_0 - h_1)/||W_0 - W_1|| = 2a/2 = a and AS(x) = eps exactly,
+    so the criterion holds iff a > eps, and exactly those inputs are robust."""
+    model = LinearExtractor(torch.eye(2), 2).eval()
+    with torch.no_grad():
+        model.head.weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+        model.head.bias.zero_()
+    a = torch.tensor([0.05, 0.08, 0.12, 0.2, -0.05, 0.3])
+    x = torch.stack([0.5 + a, torch.full_like(a, 0.5)], dim=1).view(-1, 1, 1, 2)
+    y = torch.zeros(len(a), dtype=torch.long)
+    with torch.no_grad():
+        margin = thm2_margin(model(x).numpy(), y.numpy(), model.head.weight.numpy())
+    np.testing.assert_allclose(margin, a.numpy(), atol=1e-6)
+
+    eps = 0.1
+    transfer_rows, bound_rows = evaluate_transferred(model, x, y, "classification", attack_settings(eps=eps, steps=20, linf_eps=0.01), seed=0)
+    l2 = by_metric(bound_rows, "l2")
+    assert l2["rhs_as"] == pytest.approx(eps, rel=1e-5)  # the AS score is exact here
+    assert l2["fulfilled_fraction"] == pytest.approx(3 / 6)  # a = 0.12, 0.2, 0.3
+    assert l2["robust_among_fulfilled"] == 1.0
+    assert l2["robust_accuracy"] == pytest.approx(3 / 6)
+    robust = {r["metric"]: r["value"] for r in transfer_rows if r["attack_norm"] == "l2"}
+    assert robust["robust_accuracy"] == pytest.approx(3 / 6)
+
+
+# --------------------------------------------------------------------------- LP, FT, LP-FT
+
+
+@pytest.fixture(scope="module")
+def trained_cnn():
+    """A small CNN whose batch-norm statistics are no longer the defaults."""
+    model = small_cnn(0, n_outputs=4)
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(64, 1, 8, 8, generator=generator(5)))
+    return model.eval()
+
+
+def test_linear_probe_leaves_every_extractor_weight_unchanged(trained_cnn):
+    before = copy.deepcopy(trained_cnn.state_dict())
+    x = torch.rand(60, 1, 8, 8, generator=generator(6))
+    y = torch.randint(0, 3, (60,), generator=generator(7))
+    settings = {"epochs": 5, "lr": 0.1, "weight_decay": 0.0, "batch_size": 16}
+    probe = linear_probe(trained_cnn, x, y, "classification", 3, settings, seed=0)
+    after = probe.state_dict()
+    extractor = [k for k in before if not k.startswith("head.")]
+    assert any("running_mean" in k for k in extractor)
+    for key in extractor:
+        assert torch.equal(after[key], before[key]), key
+    assert probe.head.weight.shape == (3, trained_cnn.head.in_features)
+    for key, value in trained_cnn.state_dict().items():  # the source model is untouched too
+        assert torch.equal(value, before[key]), key
+    # fine-tuning, by contrast, changes the extractor (so the comparison above can fail)
+    tuned = fine_tune(trained_cnn, x, y, "classification", 3, settings, seed=0).state_dict()
+    assert any(not torch.equal(tuned[k], before[k]) for k in extractor)
+    lp_ft = fine_tune(probe, x, y, "classification", 3, {**settings, "epochs": 1}, seed=0, head=probe.head)
+    assert lp_ft.head.weight.shape == probe.head.weight.shape
+    assert torch.equal(probe.state_dict()["head.weight"], after["head.weight"])  # the LP model is not modified
+
+
+def test_fit_head_recovers_an_exact_linear_regression():
+    """Targets that are an exact linear function of the features: the head (fitted on
+    standardised features, folded back) matches least squares."""
+    gen = generator(8)
+    feats = torch.randn(200, 6, generator=gen) * torch.tensor([1.0, 5.0, 0.2, 2.0, 1.0, 3.0]) + 2.0
+    true_w = torch.randn(2, 6, generator=gen)
+    y = feats @ true_w.T + torch.tensor([0.5, -1.0])
+    head = fit_head(feats, y, "regression", 2, epochs=300, lr=0.1, weight_decay=0.0, batch_size=200, seed=0)
+    with torch.no_grad():
+        pred = head(feats)
+    assert torch.mean((pred - y) ** 2).item() < 1e-4
+    np.testing.assert_allclose(head.weight.detach().numpy(), true_w.numpy(), atol=1e-2)
+
+
+def test_transfer_tables_are_tidy():
+    spec = {"id": "m", "eps": 0.5, "seed": 0}
+    result = {"transfer": [{"method": "lp", "attack_norm": "none", "attack_eps": 0.0, "metric": "clean_accuracy", "value": 0.9}],
+              "bounds": [{"method": "lp", "attack_norm": "l2", "attack_eps": 1.0, "metric": "lhs", "value": 0.1},
+                         {"method": "lp", "attack_norm": "l2", "attack_eps": 1.0, "metric": "rhs_as", "value": 0.3}]}
+    transfer, bounds = transfer_tables("s", [(spec, "digits")], [result])
+    assert list(transfer.columns) == list(bounds.columns) == TABLE_COLUMNS
+    assert len(transfer) == 1 and len(bounds) == 2
+    assert bounds.iloc[0].to_dict() == {"study": "s", "model": "m", "eps": 0.5, "seed": 0, "task": "digits", "task_kind": "classification",
+                                        "method": "lp", "attack_norm": "l2", "attack_eps": 1.0, "metric": "lhs", "value": 0.1}
+
+
+# --------------------------------------------------------------------------- the workflow (tiny study)
+
+
+def test_tiny_study_transfer_tables(tiny_run):
+    transfer = pd.read_csv(tiny_run / "results/tables/transfer.csv")
+    bounds = pd.read_csv(tiny_run / "results/tables/bounds.csv")
+    assert list(transfer.columns) == list(bounds.columns) == TABLE_COLUMNS
+    # tiny: models of seed 0 (eps 0 and 1), two tasks, three methods
+    assert set(transfer["model"]) == {"smallcnn-l2-eps0-s0", "smallcnn-l2-eps1-s0"}
+    assert set(transfer["task"]) == {"digits-zoom_blur-2", "shapes-factors"}
+    assert set(transfer["method"]) == {"lp", "ft", "lp_ft"}
+    assert not transfer.duplicated(["model", "task", "method", "attack_norm", "metric"]).any()
+    acc = transfer[transfer["metric"].str.endswith("accuracy")]
+    assert acc["value"].between(0, 1).all()
+    wide = bounds.pivot_table(index=["model", "task", "method", "attack_norm"], columns="metric", values="value")
+    assert len(wide) == 2 * 2 * 3 * 2
+    assert (wide["rhs_best"] >= wide["lhs"] - 1e-6).all()
+    assert (wide["rhs_best"] >= wide["rhs_as"]).all()
+    classification = wide.xs("digits-zoom_blur-2", level="task")
+    assert classification["fulfilled_fraction"].between(0, 1).all()
+    for name in ("transfer_accuracy", "transfer_sensitivity", "transfer_bounds"):
+        assert (tiny_run / f"results/figures/{name}.png").stat().st_size > 1000, name

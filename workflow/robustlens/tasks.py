@@ -1,0 +1,237 @@
+"""Downstream tasks of the transfer study (Salman et al. 2020; Nern et al.).
+
+Every task is one ``.npz`` file with ``x_train, y_train, x_test, y_test`` (images in [0, 1],
+shape (n, 1, size, size), float32), its ``kind`` (``classification``: integer labels;
+``regression``: float targets of shape (n, k)), ``n_outputs`` (classes or targets: the width
+of the task's head), ``target_names``, and the indices of the split (``index_train``,
+``index_test``, into the task's source images). Tasks are named:
+
+- ``digits``: the held-out digits, i.e. the test split of the study's dataset, which no model
+  was trained on, split again (stratified, ``digits.split_seed``) into the task's own train
+  and test parts: the in-distribution reference (Nern et al., Table 4: CIFAR-100 to CIFAR-100).
+- ``digits-gaussian_noise-<s>``, ``digits-zoom_blur-<s>``: the same held-out digits and the
+  same split, corrupted at severity s in 1..5 (Hendrycks & Dietterich 2019, the CIFAR-10-C
+  parameters; the paper's CIFAR-100-C experiment uses severities 1, 2 and 5, its Table 11).
+- ``shapes``: procedurally generated dSprites-style sprites (Matthey et al. 2017), shape
+  classification (square, ellipse, heart, triangle).
+- ``shapes-factors``: the same sprites, regression of scale, position (x, y) and orientation
+  encoded as (cos k*theta, sin k*theta), k the shape's rotational symmetry order, so sprites
+  that look the same have the same target.
+
+Only numpy at import time: the Snakefile and table jobs may import this module.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+#: Shapes of the sprites and their rotational symmetry order k (rotating by 2*pi/k maps the
+#: shape onto itself): the orientation target is (cos k*theta, sin k*theta).
+SHAPE_SYMMETRY = {"square": 4, "ellipse": 2, "heart": 1, "triangle": 3}
+SHAPE_NAMES = tuple(SHAPE_SYMMETRY)
+#: Regression targets of ``shapes-factors``, in column order.
+FACTOR_NAMES = ("scale", "pos_x", "pos_y", "cos_k_theta", "sin_k_theta")
+
+#: Gaussian noise standard deviation per severity 1..5 (CIFAR-10-C; Nern et al. Table 11 uses
+#: 0.04, 0.06 and 0.10 for C1, C2 and C5).
+GAUSSIAN_NOISE_SIGMA = (0.04, 0.06, 0.08, 0.09, 0.10)
+#: Largest zoom factor per severity (CIFAR-10-C: zooms 1, 1.01, ..., up to this; Nern et al.
+#: Table 11: [1, 1.06], [1, 1.11], [1, 1.26] for C1, C2, C5).
+ZOOM_BLUR_MAX = (1.05, 1.10, 1.15, 1.20, 1.25)
+CORRUPTIONS = ("gaussian_noise", "zoom_blur")
+
+TASK_PATTERN = re.compile(r"^(?:digits(?:-(gaussian_noise|zoom_blur)-([1-5]))?|shapes(-factors)?)$")
+#: Wildcard constraint of the task names (for the Snakemake rules).
+TASK_REGEX = r"digits(?:-(?:gaussian_noise|zoom_blur)-[1-5])?|shapes(?:-factors)?"
+
+
+def parse_task(name: str) -> dict:
+    """The parts of a task name: ``source`` (digits | shapes), ``corruption`` and ``severity``
+    (None when clean), ``kind`` (classification | regression)."""
+    match = TASK_PATTERN.match(name)
+    if not match:
+        raise ValueError(f"unknown task {name!r}: expected digits, digits-<gaussian_noise|zoom_blur>-<1..5>, shapes or shapes-factors")
+    corruption, severity, factors = match.groups()
+    return {
+        "name": name,
+        "source": "shapes" if name.startswith("shapes") else "digits",
+        "corruption": corruption,
+        "severity": int(severity) if severity else None,
+        "kind": "regression" if factors else "classification",
+    }
+
+
+# --------------------------------------------------------------------------- corruptions
+
+
+def gaussian_noise(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """x + N(0, sigma^2) per pixel, clipped to [0, 1] (Hendrycks & Dietterich 2019)."""
+    sigma = GAUSSIAN_NOISE_SIGMA[severity - 1]
+    noisy = images + rng.normal(0.0, sigma, size=images.shape)
+    return np.clip(noisy, 0.0, 1.0).astype(np.float32)
+
+
+def zoom_factors(severity: int) -> np.ndarray:
+    """The zoom factors 1, 1.01, ..., ZOOM_BLUR_MAX[severity - 1] of zoom blur."""
+    n = int(round((ZOOM_BLUR_MAX[severity - 1] - 1.0) / 0.01)) + 1
+    return 1.0 + 0.01 * np.arange(n)
+
+
+def center_zoom(images: np.ndarray, factor: float) -> np.ndarray:
+    """Images magnified by ``factor`` about their centre, cropped to their size (bilinear;
+    scipy's ``zoom(order=1)`` then a centre crop, as in Hendrycks' ``clipped_zoom``).
+    ``images``: (..., h, w)."""
+    h, w = images.shape[-2:]
+
+    def coords(n):
+        src = (np.arange(n) + 0.5 - n / 2) / factor + n / 2 - 0.5
+        src = np.clip(src, 0, n - 1)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, n - 1)
+        return lo, hi, src - lo
+
+    r0, r1, fr = coords(h)
+    c0, c1, fc = coords(w)
+    rows = images[..., r0, :] * (1 - fr)[:, None] + images[..., r1, :] * fr[:, None]
+    return rows[..., c0] * (1 - fc) + rows[..., c1] * fc
+
+
+def zoom_blur(images: np.ndarray, severity: int) -> np.ndarray:
+    """Mean of the image and its zoomed copies (Hendrycks & Dietterich 2019), in [0, 1]."""
+    factors = zoom_factors(severity)
+    out = images.astype(np.float64).copy()
+    for factor in factors:
+        out += center_zoom(images.astype(np.float64), factor)
+    return np.clip(out / (len(factors) + 1), 0.0, 1.0).astype(np.float32)
+
+
+def corrupt(images: np.ndarray, corruption: str, severity: int, seed: int) -> np.ndarray:
+    """One corruption at one severity; the noise draws come from (seed, corruption, severity)."""
+    if corruption == "gaussian_noise":
+        rng = np.random.default_rng([int(seed), CORRUPTIONS.index(corruption), int(severity)])
+        return gaussian_noise(images, severity, rng)
+    if corruption == "zoom_blur":
+        return zoom_blur(images, severity)
+    raise ValueError(f"unknown corruption {corruption!r} (known: {', '.join(CORRUPTIONS)})")
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def inside_shape(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Whether points (u, v) of the shape's own frame (unit size, centred) lie in the shape.
+    Each shape maps onto itself under rotation by 2*pi/k, k = SHAPE_SYMMETRY[shape]."""
+    if shape == "square":
+        return np.maximum(np.abs(u), np.abs(v)) <= 0.75
+    if shape == "ellipse":
+        return u**2 + (v / 0.5) ** 2 <= 1.0
+    if shape == "triangle":  # equilateral, circumradius 1: three half-planes at inradius 0.5
+        out = np.ones(np.broadcast(u, v).shape, dtype=bool)
+        for i in range(3):
+            phi = -np.pi / 2 + 2 * np.pi * i / 3
+            out &= u * np.cos(phi) + v * np.sin(phi) <= 0.5
+        return out
+    if shape == "heart":  # (x^2 + y^2 - 1)^3 - x^2 y^3 <= 0, centred and scaled to ~unit size
+        x, y = u / 0.85, v / 0.85 + 0.12
+        return (x**2 + y**2 - 1) ** 3 - x**2 * y**3 <= 0
+    raise ValueError(f"unknown shape {shape!r} (known: {', '.join(SHAPE_NAMES)})")
+
+
+def render_sprite(shape: str, scale: float, pos_x: float, pos_y: float, theta: float, size: int, supersample: int = 4) -> np.ndarray:
+    """One white sprite on black, (size, size) in [0, 1]: the shape scaled by ``scale`` (its
+    unit radius is 0.3 of the image), centred at (pos_x, pos_y) in image units [0, 1] (x to
+    the right, y down), rotated by ``theta`` (radians, counter-clockwise), anti-aliased by
+    averaging ``supersample``^2 points per pixel."""
+    offsets = (np.arange(supersample) + 0.5) / supersample
+    grid = (np.arange(size)[:, None] + offsets[None, :]).ravel() / size
+    py, px = np.meshgrid(grid, grid, indexing="ij")
+    dx, dy = px - pos_x, -(py - pos_y)  # y up in the shape's frame
+    radius = 0.3 * scale
+    c, s = np.cos(theta), np.sin(theta)
+    u = (c * dx + s * dy) / radius  # rotate the points by -theta
+    v = (-s * dx + c * dy) / radius
+    mask = inside_shape(shape, u, v).astype(np.float64)
+    return mask.reshape(size, supersample, size, supersample).mean(axis=(1, 3))
+
+
+def orientation_target(theta: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """(cos k*theta, sin k*theta): invariant under the shape's symmetry rotation theta + 2*pi/k."""
+    theta, k = np.asarray(theta, dtype=np.float64), np.asarray(k, dtype=np.float64)
+    return np.stack([np.cos(k * theta), np.sin(k * theta)], axis=-1)
+
+
+def generate_shapes(n: int, size: int, seed: int) -> dict[str, np.ndarray]:
+    """``n`` random sprites: shape uniform over SHAPE_NAMES, scale in [0.5, 1], position in
+    [0.3, 0.7]^2, orientation in [0, 2*pi). Returns images (n, 1, size, size) float32, labels
+    (shape index), factors (n, 5) in FACTOR_NAMES order, and the raw theta."""
+    rng = np.random.default_rng(int(seed))
+    labels = rng.integers(0, len(SHAPE_NAMES), size=n)
+    scale = rng.uniform(0.5, 1.0, size=n)
+    pos = rng.uniform(0.3, 0.7, size=(n, 2))
+    theta = rng.uniform(0.0, 2 * np.pi, size=n)
+    images = np.stack([
+        render_sprite(SHAPE_NAMES[lab], sc, x, y, th, size)
+        for lab, sc, (x, y), th in zip(labels, scale, pos, theta)
+    ])
+    k = np.array([SHAPE_SYMMETRY[SHAPE_NAMES[lab]] for lab in labels])
+    factors = np.column_stack([scale, pos[:, 0], pos[:, 1], orientation_target(theta, k)])
+    return {
+        "images": images[:, None].astype(np.float32),
+        "labels": labels.astype(np.int64),
+        "factors": factors.astype(np.float32),
+        "theta": theta,
+    }
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def random_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint sorted train/test indices of ``n`` items, fixed by ``seed``."""
+    order = np.random.default_rng(int(seed)).permutation(n)
+    n_test = int(round(n * test_fraction))
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def make_task(name: str, settings: dict, image_size: int, dataset: dict | None = None) -> dict[str, np.ndarray]:
+    """The arrays of one task (see the module docstring). ``settings``: the config's
+    ``transfer.task_settings`` (``digits: {test_fraction, split_seed, noise_seed}``,
+    ``shapes: {n_samples, test_fraction, seed}``); ``dataset``: the study's prepared dataset
+    (digits tasks only: its held-out test split is the task's data)."""
+    task = parse_task(name)
+    if task["source"] == "digits":
+        if dataset is None:
+            raise ValueError(f"task {name!r} needs the study's dataset")
+        from robustlens.data import stratified_split
+
+        s = settings["digits"]
+        images, labels = dataset["x_test"], dataset["y_test"]
+        if images.shape[-1] != image_size:
+            raise ValueError(f"task {name!r}: dataset images are {images.shape[-1]} px, expected {image_size}")
+        if task["corruption"]:
+            images = corrupt(images, task["corruption"], task["severity"], s["noise_seed"])
+        train, test = stratified_split(labels, s["test_fraction"], s["split_seed"])
+        n_outputs = int(max(dataset["y_train"].max(), labels.max())) + 1
+        targets, target_names = labels, np.array(["digit"])
+    else:
+        s = settings["shapes"]
+        sprites = generate_shapes(s["n_samples"], image_size, s["seed"])
+        images = sprites["images"]
+        train, test = random_split(len(images), s["test_fraction"], s["seed"])
+        if task["kind"] == "regression":
+            targets, target_names, n_outputs = sprites["factors"], np.array(FACTOR_NAMES), len(FACTOR_NAMES)
+        else:
+            targets, target_names, n_outputs = sprites["labels"], np.array(["shape"]), len(SHAPE_NAMES)
+    return {
+        "x_train": images[train],
+        "y_train": targets[train],
+        "x_test": images[test],
+        "y_test": targets[test],
+        "index_train": train,
+        "index_test": test,
+        "kind": np.array(task["kind"]),
+        "target_names": target_names,
+        "n_outputs": np.array(n_outputs),
+    }

@@ -1,0 +1,497 @@
+"""Robustness transfer (Salman et al. 2020; Nern et al.): linear probing (LP), full fine-tuning
+(FT) and LP-then-FT (LP-FT, Kumar et al. 2022) of a pretrained model on a downstream task, its
+clean and robust accuracy, the adversarial sensitivity (AS) of its representation, and the two
+bounds of Nern et al. that tie them together.
+
+Notation (Nern et al., Sec. 3): the model is h(x) = W g(x) + b with g the penultimate
+representation (``model.forward_features``) and (W, b) the linear head (``model.head``).
+
+- **AS score** (Nern et al., Eq. 2): the mean over inputs of
+  max_{||d|| <= eps} ||g(x + d) - g(x)||_2, the max estimated by PGD on that distance (the AS
+  attack, :func:`as_attack`); any norm of the ball, L2 in representation space. PGD finds a
+  lower bound of each max, never the max itself.
+- **Lemma 1** (finite-sample Thm. 1): (mean adversarial loss - mean clean loss) / (L ||W||)
+  <= AS score, for a loss L-Lipschitz in the max norm of the outputs: L = 2 for softmax
+  cross-entropy (Nern et al., Lemma 3); L = 1 for the absolute error |h(x) - y| of a
+  regression head (reverse triangle inequality; for k outputs we use ||h(x) - y||_inf, which is
+  1-Lipschitz in the max norm and equals |h(x) - y| for k = 1; the squared error is not
+  Lipschitz). ||W|| is then the largest L2 norm of a row of W (||W v||_inf <= max_i ||W_i||_2
+  ||v||_2; for a scalar head ||w||_2). The adversarial loss comes from PGD on the loss (the
+  loss attack). :func:`lemma1_bound` reports the LHS, ``rhs_as`` (the AS attack alone: the
+  paper's RHS and the finding) and ``rhs_best`` (per input the largest representation change
+  among every perturbation tried, the AS attack's and the loss attack's: since the LHS is
+  attained by the loss attack's perturbations, rhs_best >= lhs holds exactly, a consistency
+  check of the implementation, not a finding).
+- **Thm 2**: an input with label y is robust if min_{j != y} (h_y(x) - h_j(x)) / ||W_y - W_j||_2
+  > AS(x) with that input's own AS(x). With AS(x) from PGD (a lower bound) the fraction that
+  fulfils it is empirical, not certified; ``robust_among_fulfilled`` is the robust accuracy,
+  under the loss attack, among those inputs (the theorem says 100%).
+
+Every function takes explicit devices and seeds; no global random state is used.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+#: Lipschitz constant of the Lemma 1 loss in the max norm of the outputs, per task kind.
+LIPSCHITZ = {"classification": 2.0, "regression": 1.0}
+#: Transfer methods, in table order: linear probing, full fine-tuning, LP then FT.
+METHODS = ("lp", "ft", "lp_ft")
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _batched(fn, n: int, batch_size: int):
+    torch = _torch()
+    return torch.cat([fn(slice(i, i + batch_size)) for i in range(0, n, batch_size)])
+
+
+def features(model: "torch.nn.Module", x: "torch.Tensor", batch_size: int = 512) -> "torch.Tensor":
+    """The penultimate representation g(x) of ``x`` (no gradient), in batches."""
+    torch = _torch()
+    with torch.no_grad():
+        return _batched(lambda s: model.forward_features(x[s]), len(x), batch_size)
+
+
+def outputs(model: "torch.nn.Module", x: "torch.Tensor", batch_size: int = 512) -> "torch.Tensor":
+    """Model outputs h(x) = W g(x) + b (no gradient), in batches."""
+    torch = _torch()
+    with torch.no_grad():
+        return _batched(lambda s: model(x[s]), len(x), batch_size)
+
+
+def task_loss(out: "torch.Tensor", y: "torch.Tensor", kind: str, objective: str = "train") -> "torch.Tensor":
+    """Per-sample loss of outputs against targets. ``objective="train"``: softmax cross-entropy
+    (classification) or squared error averaged over outputs (regression, the MSE);
+    ``objective="bound"``: the Lipschitz loss of Lemma 1, cross-entropy (L = 2) or
+    ||h(x) - y||_inf (L = 1)."""
+    import torch.nn.functional as F
+
+    from robustlens.attacks import regression_error
+
+    if kind == "classification":
+        return F.cross_entropy(out, y, reduction="none")
+    return regression_error(out, y, "squared" if objective == "train" else "max_abs")
+
+
+def head_weight_norm(weight) -> float:
+    """||W|| of Lemma 1 for the max norm of the outputs: the largest L2 norm of a row of W
+    (||w||_2 for a scalar head)."""
+    w = np.asarray(weight.detach().cpu().double() if hasattr(weight, "detach") else weight, dtype=np.float64)
+    return float(np.linalg.norm(w.reshape(-1, w.shape[-1]), axis=1).max())
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _init_linear(d: int, k: int, gen: "torch.Generator") -> "torch.nn.Linear":
+    """nn.Linear(d, k) initialised as PyTorch does (uniform +-1/sqrt(d)) from ``gen``."""
+    torch = _torch()
+    head = torch.nn.Linear(d, k)
+    bound = 1 / math.sqrt(d)
+    with torch.no_grad():
+        head.weight.copy_((torch.rand(head.weight.shape, generator=gen) * 2 - 1) * bound)
+        head.bias.copy_((torch.rand(head.bias.shape, generator=gen) * 2 - 1) * bound)
+    return head
+
+
+def _sgd(params, lr: float, weight_decay: float, epochs: int, steps_per_epoch: int):
+    torch = _torch()
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
+    return opt, sched
+
+
+def fit_head(
+    feats: "torch.Tensor",
+    y: "torch.Tensor",
+    kind: str,
+    n_outputs: int,
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    seed: int,
+) -> "torch.nn.Linear":
+    """A linear head on fixed features: minibatch SGD (momentum 0.9, cosine schedule) on the
+    cross-entropy or the MSE. Features are standardised with their mean and standard deviation
+    for the fit and the standardisation is folded back into the returned head, so it applies to
+    raw features. Random init and batch order from ``seed``; returned on the features' device."""
+    torch = _torch()
+    gen = torch.Generator().manual_seed(int(seed))
+    mean, std = feats.mean(0), feats.std(0, unbiased=False)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    z = (feats - mean) / std
+    head = _init_linear(z.shape[1], n_outputs, gen).to(feats.device)
+    steps = math.ceil(len(z) / batch_size)
+    opt, sched = _sgd(head.parameters(), lr, weight_decay, epochs, steps)
+    for _ in range(epochs):
+        order = torch.randperm(len(z), generator=gen).to(feats.device)
+        for i in range(0, len(z), batch_size):
+            idx = order[i : i + batch_size]
+            loss = task_loss(head(z[idx]), y[idx], kind).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    folded = torch.nn.Linear(z.shape[1], n_outputs).to(feats.device)
+    with torch.no_grad():
+        folded.weight.copy_(head.weight / std)
+        folded.bias.copy_(head.bias - folded.weight @ mean)
+    return folded
+
+
+def linear_probe(
+    model: "torch.nn.Module", x: "torch.Tensor", y: "torch.Tensor", kind: str, n_outputs: int, settings: dict, seed: int,
+) -> "torch.nn.Module":
+    """LP: a copy of ``model`` with its extractor frozen (eval mode, no gradients, so batch-norm
+    statistics stay too) and a new linear head fitted on g(x). ``settings``: epochs, lr,
+    weight_decay, batch_size. The extractor's weights are those of ``model``, bit for bit."""
+    probe = copy.deepcopy(model).eval()
+    for p in probe.parameters():
+        p.requires_grad_(False)
+    probe.head = fit_head(features(probe, x), y, kind, n_outputs, seed=seed, **_fit_kwargs(settings))
+    return probe.eval()
+
+
+def fine_tune(
+    model: "torch.nn.Module",
+    x: "torch.Tensor",
+    y: "torch.Tensor",
+    kind: str,
+    n_outputs: int,
+    settings: dict,
+    seed: int,
+    head: "torch.nn.Linear | None" = None,
+) -> "torch.nn.Module":
+    """FT: a copy of ``model`` with a new head (random from ``seed``, or a copy of ``head``:
+    LP-FT) and every weight trained (batch norm in training mode) by minibatch SGD (momentum 0.9,
+    cosine schedule) on the task loss. ``settings``: epochs, lr, weight_decay, batch_size."""
+    torch = _torch()
+    gen = torch.Generator().manual_seed(int(seed))
+    tuned = copy.deepcopy(model)
+    device = next(tuned.parameters()).device
+    d = tuned.head.in_features
+    tuned.head = copy.deepcopy(head) if head is not None else _init_linear(d, n_outputs, gen)
+    tuned.to(device)
+    for p in tuned.parameters():
+        p.requires_grad_(True)
+    s = _fit_kwargs(settings)
+    steps = math.ceil(len(x) / s["batch_size"])
+    opt, sched = _sgd(tuned.parameters(), s["lr"], s["weight_decay"], s["epochs"], steps)
+    for _ in range(s["epochs"]):
+        tuned.train()
+        order = torch.randperm(len(x), generator=gen).to(device)
+        for i in range(0, len(x), s["batch_size"]):
+            idx = order[i : i + s["batch_size"]]
+            loss = task_loss(tuned(x[idx]), y[idx], kind).mean()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"fine-tuning loss is {loss.item()}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return tuned.eval()
+
+
+def _fit_kwargs(settings: dict) -> dict:
+    return {k: settings[k] for k in ("epochs", "lr", "weight_decay", "batch_size")}
+
+
+def transfer_models(model, x, y, kind: str, n_outputs: int, settings: dict, seed: int) -> dict:
+    """The three transferred models {lp, ft, lp_ft} of ``model`` on (x, y). ``settings``: the
+    config's ``transfer`` block (``lp``, ``ft``, ``lp_ft``: epochs, lr, weight_decay,
+    batch_size); LP-FT fine-tunes the LP model (its head included) with ``lp_ft``."""
+    lp = linear_probe(model, x, y, kind, n_outputs, settings["lp"], seed)
+    ft = fine_tune(model, x, y, kind, n_outputs, settings["ft"], seed)
+    lp_ft = fine_tune(lp, x, y, kind, n_outputs, settings["lp_ft"], seed, head=lp.head)
+    return {"lp": lp, "ft": ft, "lp_ft": lp_ft}
+
+
+# --------------------------------------------------------------------------- attacks
+
+
+def representation_change(model, x: "torch.Tensor", x_adv: "torch.Tensor", batch_size: int = 512) -> "torch.Tensor":
+    """||g(x_adv) - g(x)||_2 per sample."""
+    return (features(model, x_adv, batch_size) - features(model, x, batch_size)).norm(dim=1)
+
+
+def as_attack(
+    model, x: "torch.Tensor", *, eps: float, norm: str, steps: int, restarts: int, gen: "torch.Generator",
+    step_size: float | None = None,
+) -> "torch.Tensor":
+    """The AS attack: PGD (random start, ``1 + restarts`` runs, the best kept per sample) that
+    maximises ||g(x + d) - g(x)||_2 over the ``norm`` ball of radius ``eps`` (and [0, 1])."""
+    from robustlens.attacks import pgd_maximize
+
+    torch = _torch()
+    with torch.no_grad():
+        g0 = model.forward_features(x)
+
+    def distance(x_adv):
+        return (model.forward_features(x_adv) - g0).norm(dim=1)
+
+    return pgd_maximize(distance, x, eps, norm, steps, step_size, True, restarts, gen)
+
+
+def as_score(
+    model, x, *, eps: float, norm: str, steps: int, restarts: int, seed: int, step_size: float | None = None, batch_size: int = 512,
+) -> tuple[float, np.ndarray]:
+    """AS score (Nern et al., Eq. 2): mean over ``x`` of the AS attack's representation change,
+    and the per-input changes (a lower bound of each max, from PGD)."""
+    from robustlens.runtime import generator
+
+    gen = generator(seed, x.device)
+    per = _batched(
+        lambda s: representation_change(
+            model, x[s], as_attack(model, x[s], eps=eps, norm=norm, steps=steps, restarts=restarts, gen=gen, step_size=step_size)
+        ),
+        len(x), batch_size,
+    ).double().cpu().numpy()
+    return float(per.mean()), per
+
+
+def loss_attack_runs(
+    model, x, y, kind: str, *, eps: float, norm: str, steps: int, restarts: int, seed: int,
+    objective: str = "bound", step_size: float | None = None, batch_size: int = 512,
+) -> dict[str, np.ndarray]:
+    """The loss attack: ``1 + restarts`` PGD runs from random starts on the per-sample task loss
+    (``objective`` as in :func:`task_loss`). Per input: ``loss`` (the largest loss over the
+    runs), ``change`` (||g(x + d) - g(x)||_2 of the run with that loss), ``change_max`` (the
+    largest over all runs), ``robust`` (classification: correct in every run)."""
+    from robustlens.attacks import pgd_maximize
+    from robustlens.runtime import generator
+
+    torch = _torch()
+    gen = generator(seed, x.device)
+    best_loss, best_change, change_max, robust = [], [], [], []
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        with torch.no_grad():
+            g0 = model.forward_features(xb)
+        bl = bc = cm = None
+        rob = torch.ones(len(xb), dtype=torch.bool, device=x.device)
+        for _ in range(1 + restarts):
+            x_adv = pgd_maximize(lambda xa: task_loss(model(xa), yb, kind, objective), xb, eps, norm, steps, step_size, True, 0, gen)
+            with torch.no_grad():
+                g = model.forward_features(x_adv)
+                out = model.head(g)
+                loss = task_loss(out, yb, kind, objective)
+                change = (g - g0).norm(dim=1)
+                if kind == "classification":
+                    rob &= out.argmax(1) == yb
+            if bl is None:
+                bl, bc, cm = loss, change, change
+            else:
+                better = loss > bl
+                bl, bc, cm = torch.where(better, loss, bl), torch.where(better, change, bc), torch.maximum(cm, change)
+        best_loss.append(bl)
+        best_change.append(bc)
+        change_max.append(cm)
+        robust.append(rob)
+
+    def cat(parts):
+        return torch.cat(parts).cpu().numpy()
+
+    return {
+        "loss": cat(best_loss).astype(np.float64),
+        "change": cat(best_change).astype(np.float64),
+        "change_max": cat(change_max).astype(np.float64),
+        "robust": cat(robust),
+    }
+
+
+# --------------------------------------------------------------------------- the bounds
+
+
+def lemma1_bound(clean_loss, adversarial_loss, as_change, loss_change, lipschitz: float, weight_norm: float) -> dict:
+    """Lemma 1 of Nern et al. from per-input values: ``lhs`` = (mean adversarial loss - mean
+    clean loss) / (L ||W||); ``rhs_as`` = mean AS-attack change (the AS score); ``rhs_best`` =
+    mean over inputs of the larger of the AS attack's and the loss attack's change (>= lhs
+    whenever ``loss_change`` is the change of the perturbation that gave ``adversarial_loss``);
+    ``loss_attack_larger_fraction``: how often the loss attack's change was the larger."""
+    clean, adv = np.asarray(clean_loss, dtype=np.float64), np.asarray(adversarial_loss, dtype=np.float64)
+    as_change, loss_change = np.asarray(as_change, dtype=np.float64), np.asarray(loss_change, dtype=np.float64)
+    return {
+        "lhs": float((adv.mean() - clean.mean()) / (lipschitz * weight_norm)),
+        "rhs_as": float(as_change.mean()),
+        "rhs_best": float(np.maximum(as_change, loss_change).mean()),
+        "loss_attack_larger_fraction": float(np.mean(loss_change > as_change)),
+    }
+
+
+def thm2_margin(logits, labels, weight) -> np.ndarray:
+    """Thm 2's normalised margin per input: min over j != y of (h_y(x) - h_j(x)) / ||W_y - W_j||_2
+    (+inf/-inf where W_y = W_j and the logit gap is positive/not). float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    w = np.asarray(weight, dtype=np.float64)
+    gap = z[np.arange(len(z)), y][:, None] - z  # (n, C)
+    dist = np.linalg.norm(w[y][:, None, :] - w[None, :, :], axis=2)  # (n, C)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(dist > 0, gap / np.where(dist > 0, dist, 1.0), np.where(gap > 0, np.inf, -np.inf))
+    ratio[np.arange(len(z)), y] = np.inf
+    return ratio.min(axis=1)
+
+
+def thm2_criterion(margin, as_change, robust) -> dict:
+    """Thm 2 empirically: an input fulfils the criterion when its margin exceeds its own AS(x);
+    ``fulfilled_fraction``, ``n_fulfilled`` and ``robust_among_fulfilled`` (robust accuracy among
+    those inputs, NaN when none fulfils it; the theorem says 1.0)."""
+    fulfilled = np.asarray(margin) > np.asarray(as_change)
+    robust = np.asarray(robust, dtype=bool)
+    return {
+        "fulfilled_fraction": float(fulfilled.mean()),
+        "n_fulfilled": float(fulfilled.sum()),
+        "robust_among_fulfilled": float(robust[fulfilled].mean()) if fulfilled.any() else float("nan"),
+    }
+
+
+# --------------------------------------------------------------------------- one (model, task)
+
+
+def _attack_key(attack: dict) -> tuple:
+    return (attack["norm"], float(attack["eps"]), int(attack["steps"]), int(attack["restarts"]), attack.get("step_size"))
+
+
+def evaluate_transferred(model, x, y, kind: str, settings: dict, seed: int, batch_size: int = 512) -> tuple[list[dict], list[dict]]:
+    """Transfer metrics and bounds of one transferred model on a task's test split.
+
+    ``settings``: the config's ``transfer.attacks`` (``robust_accuracy``: norm, eps, steps,
+    restarts; ``bounds``: list of {norm, eps, as_attack: {steps, restarts}, loss_attack: {steps,
+    restarts}}; each attack may set ``step_size``, default 2.5 eps / steps). Returns (transfer rows, bounds rows), each a dict with ``attack_norm``,
+    ``attack_eps``, ``metric``, ``value``. A loss attack with the robust-accuracy settings is
+    run once and used for both (classification)."""
+    model.eval()
+    clean_out = outputs(model, x, batch_size)
+    transfer_rows, bounds_rows = [], []
+
+    def row(rows, norm, eps, metric, value):
+        rows.append({"attack_norm": norm, "attack_eps": float(eps), "metric": metric, "value": float(value)})
+
+    runs = {}
+
+    def runs_for(attack: dict, objective: str, offset: int):
+        key = (_attack_key(attack), objective)
+        if key not in runs:
+            runs[key] = loss_attack_runs(
+                model, x, y, kind, eps=attack["eps"], norm=attack["norm"], steps=attack["steps"], restarts=attack["restarts"],
+                seed=seed + offset, objective=objective, step_size=attack.get("step_size"), batch_size=batch_size,
+            )
+        return runs[key]
+
+    # robust accuracy (classification) / robust MSE (regression) under the robust-accuracy attack
+    ra = settings["robust_accuracy"]
+    train_clean = task_loss(clean_out, y, kind, "train").double().cpu().numpy()
+    if kind == "classification":
+        row(transfer_rows, "none", 0, "clean_accuracy", (clean_out.argmax(1) == y).double().mean().item())
+        row(transfer_rows, "none", 0, "clean_cross_entropy", train_clean.mean())
+        r = runs_for(ra, "bound", 0)  # cross-entropy is both the training and the bound loss
+        row(transfer_rows, ra["norm"], ra["eps"], "robust_accuracy", r["robust"].mean())
+        row(transfer_rows, ra["norm"], ra["eps"], "robust_cross_entropy", r["loss"].mean())
+    else:
+        row(transfer_rows, "none", 0, "clean_mse", train_clean.mean())
+        r = runs_for(ra, "train", 0)
+        row(transfer_rows, ra["norm"], ra["eps"], "robust_mse", r["loss"].mean())
+
+    weight_norm = head_weight_norm(model.head.weight)
+    lipschitz = LIPSCHITZ[kind]
+    clean_bound = task_loss(clean_out, y, kind, "bound").double().cpu().numpy()
+    for b_index, bound in enumerate(settings["bounds"]):
+        norm, eps = bound["norm"], bound["eps"]
+        _, as_change = as_score(model, x, eps=eps, norm=norm, seed=seed + 1000 * (b_index + 1) + 1,
+                                batch_size=batch_size, **bound["as_attack"])
+        loss_attack = {"norm": norm, "eps": eps, **bound["loss_attack"]}
+        # the robust-accuracy attack's runs are reused when its settings are the same
+        r = runs_for(loss_attack, "bound", 0 if _attack_key(loss_attack) == _attack_key(ra) else 1000 * (b_index + 1) + 2)
+        lemma = lemma1_bound(clean_bound, r["loss"], as_change, r["change_max"], lipschitz, weight_norm)
+        values = {
+            **lemma,
+            "clean_loss": clean_bound.mean(),
+            "adversarial_loss": r["loss"].mean(),
+            "relative_loss_gap": (r["loss"].mean() - clean_bound.mean()) / clean_bound.mean(),
+            "lipschitz": lipschitz,
+            "weight_norm": weight_norm,
+        }
+        if kind == "classification":
+            margin = thm2_margin(clean_out.double().cpu().numpy(), y.cpu().numpy(), model.head.weight.detach().double().cpu().numpy())
+            values.update(thm2_criterion(margin, as_change, r["robust"]))
+            values["robust_accuracy"] = r["robust"].mean()
+        for metric, value in values.items():
+            row(bounds_rows, norm, eps, metric, value)
+    return transfer_rows, bounds_rows
+
+
+def transfer_study(model, task: dict, settings: dict, device, progress: bool = True, desc: str = "") -> dict:
+    """Everything the transfer study computes for one (pretrained model, task): the three
+    transferred models (:func:`transfer_models`) and, for each, :func:`evaluate_transferred`
+    on the task's test split. ``task``: the arrays of :func:`robustlens.tasks.make_task`.
+    Returns {"transfer": rows, "bounds": rows}, each row with a ``method`` key."""
+    from tqdm.auto import tqdm
+
+    torch = _torch()
+    kind = str(task["kind"])
+    n_outputs = int(task["n_outputs"])
+    ytype = torch.long if kind == "classification" else torch.float32
+    x_train = torch.as_tensor(task["x_train"], dtype=torch.float32, device=device)
+    y_train = torch.as_tensor(task["y_train"], dtype=ytype, device=device)
+    x_test = torch.as_tensor(task["x_test"], dtype=torch.float32, device=device)
+    y_test = torch.as_tensor(task["y_test"], dtype=ytype, device=device)
+    model = model.to(device).eval()
+    seed = int(settings["seed"])
+    bar = tqdm(total=2 * len(METHODS), desc=desc or "transfer", disable=not progress, mininterval=1.0)
+    bar.set_postfix(step="train")
+    models = transfer_models(model, x_train, y_train, kind, n_outputs, settings, seed)
+    bar.update(len(METHODS))
+    rows = {"transfer": [], "bounds": []}
+    for method in METHODS:
+        bar.set_postfix(step=f"evaluate {method}")
+        transfer_rows, bounds_rows = evaluate_transferred(
+            models[method], x_test, y_test, kind, settings["attacks"], int(settings["attacks"]["seed"]),
+            batch_size=int(settings["batch_size"]),
+        )
+        rows["transfer"] += [{"method": method, **r} for r in transfer_rows]
+        rows["bounds"] += [{"method": method, **r} for r in bounds_rows]
+        bar.update(1)
+    bar.close()
+    return rows
+
+
+# --------------------------------------------------------------------------- tables (no torch)
+
+#: Columns of transfer.csv and bounds.csv, in order (tidy: one row per value).
+TABLE_COLUMNS = ["study", "model", "eps", "seed", "task", "task_kind", "method", "attack_norm", "attack_eps", "metric", "value"]
+
+
+def transfer_tables(study: str, keys: list[tuple[dict, str]], results: list[dict]):
+    """(transfer, bounds) DataFrames from the results of :func:`transfer_study`, one per
+    (model spec, task) in ``keys``: one row per value, with the study, the model's id, eps and
+    seed, the task and its kind, the method (lp, ft, lp_ft), the attack's norm and eps ("none"
+    and 0 for clean values), the metric and its value."""
+    import pandas as pd
+
+    from robustlens.tasks import parse_task
+
+    tables = {"transfer": [], "bounds": []}
+    for (spec, task), result in zip(keys, results):
+        base = {"study": study, "model": spec["id"], "eps": float(spec["eps"]), "seed": int(spec["seed"]),
+                "task": task, "task_kind": parse_task(task)["kind"]}
+        for name in tables:
+            tables[name] += [{**base, **row} for row in result[name]]
+    return tuple(pd.DataFrame(tables[name], columns=TABLE_COLUMNS) for name in ("transfer", "bounds"))

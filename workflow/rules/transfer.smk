@@ -1,0 +1,133 @@
+# Robustness transfer (Salman et al. 2020; Nern et al.): every selected model is transferred to
+# every downstream task by LP, FT and LP-FT; one job per model computes, for each task, the
+# transfer accuracy, the AS score and both bounds; one job gathers the tables.
+from robustlens.tasks import TASK_REGEX, parse_task
+
+TRANSFER = config["transfer"]
+TRANSFER_MODELS = [m for m, spec in MODELS.items() if spec["seed"] in TRANSFER["seeds"]]
+TRANSFER_TASKS = list(TRANSFER["tasks"])
+if not TRANSFER_MODELS:
+    sys.stderr.write(
+        f"robustlens: invalid configuration: key 'transfer.seeds' = {TRANSFER['seeds']!r}: "
+        f"selects no model (the grid's seeds are {config['model_grid']['seeds']!r})\n"
+    )
+    sys.exit(1)
+
+
+def transfer_task_input(wildcards):
+    """The study's dataset for tasks made from the held-out digits; nothing for the sprites."""
+    if parse_task(wildcards.task)["source"] == "digits":
+        return {"dataset": f"results/data/{DATASET}.npz"}
+    return {}
+
+
+rule transfer_task:
+    """One downstream task with its own train/test split (held-out digits, corrupted digits,
+    procedural sprites), written atomically."""
+    input:
+        unpack(transfer_task_input),
+    output:
+        "results/tasks/{task}.npz",
+    wildcard_constraints:
+        task=TASK_REGEX,
+    params:
+        task=lambda wc: wc.task,
+        settings=lambda wc: TRANSFER["task_settings"][parse_task(wc.task)["source"]],
+        image_size=config["dataset"]["image_size"],
+        version=VERSION,
+    log:
+        "logs/transfer_task/{task}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    cache: True
+    conda:
+        "../../envs/robustlens.yaml"
+    script:
+        "../scripts/transfer_task.py"
+
+
+rule transfer:
+    """LP, FT and LP-FT of one model on every task; clean and robust accuracy (MSE), the AS
+    score (L2 and Linf), Lemma 1 (lhs, rhs_as, rhs_best) and Thm 2 of each transferred model.
+    One job per model: its tasks share the job's start-up (torch import, checkpoint check)."""
+    input:
+        tasks=[f"results/tasks/{t}.npz" for t in TRANSFER_TASKS],
+        checkpoint=lambda wc: checkpoint_path(wc.model),
+        metrics=lambda wc: metrics_path(wc.model),
+    output:
+        "results/transfer/{model}.json",
+    params:
+        spec=lambda wc: MODELS[wc.model],
+        tasks=TRANSFER_TASKS,
+        settings={k: v for k, v in TRANSFER.items() if k not in ("seeds", "tasks", "task_settings")},
+        device=DEVICE,
+        progress=PROGRESS,
+        version=VERSION,
+    log:
+        "logs/transfer/{model}.log",
+    threads: THREADS
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/robustlens.yaml"
+    script:
+        "../scripts/transfer_run.py"
+
+
+rule transfer_tables:
+    """transfer.csv (accuracy / MSE per method and attack) and bounds.csv (AS score, Lemma 1,
+    Thm 2), tidy: one row per value."""
+    input:
+        [f"results/transfer/{m}.json" for m in TRANSFER_MODELS],
+    output:
+        transfer="results/tables/transfer.csv",
+        bounds="results/tables/bounds.csv",
+    params:
+        study=STUDY,
+        models=[MODELS[m] for m in TRANSFER_MODELS],
+        tasks=TRANSFER_TASKS,
+        version=VERSION,
+    log:
+        "logs/transfer_tables/transfer_tables.log",
+    threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
+    script:
+        "../scripts/transfer_tables.py"
+
+
+TRANSFER_FIGURES = {
+    "transfer_accuracy": "transfer",
+    "transfer_sensitivity": "bounds",
+    "transfer_bounds": "bounds",
+}
+
+
+rule figure_transfer:
+    """One figure of the transfer study: accuracy vs eps per task and method (Salman et al.),
+    AS score vs relative loss gap (Nern et al., Table 4), Lemma 1's LHS and RHS per task."""
+    input:
+        table=lambda wc: f"results/tables/{TRANSFER_FIGURES[wc.figure]}.csv",
+    output:
+        png=report("results/figures/{figure}.png", category="Robustness transfer", caption="../report/transfer.rst"),
+        pdf="results/figures/{figure}.pdf",
+    wildcard_constraints:
+        figure="|".join(TRANSFER_FIGURES),
+    params:
+        figure=lambda wc: config["figures"][wc.figure],
+        dpi=config["figures"]["dpi"],
+        version=VERSION,
+    log:
+        "logs/figure_transfer/{figure}.log",
+    threads: 1
+    conda:
+        "../../envs/robustlens.yaml"
+    script:
+        "../scripts/figure_transfer.py"
+
+
+ALL_TARGETS.extend(["results/tables/transfer.csv", "results/tables/bounds.csv"])
+ALL_TARGETS.extend(f"results/figures/{f}.{ext}" for f in TRANSFER_FIGURES for ext in ("png", "pdf"))
