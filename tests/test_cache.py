@@ -41,11 +41,10 @@ def plan(cache_dir, tmp_path_factory) -> dict:
     per_model = {job["rule"] for job in everything if job["cache"] and "model" in job["wildcards"]}
     models = [job["wildcards"]["model"] for job in everything if job["rule"] == "train_model"]
     model = next(m for m in models if {j["rule"] for j in everything if j["cache"] and involves(j, m)} == per_model)
-    # one job of each cached rule for that model; the rules without a model (the dataset, the
-    # transfer tasks) come with them
+    # one job of each cached rule: the model's, or any for a rule without models (the dataset)
     chain = {}
     for job in everything:
-        if job["cache"] and involves(job, model):
+        if job["cache"] and (involves(job, model) or "model" not in job["wildcards"]):
             chain.setdefault(job["rule"], job)
     # a reader of cached stores: the pair's comparison on the natural probe
     readers = [

@@ -17,7 +17,8 @@ TABLES = ["models.csv", "similarity.csv", "predictive.csv"]
 
 def all_rules(workdir) -> set[str]:
     out = snakemake(workdir, "--list-rules").stdout
-    return {line.strip() for line in out.splitlines() if re.fullmatch(r"\s*\w+\s*", line)} - {"all"}
+    # one line per rule, its name first (docstrings follow in parentheses, continued indented)
+    return {m.group(1) for line in out.splitlines() if (m := re.match(r"^(\w+)(\s|$)", line))} - {"all"}
 
 
 def test_every_rule_ran_and_wrote_a_log(tiny_run):

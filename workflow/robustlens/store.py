@@ -39,7 +39,14 @@ def directory_checksum(root: str | Path) -> tuple[str, int]:
     ``.snakemake_timestamp`` marker excepted)."""
     root = Path(root)
     digest = hashlib.sha256()
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in IGNORED_FILES)
+    # os.walk(followlinks=True), not rglob: a store taken from Snakemake's between-workflow cache
+    # is a directory of symlinks to the cached store's entries, and rglob does not enter those
+    files = sorted(
+        Path(dirpath, name)
+        for dirpath, _, names in os.walk(root, followlinks=True)
+        for name in names
+        if name not in IGNORED_FILES
+    )
     for path in files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         with open(path, "rb") as handle:

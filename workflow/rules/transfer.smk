@@ -71,6 +71,7 @@ rule transfer:
     resources:
         mem_mb=2000,
         runtime=30,
+    cache: True
     conda:
         "../../envs/robustlens.yaml"
     script:
