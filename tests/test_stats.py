@@ -1,48 +1,143 @@
 """Permutation tests over models, bootstrap over seeds, BH and partial correlation, against
-independent computations."""
+independent computations (scipy, numpy lstsq, brute-force enumeration, textbook formulas)."""
 
 import itertools
+from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import pearsonr
+from scipy.stats import false_discovery_control, pearsonr
 
 from robustlens.stats import (
     benjamini_hochberg,
     bootstrap_over_seeds,
+    n_distinct_relabelings,
     partial_correlation,
     partial_eps_permutation,
     pearson_eps_permutation,
 )
 
 
-def same_eps_pairs(eps_values, seeds, value_fn, rng):
+def same_eps_pairs(eps_values, seeds, value_fn, rng, noise=0.05):
     models = {f"e{e}-s{s}": e for e in eps_values for s in seeds}
     rows = []
     for e in eps_values:
         for sa, sb in itertools.combinations(seeds, 2):
             rows.append({"model_a": f"e{e}-s{sa}", "model_b": f"e{e}-s{sb}", "eps": e, "seed_a": sa, "seed_b": sb,
-                         "value": value_fn(e) + rng.normal(scale=0.05)})
+                         "value": value_fn(e) + rng.normal(scale=noise)})
     return models, pd.DataFrame(rows)
+
+
+def null_p_values(rng, n_datasets, eps_values, seeds, model_sd, all_pairs, permute, n_permutations=199):
+    """p-values on datasets without any eps effect: pair value = u_a + u_b + noise, with a
+    random effect u per model (shared by all the model's pairs) of s.d. ``model_sd``."""
+    ps = []
+    for _ in range(n_datasets):
+        models = {f"e{e}-s{s}": e for e in eps_values for s in seeds}
+        u = {m: rng.normal(scale=model_sd) for m in models}
+        pairs = [(a, b) for a, b in itertools.combinations(models, 2) if all_pairs or models[a] == models[b]]
+        values = [u[a] + u[b] + rng.normal(scale=0.3) for a, b in pairs]
+        ma, mb = zip(*pairs)
+        ps.append(pearson_eps_permutation(values, ma, mb, models, n_permutations=n_permutations,
+                                          seed=int(rng.integers(1 << 30)), permute=permute).p_value)
+    return np.array(ps)
+
+
+def brute_force_p(values, model_a, model_b, eps_by_model, covariate=None):
+    """Exact p-value by going through all n! permutations of the models' eps (duplicates
+    removed), r computed with numpy (partial r by lstsq residuals)."""
+    models = sorted(set(model_a) | set(model_b))
+    values = np.asarray(values, dtype=float)
+
+    def r_of(eps):
+        x = np.array([(eps[a] + eps[b]) / 2 for a, b in zip(model_a, model_b)])
+        y = values
+        if covariate is not None:
+            design = np.column_stack([np.ones(len(x)), covariate])
+            x = x - design @ np.linalg.lstsq(design, x, rcond=None)[0]
+            y = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+        return np.corrcoef(x, y)[0, 1]
+
+    observed = r_of(eps_by_model)
+    perms = set(itertools.permutations([eps_by_model[m] for m in models]))
+    null = np.array([r_of(dict(zip(models, p))) for p in perms])
+    return observed, np.mean(np.abs(np.nan_to_num(null)) >= abs(observed) - 1e-10), len(perms)
+
+
+# --------------------------------------------------------------------------- permutation test
 
 
 def test_r_equals_scipy_and_strong_effect_is_significant():
     rng = np.random.default_rng(0)
     models, df = same_eps_pairs([0, 0.5, 1, 2], [0, 1, 2, 3], lambda e: 1 - 0.3 * e, rng)
     test = pearson_eps_permutation(df["value"], df["model_a"], df["model_b"], models, n_permutations=2000, seed=0)
-    assert test.r == pytest.approx(pearsonr(df["eps"], df["value"])[0])
-    assert test.p_value < 0.01 and not test.exact
+    assert test.r == pytest.approx(pearsonr(df["eps"], df["value"])[0], abs=1e-12)
+    assert test.p_value < 0.01 and not test.exact and test.n_pairs == len(df) and test.n_permutations == 2000
+    # Monte Carlo p lies on the (1 + k) / (1 + n) grid and is reproducible from the seed
+    k = test.p_value * 2001 - 1
+    assert k == pytest.approx(round(k))
+    again = pearson_eps_permutation(df["value"], df["model_a"], df["model_b"], models, n_permutations=2000, seed=0)
+    assert again == test
 
 
-def test_p_values_are_uniform_under_the_null():
-    rng = np.random.default_rng(1)
-    ps = []
-    for _ in range(60):
-        models, df = same_eps_pairs([0, 1, 2], [0, 1, 2], lambda e: 0.5, rng)
-        ps.append(pearson_eps_permutation(df["value"], df["model_a"], df["model_b"], models, n_permutations=199, seed=int(rng.integers(1 << 30))).p_value)
-    assert 0.35 < np.mean(ps) < 0.65
-    assert np.mean(np.array(ps) < 0.05) < 0.15
+def test_r_of_mixed_eps_pairs_uses_the_pair_mean_eps():
+    rng = np.random.default_rng(10)
+    eps = {f"m{i}": e for i, e in enumerate([0, 0, 1, 1, 3, 3])}
+    pairs = list(itertools.combinations(eps, 2))
+    values = rng.normal(size=len(pairs))
+    x = [(eps[a] + eps[b]) / 2 for a, b in pairs]
+    test = pearson_eps_permutation(values, [a for a, _ in pairs], [b for _, b in pairs], eps, n_permutations=5000)
+    assert test.r == pytest.approx(pearsonr(x, values)[0], abs=1e-12)
+    assert test.exact and test.n_permutations == 90  # 6! / (2! 2! 2!)
+
+
+def test_p_values_are_uniform_under_the_null_of_independent_pairs():
+    ps = null_p_values(np.random.default_rng(1), 200, [0, 1, 2], [0, 1, 2], model_sd=0.0, all_pairs=False, permute="models")
+    assert 0.43 < ps.mean() < 0.57
+    assert np.mean(ps < 0.05) < 0.09
+
+
+def test_model_permutation_is_calibrated_with_model_effects_when_all_pairs_are_used():
+    """Pairs share models (random effect per model): scipy's pair-level p is far too small,
+    the model-label permutation is not, as long as the set of pairs does not depend on eps."""
+    rng = np.random.default_rng(2)
+    ps = null_p_values(rng, 200, [0, 1, 2], [0, 1, 2], model_sd=1.0, all_pairs=True, permute="models")
+    assert 0.43 < ps.mean() < 0.57
+    assert np.mean(ps < 0.05) < 0.09
+    scipy_ps = []
+    for _ in range(100):  # the same kind of null data, tested pair by pair with scipy
+        models = {f"e{e}-s{s}": e for e in [0, 1, 2] for s in [0, 1, 2]}
+        u = {m: rng.normal() for m in models}
+        pairs = list(itertools.combinations(models, 2))
+        scipy_ps.append(pearsonr([(models[a] + models[b]) / 2 for a, b in pairs],
+                                 [u[a] + u[b] + rng.normal(scale=0.3) for a, b in pairs])[1])
+    assert np.mean(np.array(scipy_ps) < 0.05) > 0.25
+
+
+def test_same_eps_designs_need_eps_group_permutation():
+    """Pairs selected by eps (same-eps only) with model effects: relabeling single models is
+    anti-conservative (documented caveat); permuting eps among the groups is calibrated."""
+    rng = np.random.default_rng(3)
+    groups = null_p_values(rng, 200, [0, 0.5, 1, 2, 3], [0, 1, 2], model_sd=1.0, all_pairs=False, permute="eps_groups")
+    assert 0.43 < groups.mean() < 0.6
+    assert np.mean(groups < 0.05) < 0.09
+    models = null_p_values(rng, 200, [0, 0.5, 1, 2], [0, 1, 2, 3], model_sd=1.0, all_pairs=False, permute="models")
+    assert np.mean(models < 0.05) > 0.09
+
+
+def test_eps_group_permutation_enumerates_k_factorial():
+    rng = np.random.default_rng(4)
+    models, df = same_eps_pairs([0, 0.5, 1, 2], [0, 1, 2], lambda e: 1 - 0.3 * e, rng, noise=0.01)
+    test = pearson_eps_permutation(df["value"], df["model_a"], df["model_b"], models, permute="eps_groups")
+    assert test.exact and test.n_permutations == 24
+    # brute force over the 24 assignments of eps levels to groups
+    levels = [0, 0.5, 1, 2]
+    null = [pearsonr(df["eps"].map(dict(zip(levels, perm))), df["value"])[0] for perm in itertools.permutations(levels)]
+    assert test.p_value == pytest.approx(np.mean(np.abs(null) >= abs(test.r) - 1e-10))
+    assert test.p_value == pytest.approx(1 / 24)  # only the observed assignment is as extreme
+    with pytest.raises(ValueError):
+        pearson_eps_permutation(df["value"], df["model_a"], df["model_b"], models, permute="pairs")
 
 
 def test_exact_enumeration_when_few_relabelings():
@@ -55,38 +150,87 @@ def test_exact_enumeration_when_few_relabelings():
     assert test.p_value == pytest.approx(2 / 6)
 
 
-def test_bootstrap_never_pairs_a_seed_with_itself_and_covers_the_mean():
-    rng = np.random.default_rng(3)
-    _, df = same_eps_pairs([0, 1], [0, 1, 2, 3, 4], lambda e: 0.7, rng)
+def test_exact_p_matches_brute_force_enumeration():
+    rng = np.random.default_rng(5)
+    eps = {f"m{i}": e for i, e in enumerate([0, 0, 1, 1, 2, 2])}
+    pairs = list(itertools.combinations(eps, 2))
+    ma, mb = [a for a, _ in pairs], [b for _, b in pairs]
+    values = np.array([-0.2 * (eps[a] + eps[b]) for a, b in pairs]) + rng.normal(size=len(pairs))
+    observed, p, n = brute_force_p(values, ma, mb, eps)
+    test = pearson_eps_permutation(values, ma, mb, eps, n_permutations=10000)
+    assert test.exact and test.n_permutations == n == n_distinct_relabelings(list(eps.values())) == 90
+    assert test.r == pytest.approx(observed) and test.p_value == pytest.approx(p)
 
-    def checked_mean(t):
-        assert (t["seed_a"] != t["seed_b"]).all()
-        return t["value"].mean()
 
-    low, high, stats = bootstrap_over_seeds(df[["eps", "seed_a", "seed_b", "value"]], checked_mean, n_boot=300, seed=0)
-    assert low <= 0.7 <= high and len(stats) > 250
+def test_exact_enumeration_does_not_go_through_n_factorial():
+    """12 models, one of eps 1: 12 distinct relabelings (12! = 479001600 permutations)."""
+    eps = {f"m{i}": (1.0 if i == 0 else 0.0) for i in range(12)}
+    pairs = list(itertools.combinations(eps, 2))
+    values = np.arange(len(pairs), dtype=float) % 7
+    test = pearson_eps_permutation(values, [a for a, _ in pairs], [b for _, b in pairs], eps)
+    assert test.exact and test.n_permutations == 12
+    assert n_distinct_relabelings([0, 0, 1, 1, 1, 2]) == 60
 
 
-def test_benjamini_hochberg_textbook():
-    p = np.array([0.01, 0.04, 0.03, 0.20, 0.002])
-    m = len(p)
-    order = np.argsort(p)
-    expected = np.empty(m)
-    for rank, i in enumerate(order, start=1):
-        expected[i] = min(1.0, min(p[order[k - 1]] * m / k for k in range(rank, m + 1)))
-    np.testing.assert_allclose(benjamini_hochberg(p), expected)
+def test_models_in_no_pair_are_ignored_and_unknown_models_raise():
+    rng = np.random.default_rng(6)
+    models, df = same_eps_pairs([0, 1], [0, 1, 2], lambda e: e, rng)
+    with_extra = {**models, "unused": 5.0}
+    a = pearson_eps_permutation(df["value"], df["model_a"], df["model_b"], models)
+    b = pearson_eps_permutation(df["value"], df["model_a"], df["model_b"], with_extra)
+    assert a == b
+    missing = dict(list(models.items())[1:])
+    with pytest.raises(KeyError):
+        pearson_eps_permutation(df["value"], df["model_a"], df["model_b"], missing)
+
+
+def test_undefined_r_is_nan():
+    rng = np.random.default_rng(7)
+    models, df = same_eps_pairs([0, 1], [0, 1, 2], lambda e: 0.5, rng, noise=0.0)  # constant values
+    test = pearson_eps_permutation(df["value"], df["model_a"], df["model_b"], models)
+    assert np.isnan(test.r) and np.isnan(test.p_value)
+    with pytest.warns(RuntimeWarning):
+        bad = pearson_eps_permutation(np.where(df["eps"] == 1, np.nan, 1.0), df["model_a"], df["model_b"], models)
+    assert np.isnan(bad.p_value)
+
+
+# --------------------------------------------------------------------------- partial correlation
+
+
+def lstsq_residuals(v, c):
+    design = np.column_stack([np.ones(len(c)), c])
+    return v - design @ np.linalg.lstsq(design, v, rcond=None)[0]
 
 
 def test_partial_correlation_matches_residual_regression():
     rng = np.random.default_rng(4)
-    c = rng.normal(size=100)
-    x = c + rng.normal(size=100)
-    y = 2 * c + rng.normal(size=100)
-    design = np.column_stack([np.ones(100), c])
-    rx = x - design @ np.linalg.lstsq(design, x, rcond=None)[0]
-    ry = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
-    assert partial_correlation(x, y, c) == pytest.approx(np.corrcoef(rx, ry)[0, 1])
-    assert abs(partial_correlation(x, y, c)) < 0.25  # y depends on x only through c
+    c = rng.normal(size=2000)
+    x = c + rng.normal(size=2000)
+    y = 2 * c + rng.normal(size=2000)
+    expected = np.corrcoef(lstsq_residuals(x, c), lstsq_residuals(y, c))[0, 1]
+    assert partial_correlation(x, y, c) == pytest.approx(expected, abs=1e-12)
+    assert abs(partial_correlation(x, y, c)) < 0.07  # y depends on x only through c
+    assert abs(pearsonr(x, y)[0]) > 0.5  # ... though they are strongly correlated
+    z = x + 0.5 * rng.normal(size=2000)
+    assert partial_correlation(x, z, c) == pytest.approx(
+        np.corrcoef(lstsq_residuals(x, c), lstsq_residuals(z, c))[0, 1], abs=1e-12)
+    # a constant covariate: the plain Pearson r
+    assert partial_correlation(x, z, np.ones(2000)) == pytest.approx(pearsonr(x, z)[0], abs=1e-12)
+
+
+def test_partial_eps_permutation_matches_brute_force_with_the_covariate_fixed():
+    rng = np.random.default_rng(8)
+    eps = {f"m{i}": e for i, e in enumerate([0, 0, 1, 1, 2, 2])}
+    pairs = list(itertools.combinations(eps, 2))
+    ma, mb = [a for a, _ in pairs], [b for _, b in pairs]
+    covariate = rng.normal(size=len(pairs))
+    values = covariate - 0.3 * np.array([eps[a] + eps[b] for a, b in pairs]) + rng.normal(scale=0.5, size=len(pairs))
+    observed, p, n = brute_force_p(values, ma, mb, eps, covariate)
+    test = partial_eps_permutation(values, ma, mb, eps, covariate, n_permutations=10000)
+    assert test.exact and test.n_permutations == n
+    assert test.r == pytest.approx(observed, abs=1e-12) and test.p_value == pytest.approx(p)
+    x = [(eps[a] + eps[b]) / 2 for a, b in pairs]
+    assert test.r == pytest.approx(partial_correlation(x, values, covariate), abs=1e-12)
 
 
 def test_partial_eps_permutation_removes_an_accuracy_effect():
@@ -98,4 +242,108 @@ def test_partial_eps_permutation_removes_an_accuracy_effect():
     raw = pearson_eps_permutation(values, df["model_a"], df["model_b"], models, n_permutations=500)
     partial = partial_eps_permutation(values, df["model_a"], df["model_b"], models, accuracy, n_permutations=500)
     assert raw.r < -0.9 and raw.p_value < 0.01
-    assert abs(partial.r) < abs(raw.r) / 2
+    assert abs(partial.r) < abs(raw.r) / 2 and partial.p_value > 0.05
+
+
+# --------------------------------------------------------------------------- bootstrap over seeds
+
+
+def test_bootstrap_never_pairs_a_seed_with_itself_and_covers_the_mean():
+    rng = np.random.default_rng(3)
+    _, df = same_eps_pairs([0, 1], [0, 1, 2, 3, 4], lambda e: 0.7, rng)
+
+    def checked_mean(t):
+        assert (t["seed_a"] != t["seed_b"]).all()
+        return t["value"].mean()
+
+    result = bootstrap_over_seeds(df[["eps", "seed_a", "seed_b", "value"]], checked_mean, n_boot=300, seed=0)
+    low, high, stats = result
+    assert low <= 0.7 <= high and len(stats) > 250
+    assert result.n_skipped + result.n_nonfinite + len(stats) == result.n_boot == 300
+
+
+def test_bootstrap_resamples_seeds_with_multiplicity():
+    """Every resampled table equals the one an independent enumeration of the 27 seed draws
+    gives (pairs (s_i, s_j), i < j, s_i != s_j, for each eps); degenerate draws are counted."""
+    _, df = same_eps_pairs([0, 1], [0, 1, 2], lambda e: e, np.random.default_rng(0))
+    df["value"] = np.arange(len(df), dtype=float)  # a row's value identifies it
+
+    def table_key(t):
+        return tuple(sorted(Counter(t["value"]).items()))
+
+    valid = set()
+    for draw in itertools.product([0, 1, 2], repeat=3):
+        rows = [v for i, j in itertools.combinations(range(3), 2) if draw[i] != draw[j]
+                for v in df.loc[(df[["seed_a", "seed_b"]].apply(frozenset, axis=1) == frozenset((draw[i], draw[j]))), "value"]]
+        if len(set(draw)) >= 2:
+            valid.add(tuple(sorted(Counter(rows).items())))
+    seen = []
+
+    def record(t):
+        seen.append(table_key(t))
+        assert set(t.columns) == set(df.columns)
+        return float(t["value"].mean())
+
+    result = bootstrap_over_seeds(df, record, n_boot=900, seed=1)
+    assert set(seen) == valid and len(valid) == 4  # all seeds distinct, or {u, u, v}: 3 cases
+    # P(all three draws equal) = 3/27: skipped draws ~ Binomial(900, 1/9), mean 100, s.d. 9.4
+    assert 60 < result.n_skipped < 140 and len(result.statistics) == 900 - result.n_skipped
+
+
+def test_bootstrap_of_pearson_r_over_several_eps_and_reversed_seed_order():
+    rng = np.random.default_rng(9)
+    _, df = same_eps_pairs([0, 0.5, 1, 2], [0, 1, 2, 3, 4], lambda e: 0.9 - 0.1 * e, rng, noise=0.02)
+    swapped = df.assign(seed_a=df["seed_b"], seed_b=df["seed_a"])  # orientation of a pair does not matter
+
+    def r(t):
+        return np.corrcoef(t["eps"], t["value"])[0, 1]
+
+    low, high, stats = bootstrap_over_seeds(df, r, n_boot=200, seed=0)
+    low2, high2, _ = bootstrap_over_seeds(swapped, r, n_boot=200, seed=0)
+    observed = r(df)
+    assert low <= observed <= high < 0 and (low, high) == (low2, high2)
+
+
+def test_bootstrap_rejects_self_pairs_and_missing_columns():
+    df = pd.DataFrame({"eps": [0, 0], "seed_a": [0, 1], "seed_b": [1, 1], "value": [0.5, 0.6]})
+    with pytest.raises(ValueError):
+        bootstrap_over_seeds(df, lambda t: t["value"].mean())
+    with pytest.raises(ValueError):
+        bootstrap_over_seeds(df.drop(columns="eps"), lambda t: t["value"].mean())
+    with pytest.warns(RuntimeWarning):
+        empty = bootstrap_over_seeds(df.iloc[:0], lambda t: t["value"].mean(), n_boot=10)
+    assert np.isnan(empty.low) and empty.n_skipped == 10
+
+
+# --------------------------------------------------------------------------- Benjamini-Hochberg
+
+
+def textbook_bh(p):
+    p = np.asarray(p, dtype=float)
+    m = len(p)
+    order = np.argsort(p)
+    q = np.empty(m)
+    for rank, i in enumerate(order, start=1):
+        q[i] = min(1.0, min(p[order[k - 1]] * m / k for k in range(rank, m + 1)))
+    return q
+
+
+def test_benjamini_hochberg_textbook_and_scipy():
+    p = np.array([0.01, 0.04, 0.03, 0.20, 0.002, 0.04, 0.9, 0.5])
+    np.testing.assert_allclose(benjamini_hochberg(p), textbook_bh(p))
+    np.testing.assert_allclose(benjamini_hochberg(p), false_discovery_control(p, method="bh"))
+    rng = np.random.default_rng(0)
+    p = np.concatenate([rng.random(50), rng.random(10) * 1e-3])
+    q = benjamini_hochberg(p)
+    np.testing.assert_allclose(q, textbook_bh(p))
+    order = np.argsort(p)
+    assert (np.diff(q[order]) >= -1e-15).all() and (q <= 1).all() and (q >= p).all()
+
+
+def test_benjamini_hochberg_keeps_nan_and_shape():
+    p = np.array([[0.01, np.nan], [0.04, 0.03]])
+    q = benjamini_hochberg(p)
+    assert q.shape == p.shape and np.isnan(q[0, 1])
+    np.testing.assert_allclose(q[~np.isnan(p)], textbook_bh(p[~np.isnan(p)]))
+    with pytest.raises(ValueError):
+        benjamini_hochberg([0.5, 1.5])

@@ -38,7 +38,7 @@ def test_finished_run_plans_nothing(tiny_run):
 def test_similarity_table_matches_independent_cka(tiny_run):
     """Biased linear CKA recomputed from the stores with explicit centred Gram matrices."""
     table = pd.read_csv(tiny_run / "results/tables/similarity.csv")
-    row = table[(table["measure"] == "cka") & (table["layer"] == "block3")].iloc[0]
+    row = table[(table["measure"] == "cka") & (table["layer"] == "block3") & (table["probe"] == "natural")].iloc[0]
     a = open_store(tiny_run / f"results/activations/natural/digits/{row.model_a}.zarr")["block3"].values.astype(float)
     b = open_store(tiny_run / f"results/activations/natural/digits/{row.model_b}.zarr")["block3"].values.astype(float)
     n = len(a)

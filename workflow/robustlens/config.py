@@ -141,6 +141,16 @@ def validate_config(config: dict) -> dict:
     return config
 
 
+def canonical(obj):
+    """``obj`` with every dict's keys sorted, recursively. Snakemake compares a rule's params
+    as text, so the order of keys in a YAML file must not make a job look changed."""
+    if isinstance(obj, dict):
+        return {key: canonical(obj[key]) for key in sorted(obj)}
+    if isinstance(obj, list):
+        return [canonical(v) for v in obj]
+    return obj
+
+
 def load_config(path: str | Path, overrides: dict | None = None) -> dict:
     """Read a YAML config and deep-merge ``overrides`` into it (as Snakemake merges --configfile)."""
     config = yaml.safe_load(Path(path).read_text())

@@ -1,151 +1,399 @@
-"""Statistics of pairwise measures: permutation tests over models, bootstrap over seeds,
-Benjamini-Hochberg, partial correlation. numpy/pandas only.
+"""Statistics of pairwise measures: correlation of eps with a pairwise value and its
+permutation test over models, bootstrap over seeds, Benjamini-Hochberg, partial correlation.
+numpy, scipy and pandas only (no torch): table jobs import this module.
 
-Pairs share models (a model of eps e is in several same-eps pairs), so pair values are not
-independent and scipy's pair-level p-values would be too small. Here p-values permute the eps
-labels across *models*, and confidence intervals resample *seeds*.
+Why not scipy's p-values: a pairwise value (agreement, CKA, ...) belongs to a *pair* of models
+and every model is in several pairs (with m seeds per eps, each model is in m - 1 same-eps
+pairs). Pair values therefore share model-level noise and are not independent observations;
+``scipy.stats.pearsonr`` treats the n pairs as n independent samples, so its p-value is too
+small (here the effective sample size is closer to the number of models than to the number of
+pairs). The unit that was randomised is the model, so here:
+
+* p-values permute the eps labels across *models* (:func:`pearson_eps_permutation`,
+  :func:`partial_eps_permutation`), recomputing every pair's x from its two models; when the
+  pairs themselves were chosen by eps (same-eps pairs only), use ``permute="eps_groups"`` for a
+  calibrated test (see the caveat in :func:`pearson_eps_permutation`);
+* confidence intervals resample *seeds* (:func:`bootstrap_over_seeds`), never pairs or inputs.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
-from typing import Callable
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
+#: |r_perm| >= |r_obs| - _TIE counts as "as extreme": relabelings that reproduce the observed
+#: pair grouping give the same r up to rounding.
+_TIE = 1e-10
+#: Random relabelings are evaluated in chunks of this many rows (memory: chunk x n_pairs).
+_CHUNK = 1024
+
 
 @dataclass(frozen=True)
 class PermutationTest:
+    """Result of a model-label permutation test.
+
+    r: observed (partial) Pearson r; p_value: two-sided permutation p-value; n_pairs: number
+    of pairs; n_permutations: relabelings evaluated (all distinct ones when ``exact``, the
+    identity included; else the number of random permutations); exact: whether the
+    relabelings were enumerated exactly."""
+
     r: float
     p_value: float
     n_pairs: int
     n_permutations: int
     exact: bool
 
-
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    x, y = x - x.mean(), y - y.mean()
-    denom = math.sqrt(float(x @ x) * float(y @ y))
-    return float(x @ y / denom) if denom > 0 else float("nan")
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
-def _distinct_relabelings(labels: list[float]) -> int:
-    """Number of distinct assignments of a multiset of labels to the models."""
-    counts = pd.Series(labels).value_counts().to_numpy()
-    total = math.factorial(len(labels))
-    for c in counts:
-        total //= math.factorial(int(c))
-    return total
+class BootstrapResult(tuple):
+    """``(low, high, statistics)`` of :func:`bootstrap_over_seeds`, unpacking as a 3-tuple,
+    with attributes ``low``, ``high``, ``statistics``, ``n_boot`` (draws made), ``n_skipped``
+    (degenerate draws: fewer than two distinct seeds, or no pair left) and ``n_nonfinite``
+    (draws whose statistic was NaN or infinite), so that
+    ``len(statistics) == n_boot - n_skipped - n_nonfinite``."""
+
+    def __new__(cls, low: float, high: float, statistics: np.ndarray, n_boot: int, n_skipped: int, n_nonfinite: int):
+        self = super().__new__(cls, (low, high, statistics))
+        self.n_boot, self.n_skipped, self.n_nonfinite = n_boot, n_skipped, n_nonfinite
+        return self
+
+    @property
+    def low(self) -> float:
+        return self[0]
+
+    @property
+    def high(self) -> float:
+        return self[1]
+
+    @property
+    def statistics(self) -> np.ndarray:
+        return self[2]
+
+    def __repr__(self) -> str:
+        return (f"BootstrapResult(low={self.low!r}, high={self.high!r}, n_statistics={len(self.statistics)}, "
+                f"n_boot={self.n_boot}, n_skipped={self.n_skipped}, n_nonfinite={self.n_nonfinite})")
 
 
-def _relabelings(eps_by_model: dict, n_permutations: int, seed: int) -> tuple[list[np.ndarray], bool]:
-    """Permuted eps vectors (aligned with the dict's model order): every distinct one when there
-    are at most ``n_permutations``, else ``n_permutations`` random permutations."""
-    labels = list(eps_by_model.values())
-    if _distinct_relabelings(labels) <= n_permutations:
-        return [np.array(p) for p in sorted(set(itertools.permutations(labels)))], True
-    rng = np.random.default_rng(seed)
-    values = np.array(labels, dtype=float)
-    return [rng.permutation(values) for _ in range(n_permutations)], False
+# ---------------------------------------------------------------------------------------------
+# correlation of rows with a vector, after projecting out a design (intercept [+ covariate])
 
 
-def _permutation_test(statistic: Callable[[np.ndarray], float], eps_by_model: dict, n_permutations: int, seed: int, n_pairs: int) -> PermutationTest:
-    observed = statistic(np.array(list(eps_by_model.values()), dtype=float))
-    if not np.isfinite(observed):  # e.g. constant values, or no residual variance left
-        return PermutationTest(float("nan"), float("nan"), n_pairs, 0, False)
-    relabelings, exact = _relabelings(eps_by_model, n_permutations, seed)
-    null = np.array([statistic(np.asarray(p, dtype=float)) for p in relabelings])
-    extreme = np.sum(np.abs(null) >= abs(observed) - 1e-12)
-    p = extreme / len(null) if exact else (1 + extreme) / (1 + len(null))
-    return PermutationTest(observed, float(p), n_pairs, len(null), exact)
+def _column_basis(design: np.ndarray) -> np.ndarray:
+    """Orthonormal basis of the column space of ``design`` (rank-deficient designs allowed,
+    e.g. a constant covariate)."""
+    u, s, _ = np.linalg.svd(design, full_matrices=False)
+    keep = s > s.max() * max(design.shape) * np.finfo(float).eps
+    return u[:, keep]
 
 
-def pearson_eps_permutation(values, model_a, model_b, eps_by_model: dict, n_permutations: int = 10000, seed: int = 0) -> PermutationTest:
-    """Pearson r between pair values and the pair's mean eps x = (eps[a] + eps[b]) / 2 (for
-    same-eps pairs simply their eps), with a two-sided p-value from permuting eps labels across
-    models: p = (1 + #{|r_perm| >= |r_obs|}) / (1 + n_permutations), or, when there are at most
-    ``n_permutations`` distinct relabelings, their exact enumeration (identity included).
-
-    Pairs share models, so they are not independent: scipy.stats.pearsonr's p-value, which
-    assumes independent pairs, would be far too small."""
-    values = np.asarray(values, dtype=float)
-    index = {m: i for i, m in enumerate(eps_by_model)}
-    ia, ib = np.array([index[m] for m in model_a]), np.array([index[m] for m in model_b])
-    return _permutation_test(lambda eps: _pearson((eps[ia] + eps[ib]) / 2, values), eps_by_model, n_permutations, seed, len(values))
+def _residualise(rows: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Residuals of each row of ``rows`` after least-squares regression on the design."""
+    return rows - (rows @ basis) @ basis.T
 
 
-def residuals(y: np.ndarray, covariate: np.ndarray) -> np.ndarray:
-    """Residuals of y after least-squares regression on [1, covariate]."""
-    design = np.column_stack([np.ones_like(covariate, dtype=float), covariate])
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-    return y - design @ coef
+def _row_correlations(rows: np.ndarray, y: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Pearson r of each row of ``rows`` (k, n) with ``y`` (n,), both residualised on the
+    design whose orthonormal column basis is ``basis`` (the intercept alone: plain Pearson r;
+    intercept and covariate: partial r). NaN where a residual vanishes (a constant row)."""
+    rows = np.atleast_2d(rows)
+    ry, rx = _residualise(y[None, :], basis)[0], _residualise(rows, basis)
+    tol = 1e3 * np.finfo(float).eps
+    norm_y, norm_x = np.linalg.norm(ry), np.linalg.norm(rx, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (rx @ ry) / (norm_x * norm_y)
+    degenerate = (norm_x <= tol * np.linalg.norm(rows, axis=1)) | (norm_y <= tol * np.linalg.norm(y))
+    return np.where(degenerate, np.nan, np.clip(r, -1.0, 1.0))
+
+
+def _design(n: int, covariate: np.ndarray | None = None) -> np.ndarray:
+    columns = [np.ones(n)] if covariate is None else [np.ones(n), covariate]
+    return _column_basis(np.column_stack(columns))
 
 
 def partial_correlation(x, y, covariate) -> float:
-    """Pearson r of x and y controlling for a covariate: the correlation of their residuals
-    after linear regression on [1, covariate]."""
-    x, y, c = (np.asarray(v, dtype=float) for v in (x, y, covariate))
-    return _pearson(residuals(x, c), residuals(y, c))
+    """Partial Pearson r of x and y controlling for ``covariate``: the Pearson correlation of
+    the residuals of x and of y after least-squares regression of each on [1, covariate].
+    NaN when a residual is constant (e.g. x is a linear function of the covariate)."""
+    x, y, c = (np.asarray(v, dtype=float).ravel() for v in (x, y, covariate))
+    if not len(x) == len(y) == len(c):
+        raise ValueError(f"x, y and covariate must have the same length, got {len(x)}, {len(y)}, {len(c)}")
+    return float(_row_correlations(x, y, _design(len(x), c))[0])
 
 
-def partial_eps_permutation(values, model_a, model_b, eps_by_model: dict, covariate_by_pair, n_permutations: int = 10000, seed: int = 0) -> PermutationTest:
-    """Partial correlation of the pair's mean eps with the pair values controlling for a
-    covariate per pair (e.g. the pair's mean clean accuracy), with the same model-label
-    permutation p-value as :func:`pearson_eps_permutation` (the covariate stays fixed)."""
-    values = np.asarray(values, dtype=float)
-    covariate = np.asarray(covariate_by_pair, dtype=float)
-    index = {m: i for i, m in enumerate(eps_by_model)}
-    ia, ib = np.array([index[m] for m in model_a]), np.array([index[m] for m in model_b])
-    resid_y = residuals(values, covariate)
-    return _permutation_test(lambda eps: _pearson(residuals((eps[ia] + eps[ib]) / 2, covariate), resid_y),
-                             eps_by_model, n_permutations, seed, len(values))
+# ---------------------------------------------------------------------------------------------
+# relabelings of eps across models
+
+
+def n_distinct_relabelings(labels: Sequence) -> int:
+    """Number of distinct assignments of a multiset of labels to its models: the multinomial
+    coefficient n! / (n_1! n_2! ...), n_k the multiplicity of each distinct label."""
+    total, left = 1, len(labels)
+    for count in pd.Series(list(labels), dtype=object).value_counts():
+        total *= math.comb(left, int(count))
+        left -= int(count)
+    return total
+
+
+def _distinct_relabelings(labels: np.ndarray) -> np.ndarray:
+    """Every distinct permutation of the multiset ``labels`` (rows), identity included,
+    enumerated directly (by choosing the positions of each distinct label in turn), without
+    going through all n! permutations."""
+    values, counts = np.unique(labels, return_counts=True)
+    n, out, current = len(labels), [], np.empty(len(labels), dtype=float)
+
+    def fill(k: int, free: tuple[int, ...]) -> Iterator[None]:
+        if k == len(values):
+            yield None
+            return
+        for chosen in itertools.combinations(free, int(counts[k])):
+            current[list(chosen)] = values[k]
+            chosen_set = set(chosen)
+            yield from fill(k + 1, tuple(i for i in free if i not in chosen_set))
+
+    for _ in fill(0, tuple(range(n))):
+        out.append(current.copy())
+    return np.array(out, dtype=float).reshape(-1, n)
+
+
+def _pair_indices(model_a, model_b, eps_by_model: Mapping) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(eps of the models that occur in a pair, in ``eps_by_model``'s order; index of each
+    pair's model a and model b into it)."""
+    model_a, model_b = list(model_a), list(model_b)
+    if len(model_a) != len(model_b):
+        raise ValueError(f"model_a and model_b must have the same length, got {len(model_a)} and {len(model_b)}")
+    used = set(model_a) | set(model_b)
+    missing = sorted(map(str, used - set(eps_by_model)))
+    if missing:
+        raise KeyError(f"models without an eps in eps_by_model: {missing}")
+    if any(a == b for a, b in zip(model_a, model_b)):
+        raise ValueError("a pair compares a model with itself")
+    models = [m for m in eps_by_model if m in used]
+    index = {m: i for i, m in enumerate(models)}
+    eps = np.array([float(eps_by_model[m]) for m in models], dtype=float)
+    if not np.isfinite(eps).all():
+        raise ValueError("eps_by_model has a non-finite eps")
+    return eps, np.array([index[m] for m in model_a], dtype=int), np.array([index[m] for m in model_b], dtype=int)
+
+
+_PERMUTE = ("models", "eps_groups")
+
+
+def _relabelings_exact(eps: np.ndarray, permute: str) -> np.ndarray:
+    if permute == "models":
+        return _distinct_relabelings(eps)
+    levels, codes = np.unique(eps, return_inverse=True)
+    assignments = np.array(list(itertools.permutations(levels)), dtype=float).reshape(-1, len(levels))
+    return assignments[:, codes]
+
+
+def _relabelings_random(eps: np.ndarray, permute: str, k: int, rng: np.random.Generator) -> np.ndarray:
+    if permute == "models":
+        return rng.permuted(np.tile(eps, (k, 1)), axis=1)
+    levels, codes = np.unique(eps, return_inverse=True)
+    return rng.permuted(np.tile(levels, (k, 1)), axis=1)[:, codes]
+
+
+def _n_relabelings(eps: np.ndarray, permute: str) -> int:
+    return n_distinct_relabelings(eps) if permute == "models" else math.factorial(len(np.unique(eps)))
+
+
+def _permutation_test(values, model_a, model_b, eps_by_model: Mapping, covariate, n_permutations: int,
+                      seed: int, permute: str) -> PermutationTest:
+    if permute not in _PERMUTE:
+        raise ValueError(f"permute must be one of {_PERMUTE}, got {permute!r}")
+    values = np.asarray(values, dtype=float).ravel()
+    eps, ia, ib = _pair_indices(model_a, model_b, eps_by_model)
+    n_pairs = len(values)
+    if len(ia) != n_pairs:
+        raise ValueError(f"values has {n_pairs} entries but there are {len(ia)} pairs")
+    if covariate is not None:
+        covariate = np.asarray(covariate, dtype=float).ravel()
+        if len(covariate) != n_pairs:
+            raise ValueError(f"covariate has {len(covariate)} entries but there are {n_pairs} pairs")
+    if n_permutations < 1:
+        raise ValueError("n_permutations must be at least 1")
+    if n_pairs < 2 or not np.isfinite(values).all() or (covariate is not None and not np.isfinite(covariate).all()):
+        if n_pairs >= 2:
+            warnings.warn("pair values or covariate are not finite: r and p are NaN", RuntimeWarning, stacklevel=3)
+        return PermutationTest(float("nan"), float("nan"), n_pairs, 0, False)
+
+    basis = _design(n_pairs, covariate)
+
+    def correlations(eps_rows: np.ndarray) -> np.ndarray:  # x = (eps[a] + eps[b]) / 2 per pair
+        return _row_correlations((eps_rows[:, ia] + eps_rows[:, ib]) / 2, values, basis)
+
+    def n_extreme(null: np.ndarray) -> int:  # an undefined r (x constant) counts as |r| = 0
+        return int(np.sum(np.abs(np.nan_to_num(null, nan=0.0)) >= abs(observed) - _TIE))
+
+    observed = float(correlations(eps[None, :])[0])
+    if not np.isfinite(observed):  # constant values or x, or nothing left after the covariate
+        return PermutationTest(float("nan"), float("nan"), n_pairs, 0, False)
+    if _n_relabelings(eps, permute) <= n_permutations:
+        relabelings = _relabelings_exact(eps, permute)
+        extreme = sum(n_extreme(correlations(relabelings[i:i + _CHUNK])) for i in range(0, len(relabelings), _CHUNK))
+        return PermutationTest(observed, extreme / len(relabelings), n_pairs, len(relabelings), True)
+    rng = np.random.default_rng(seed)
+    extreme, done = 0, 0
+    while done < n_permutations:
+        k = min(_CHUNK, n_permutations - done)
+        extreme += n_extreme(correlations(_relabelings_random(eps, permute, k, rng)))
+        done += k
+    return PermutationTest(observed, (1 + extreme) / (1 + n_permutations), n_pairs, n_permutations, False)
+
+
+def pearson_eps_permutation(values, model_a, model_b, eps_by_model: Mapping, n_permutations: int = 10000,
+                            seed: int = 0, permute: str = "models") -> PermutationTest:
+    """Pearson r of eps with a pairwise measure, with a permutation p-value over models.
+
+    Statistic: r = Pearson r between the pair values v_p and the pair's mean eps
+    x_p = (eps[a_p] + eps[b_p]) / 2 (for same-eps pairs, simply their eps; the paper reports
+    r = -0.578 for agreement on CIFAR-10, Klabunde, Caspari, Lemmerich). r is the number
+    ``scipy.stats.pearsonr(x, values)`` gives.
+
+    p-value (two-sided): the eps labels are permuted across *models* (a random permutation of
+    the eps values of the models that occur in ``model_a``/``model_b`` over those model ids,
+    preserving the multiset of eps), x is recomputed for every pair, and
+    p = (1 + #{|r_perm| >= |r_obs|}) / (1 + n_permutations). When there are at most
+    ``n_permutations`` distinct relabelings (the multinomial n! / prod n_k!), all of them are
+    enumerated instead and p = #{|r_perm| >= |r_obs|} / n_distinct, the identity included
+    (``exact=True``). Relabelings whose r is undefined (x constant) count as not extreme.
+
+    Why not ``scipy.stats.pearsonr``'s p-value: its r is the same number, but its p-value
+    assumes the n pairs are independent. They are not: each model is in several pairs, and a
+    model's seed-level quirks (a model that disagrees with everyone) move all its pairs
+    together, so the effective sample size is nearer the number of models than the number of
+    pairs, and the pair-level p-value is far too small.
+
+    Which relabelings (``permute``):
+
+    * ``"models"`` (default): relabel individual models, as above. Exact under the null when
+      the set of pairs does not depend on eps, e.g. all pairs of models (cross-eps pairs
+      included). **Caveat:** when the pairs were *selected by eps* (same-eps pairs only, the
+      universality design), the observed labelling is the only one under which x is constant
+      within each block of pairs that share models, so shared model effects inflate |r_obs|
+      relative to the relabelings and the test is anti-conservative (in simulation with 4 eps x
+      4 seeds and model-level effects, about 12% of null p-values fall below 0.05;
+      scipy's pair-level p-value: about 30%). Without model-level effects it is calibrated.
+    * ``"eps_groups"``: permute the distinct eps values among the groups of models that share an
+      eps (each group keeps its pairs, k! relabelings for k eps levels). Valid for same-eps
+      designs with model-level effects, but coarse: with k levels the smallest p is 1/k!
+      (1/24 for 4 levels).
+
+    Args: ``values`` (n_pairs,); ``model_a``, ``model_b``: the pair's model ids; ``eps_by_model``:
+    model id -> eps (models in no pair are ignored). Returns :class:`PermutationTest`
+    (r, p_value, n_pairs, n_permutations, exact); r and p are NaN when r is undefined
+    (fewer than 2 pairs, constant values or x, non-finite values: the latter warns).
+    """
+    return _permutation_test(values, model_a, model_b, eps_by_model, None, n_permutations, seed, permute)
+
+
+def partial_eps_permutation(values, model_a, model_b, eps_by_model: Mapping, covariate_by_pair,
+                            n_permutations: int = 10000, seed: int = 0, permute: str = "models") -> PermutationTest:
+    """Partial Pearson r of the pair's mean eps x = (eps[a] + eps[b]) / 2 with the pair values,
+    controlling for a covariate per pair (:func:`partial_correlation`; use case: eps vs
+    agreement controlling for the pair's mean clean accuracy, since agreement >= acc_a + acc_b - 1
+    falls mechanically with accuracy), with the model-label permutation p-value of
+    :func:`pearson_eps_permutation` (same ``permute`` options and caveat): eps labels are
+    permuted and x recomputed, while values and the covariate stay fixed with their pairs.
+    Same return value and NaN rules (also NaN when x or the values are a linear function of the
+    covariate)."""
+    return _permutation_test(values, model_a, model_b, eps_by_model, covariate_by_pair, n_permutations, seed, permute)
+
+
+# ---------------------------------------------------------------------------------------------
+# bootstrap over seeds
 
 
 def bootstrap_over_seeds(pair_table: pd.DataFrame, statistic: Callable[[pd.DataFrame], float], n_boot: int = 1000,
-                         seed: int = 0, ci: float = 0.95) -> tuple[float, float, np.ndarray]:
-    """Percentile CI of ``statistic`` under resampling *seeds* with replacement.
+                         seed: int = 0, ci: float = 0.95) -> BootstrapResult:
+    """Percentile confidence interval of ``statistic`` under resampling *seeds* with
+    replacement (the seed, not the input or the pair, is the independent unit).
 
-    ``pair_table`` has columns eps, seed_a, seed_b, value (pairs of models of one eps and two
-    different seeds). A draw s_1..s_m of the m seeds keeps, for every eps, the pair (s_i, s_j)
-    for each i < j with s_i != s_j (a model is never paired with itself), with multiplicity.
-    Draws with fewer than two distinct seeds, or a NaN statistic, are skipped. Returns
-    (low, high, bootstrap statistics)."""
-    seeds = np.array(sorted(set(pair_table["seed_a"]) | set(pair_table["seed_b"])))
-    lookup = {}
-    for row in pair_table.itertuples(index=False):
-        lookup.setdefault(frozenset((row.seed_a, row.seed_b)), []).append(row)
+    ``pair_table``: one row per pair of models of the same eps and different seeds, with
+    columns ``eps``, ``seed_a``, ``seed_b``, ``value`` (others are kept), possibly several eps.
+    Each draw takes m seeds s_1..s_m with replacement from the m distinct seeds in the table
+    (sorted, so the draws do not depend on row order)
+    and, for every eps, keeps the pair (s_i, s_j) for each i < j with s_i != s_j, with
+    multiplicity (a seed drawn twice enters its pairs twice; a model is never compared with
+    itself), i.e. the pair {u, v} appears count(u) * count(v) times. The same seed draw is used
+    for all eps. ``statistic(resampled_table) -> float`` is applied to the resampled table
+    (e.g. the mean value, or the Pearson r of eps vs value).
+
+    Draws with fewer than two distinct seeds (or no pair in the table) are skipped
+    (``n_skipped``), as are draws whose statistic is not finite (``n_nonfinite``). The CI is the
+    ((1 - ci)/2, (1 + ci)/2) percentile interval of the kept statistics (NaN, NaN when none).
+    Returns :class:`BootstrapResult`, which unpacks as (low, high, statistics).
+    """
+    missing = {"eps", "seed_a", "seed_b", "value"} - set(pair_table.columns)
+    if missing:
+        raise ValueError(f"pair_table lacks columns {sorted(missing)}")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must lie in (0, 1), got {ci}")
+    if (pair_table["seed_a"].to_numpy() == pair_table["seed_b"].to_numpy()).any():
+        raise ValueError("pair_table has a row whose two seeds are equal (a model compared with itself)")
+    seeds = list(pd.unique(pd.concat([pair_table["seed_a"], pair_table["seed_b"]], ignore_index=True)))
+    try:  # a canonical order: the draws do not depend on the row order or pair orientation
+        seeds = sorted(seeds)
+    except TypeError:
+        pass
+    if len(seeds) < 2:
+        warnings.warn("bootstrap_over_seeds: fewer than two seeds, no CI", RuntimeWarning, stacklevel=2)
+        return BootstrapResult(float("nan"), float("nan"), np.array([], dtype=float), n_boot, n_boot, 0)
+    code = {s: i for i, s in enumerate(seeds)}
+    row_a = pair_table["seed_a"].map(code).to_numpy(dtype=int)
+    row_b = pair_table["seed_b"].map(code).to_numpy(dtype=int)
+    table = pair_table.reset_index(drop=True)
     rng = np.random.default_rng(seed)
-    stats = []
+    stats, n_skipped, n_nonfinite = [], 0, 0
     for _ in range(n_boot):
-        draw = rng.choice(seeds, size=len(seeds), replace=True)
-        if len(set(draw)) < 2:
+        counts = np.bincount(rng.integers(0, len(seeds), size=len(seeds)), minlength=len(seeds))
+        multiplicity = counts[row_a] * counts[row_b]
+        if np.count_nonzero(counts) < 2 or multiplicity.sum() == 0:
+            n_skipped += 1
             continue
-        rows = [r for i, j in itertools.combinations(range(len(draw)), 2) if draw[i] != draw[j]
-                for r in lookup.get(frozenset((draw[i], draw[j])), [])]
-        value = statistic(pd.DataFrame(rows, columns=pair_table.columns)) if rows else float("nan")
-        if np.isfinite(value):
-            stats.append(value)
-    stats = np.asarray(stats)
+        value = statistic(table.iloc[np.repeat(np.arange(len(table)), multiplicity)].reset_index(drop=True))
+        if value is None or not np.isfinite(value):
+            n_nonfinite += 1
+            continue
+        stats.append(float(value))
+    stats = np.asarray(stats, dtype=float)
     if len(stats) == 0:
-        return float("nan"), float("nan"), stats
+        warnings.warn(f"bootstrap_over_seeds: no finite statistic in {n_boot} draws", RuntimeWarning, stacklevel=2)
+        return BootstrapResult(float("nan"), float("nan"), stats, n_boot, n_skipped, n_nonfinite)
     alpha = (1 - ci) / 2
-    return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha)), stats
+    low, high = np.quantile(stats, [alpha, 1 - alpha])
+    return BootstrapResult(float(low), float(high), stats, n_boot, n_skipped, n_nonfinite)
+
+
+# ---------------------------------------------------------------------------------------------
+# multiple testing
 
 
 def benjamini_hochberg(p_values) -> np.ndarray:
-    """Benjamini-Hochberg step-up q-values (monotone, capped at 1); NaN p-values stay NaN."""
+    """Benjamini-Hochberg (1995) step-up adjusted p-values (q-values): with the m finite
+    p-values sorted, p_(1) <= ... <= p_(m), q_(k) = min(1, min_{j >= k} p_(j) m / j), returned
+    in the input's order and shape (monotone in p, capped at 1). NaN p-values stay NaN and do
+    not count in m. Same as ``scipy.stats.false_discovery_control(p, method="bh")``."""
     p = np.asarray(p_values, dtype=float)
-    q = np.full_like(p, np.nan)
+    q = np.full(p.shape, np.nan)
     ok = np.isfinite(p)
-    m = ok.sum()
+    if ((p[ok] < 0) | (p[ok] > 1)).any():
+        raise ValueError("p-values must lie in [0, 1]")
+    m = int(ok.sum())
     if m == 0:
         return q
-    order = np.argsort(p[ok])
-    ranked = p[ok][order] * m / np.arange(1, m + 1)
-    adjusted = np.minimum.accumulate(ranked[::-1])[::-1].clip(max=1.0)
+    finite = p[ok]
+    order = np.argsort(finite, kind="stable")
+    ranked = finite[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
     out = np.empty(m)
     out[order] = adjusted
     q[ok] = out

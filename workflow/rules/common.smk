@@ -4,13 +4,15 @@
 import sys
 
 import robustlens
-from robustlens.config import ConfigError, expand_models, select_pairs, validate_config
+from robustlens.config import ConfigError, canonical, expand_models, select_pairs, validate_config
 
 try:
     validate_config(config)
 except ConfigError as err:
     sys.stderr.write(f"robustlens: {err}\n")
     sys.exit(1)
+# Sorted keys everywhere: reordering keys in a config file must not rerun anything.
+config.update(canonical(dict(config)))
 
 VERSION = robustlens.__version__
 STUDY = config["study"]
