@@ -17,6 +17,8 @@ LIGHT_MODULES = [
     "robustlens.universality",
     "robustlens.comparisons",
     "robustlens.heads",
+    "robustlens.download",
+    "robustlens.data",
 ]
 
 
@@ -24,3 +26,23 @@ def test_table_and_figure_modules_do_not_import_torch():
     code = "import sys\n" + "".join(f"import {m}\n" for m in LIGHT_MODULES) + "print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_robustbench_and_autoattack_are_imported_only_by_their_loaders():
+    """robustbench (and the autoattack shim it needs) stay out of every module that the
+    workflow imports for other models, so its pins and packaging faults never touch them."""
+    modules = ["robustlens.zoo", "robustlens.sources", "robustlens.train", "robustlens.activations",
+               "robustlens.probes", "robustlens.transfer", "robustlens.autoattack_eval"]
+    code = "import sys\n" + "".join(f"import {m}\n" for m in modules)
+    code += "print(sorted(m for m in ('robustbench', 'autoattack', 'pyautoattack', 'pkg_resources') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_robustbench_loader_registers_pyautoattack_as_autoattack():
+    code = (
+        "import sys\nfrom robustlens.sources import import_robustbench\nimport_robustbench()\n"
+        "import autoattack, pyautoattack\nprint(autoattack.AutoAttack is pyautoattack.AutoAttack, 'robustbench.eval' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    assert out == "True True"

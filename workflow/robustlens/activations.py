@@ -12,9 +12,13 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from robustlens.zoo import LOGITS, PENULTIMATE
+from robustlens.zoo import LOGITS, PENULTIMATE, representation_modules
 
 SPATIAL = ("avgpool", "flatten")
+
+
+class NonFiniteActivationError(FloatingPointError):
+    """A layer produced NaN or Inf activations; the message names the model, layer and batch."""
 
 
 def reduce_spatial(h: torch.Tensor, spatial: str) -> torch.Tensor:
@@ -39,10 +43,14 @@ def extract_activations(
     device: torch.device | str = "cpu",
     progress: bool = True,
     desc: str = "extract",
+    model_id: str = "",
 ) -> dict[str, np.ndarray]:
     """Activations of ``model`` at ``layers`` for inputs ``x``, as float32 arrays (n, features).
 
-    Block layers are read with forward hooks on the module of the same name; ``penultimate``
+    Raises :class:`NonFiniteActivationError` naming ``model_id``, the layer and the batch (step)
+    as soon as a batch's activations contain NaN or Inf, so no store is written from them.
+
+    Block layers are read with forward hooks on the model's ``representation_modules()``; ``penultimate``
     is ``model.forward_features`` and ``logits`` the head's output.
     """
     model = model.to(device).eval()
@@ -52,19 +60,28 @@ def extract_activations(
     for name in layers:
         if name in (PENULTIMATE, LOGITS):
             continue
-        module = dict(model.named_modules()).get(name)
+        module = representation_modules(model).get(name)
         if module is None:
             raise KeyError(f"layer {name!r} is not a module of the model; known: {model.representation_layers()}")
         hooks.append(module.register_forward_hook(lambda _m, _i, out, name=name: captured.__setitem__(name, out)))
     out: dict[str, list[np.ndarray]] = {name: [] for name in layers}
     try:
-        for start in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, mininterval=1.0):
+        starts = range(0, len(x), batch_size)
+        for step, start in enumerate(tqdm(starts, desc=desc, disable=not progress, mininterval=1.0)):
             xb = x[start : start + batch_size].to(device)
             features = model.forward_features(xb)
             captured[PENULTIMATE] = features
             captured[LOGITS] = model.head(features)
             for name in layers:
-                out[name].append(reduce_spatial(captured[name], spatial).float().cpu().numpy())
+                values = reduce_spatial(captured[name], spatial).float()
+                if not bool(torch.isfinite(values).all()):
+                    bad = int((~torch.isfinite(values)).sum())
+                    raise NonFiniteActivationError(
+                        f"{f'model {model_id}' if model_id else desc}: layer {name} has {bad} NaN/Inf activation values at "
+                        f"step {step + 1} of {len(starts)} (batch of samples {start}..{start + len(xb) - 1}); "
+                        f"no store is written. Check the model's checkpoint and the probe images."
+                    )
+                out[name].append(values.cpu().numpy())
     finally:
         for hook in hooks:
             hook.remove()
@@ -96,25 +113,27 @@ def write_target_stores(
     (``<directory>/<target>.zarr`` with its manifest), written into a temporary directory that
     is renamed into place at the end. ``targets`` maps id -> (model, provenance).
     Returns an index: target id -> the store's checksum."""
-    import os
-    import shutil
     from pathlib import Path
 
-    from robustlens.store import write_store
+    from robustlens.store import remove_path, remove_stale_temporaries, temporary_path, write_store
 
     final = Path(directory)
-    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_stale_temporaries(final)  # what a killed earlier job left behind
+    tmp = temporary_path(final)
     tmp.mkdir(parents=True)
     index = {}
-    for target, (model, prov) in targets.items():
-        acts = extract_activations(
-            model, images, activations["layers"], spatial=activations["spatial"],
-            batch_size=activations["batch_size"], device=device, progress=progress, desc=f"extract {target}",
-        )
-        manifest = write_store(activations_dataset(acts, labels), tmp / f"{target}.zarr", prov, activations["layers"])
-        index[target] = manifest["checksum"]
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    try:
+        for target, (model, prov) in targets.items():
+            acts = extract_activations(
+                model, images, activations["layers"], spatial=activations["spatial"],
+                batch_size=activations["batch_size"], device=device, progress=progress,
+                desc=f"extract {target}", model_id=target,
+            )
+            manifest = write_store(activations_dataset(acts, labels), tmp / f"{target}.zarr", prov, activations["layers"])
+            index[target] = manifest["checksum"]
+        remove_path(final)
+        tmp.rename(final)
+    except BaseException:
+        remove_path(tmp)
+        raise
     return index

@@ -13,10 +13,28 @@ import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
-#: Image channels and classes of each dataset source, known without loading the data.
-DATASET_SHAPES = {"sklearn_digits": {"in_channels": 1, "num_classes": 10}}
-#: Number of images of each dataset source (for checks that need the probe's sample count).
-DATASET_SIZES = {"sklearn_digits": 1797}
+#: Image channels and classes of each dataset source, known without loading the data
+#: (``imagefolder``: classes from the config's ``dataset.num_classes``).
+DATASET_SHAPES = {
+    "sklearn_digits": {"in_channels": 1, "num_classes": 10},
+    "cifar10": {"in_channels": 3, "num_classes": 10},
+    "cifar100": {"in_channels": 3, "num_classes": 100},
+    "fashion_mnist": {"in_channels": 1, "num_classes": 10},
+    "shapes": {"in_channels": 1, "num_classes": 4},
+    "imagefolder": {"in_channels": 3, "num_classes": None},
+}
+#: Number of images of each dataset source (``shapes``: ``dataset.n_samples``; ``imagefolder``:
+#: unknown before the folder is read, so its splits are capped by ``max_train``/``max_test``).
+DATASET_SIZES = {"sklearn_digits": 1797, "cifar10": 60000, "cifar100": 60000, "fashion_mnist": 70000}
+#: Sources with their own train/test split (test_fraction is not used), and its test size.
+OFFICIAL_TEST_SIZES = {"cifar10": 10000, "cifar100": 10000, "fashion_mnist": 10000}
+
+#: Classes of the datasets a zoo checkpoint can be trained on.
+ZOO_CLASSES = {"imagenet": 1000, "cifar10": 10, "cifar100": 100}
+#: Block layers of the torchvision architectures a ``url`` checkpoint can hold.
+URL_ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101", "wide_resnet50_2", "wide_resnet50_4")
+#: Where downloaded checkpoints go (relative to the working directory; git-ignored).
+DATA_DIR = "data"
 
 
 class ConfigError(ValueError):
@@ -58,20 +76,73 @@ def model_id(arch: str, norm: str, eps: float, seed: int) -> str:
     return f"{arch}-{norm}-eps{eps:g}-s{seed}"
 
 
+def dataset_shape(dataset: dict) -> dict:
+    """``in_channels`` and ``num_classes`` of the configured dataset."""
+    shape = dict(DATASET_SHAPES[dataset["source"]])
+    if dataset["source"] == "imagefolder":
+        shape["num_classes"] = dataset.get("num_classes", 1000)
+    return shape
+
+
+def weights_path(entry: dict) -> str:
+    """Where a zoo model's own weights file lives (what the fetch rules write)."""
+    if entry["source"] == "robustbench":
+        return f"{DATA_DIR}/robustbench/{entry['dataset']}/{entry['threat_model']}/{entry['name']}.pt"
+    if entry["source"] == "timm":
+        ext = ".pth" if entry.get("url", "").endswith((".pth", ".pth.tar", ".bin")) else ".safetensors"
+        return f"{DATA_DIR}/timm/{entry['name']}.{entry['tag']}{ext}"
+    return f"{DATA_DIR}/checkpoints/{entry['url'].rstrip('/').rsplit('/', 1)[-1]}"
+
+
+def resolve_entry(entry: dict, config: dict) -> dict:
+    """The resolved spec of one ``models:`` entry: defaults filled in, ``arch`` with the input
+    channels and classes, and for zoo sources the ``weights`` file path."""
+    spec = {"norm": "l2", "seed": 0, **entry}
+    spec["eps"] = float(spec["eps"])
+    if entry["source"] == "train":
+        spec["arch"] = {**config["architecture"], **entry.get("arch", {}), **dataset_shape(config["dataset"])}
+        return spec
+    spec["weights"] = weights_path(entry)
+    spec.setdefault("layers", [])
+    if entry["source"] == "robustbench":
+        spec["model_dir"] = f"{DATA_DIR}/robustbench"
+        spec["arch"] = {"name": f"robustbench:{entry['name']}", "in_channels": 3, "num_classes": ZOO_CLASSES[entry["dataset"]]}
+    elif entry["source"] == "timm":
+        spec["arch"] = {"name": f"timm:{entry['name']}", "in_channels": 3, "num_classes": entry.get("num_classes", 1000)}
+    else:  # url
+        spec.setdefault("dataset", "imagenet")
+        spec["arch"] = {"name": entry["arch"], "in_channels": 3, "num_classes": ZOO_CLASSES[spec["dataset"]]}
+        spec["layers"] = ["layer1", "layer2", "layer3", "layer4"]
+    return spec
+
+
 def expand_models(config: dict) -> dict[str, dict]:
-    """Resolved specs of every model of the study, by id, in grid order."""
-    arch = dict(config["architecture"])
-    arch.update(DATASET_SHAPES[config["dataset"]["source"]])
-    norm = config["training"]["norm"]
+    """Resolved specs of every model of the study, by id: the trained grid (``model_grid``,
+    in grid order; ``null`` for none), then the ``models:`` entries in their order."""
     models = {}
-    for eps, seed in itertools.product(config["model_grid"]["eps"], config["model_grid"]["seeds"]):
-        mid = model_id(arch["name"], norm, eps, seed)
-        models[mid] = {"id": mid, "source": "train", "arch": arch, "eps": float(eps), "norm": norm, "seed": int(seed)}
+    if config.get("model_grid"):
+        arch = dict(config["architecture"])
+        arch.update(dataset_shape(config["dataset"]))
+        norm = config["training"]["norm"]
+        for eps, seed in itertools.product(config["model_grid"]["eps"], config["model_grid"]["seeds"]):
+            mid = model_id(arch["name"], norm, eps, seed)
+            models[mid] = {"id": mid, "source": "train", "arch": arch, "eps": float(eps), "norm": norm, "seed": int(seed)}
+    for entry in config.get("models") or []:
+        models[entry["id"]] = resolve_entry(entry, config)
     return models
 
 
 def representation_layers(arch: dict) -> list[str]:
-    """Layers an architecture exposes to the activation store (mirrors ``zoo.SmallCNN``)."""
+    """Layers an architecture exposes to the activation store (mirrors ``zoo.SmallCNN``,
+    ``resnet.CifarResNet18`` and the torchvision ResNets of ``url`` checkpoints). ``arch`` is
+    an ``architecture`` block, or a resolved model spec (whose zoo entries list their
+    ``layers``)."""
+    if "source" in arch:
+        if arch["source"] != "train":
+            return [*arch["layers"], "penultimate", "logits"]
+        arch = arch["arch"]
+    if arch["name"] == "resnet18_cifar":
+        return ["layer1", "layer2", "layer3", "layer4", "penultimate", "logits"]
     return [f"block{i + 1}" for i in range(len(arch["widths"]))] + ["penultimate", "logits"]
 
 
@@ -87,12 +158,40 @@ def select_pairs(models: dict[str, dict], mode) -> list[tuple[str, str]]:
     return [tuple(sorted(pair, key=order.__getitem__)) for pair in mode]
 
 
-def _semantic_errors(config: dict) -> list[str]:
+def _model_list_errors(config: dict) -> list[str]:
+    """Duplicate ids (among the entries and against the grid), and architectures that do not
+    fit their source."""
     errors = []
-    layers = representation_layers(config["architecture"])
+    grid = expand_models({**config, "models": []})
+    seen: dict[str, str] = {}
+    for i, entry in enumerate(config.get("models") or []):
+        where = f"models[{i}].id"
+        if entry["id"] in grid:
+            errors.append(f"key '{where}' = {entry['id']!r}: duplicate model id (a model of model_grid has it)")
+        elif entry["id"] in seen:
+            errors.append(f"key '{where}' = {entry['id']!r}: duplicate model id (also {seen[entry['id']]})")
+        seen.setdefault(entry["id"], where)
+    arch = config["architecture"]
+    if arch["name"] == "resnet18_cifar" and (len(arch["widths"]) != 4 or arch["convs_per_block"] != 2):
+        errors.append(f"key 'architecture.widths' = {arch['widths']!r}: resnet18_cifar needs 4 stage widths and convs_per_block 2")
+    return errors
+
+
+def _semantic_errors(config: dict) -> list[str]:
+    errors = _model_list_errors(config)
+    if errors:
+        return errors
+    models = expand_models(config)
+    if not models:
+        return ["key 'models' = []: the study has no model (model_grid is null and models is empty)"]
     for i, layer in enumerate(config["activations"]["layers"]):
-        if layer not in layers:
-            errors.append(f"key 'activations.layers[{i}]' = {layer!r}: not a layer of the model (known: {', '.join(layers)})")
+        for spec in models.values():
+            layers = representation_layers(spec)
+            if layer not in layers:
+                errors.append(
+                    f"key 'activations.layers[{i}]' = {layer!r}: not a layer of model {spec['id']!r} (known: {', '.join(layers)})"
+                )
+                break
     for i, layer in enumerate(config["comparison"]["rtd"]["layers"]):
         if layer not in config["activations"]["layers"]:
             errors.append(f"key 'comparison.rtd.layers[{i}]' = {layer!r}: not one of activations.layers")
@@ -100,7 +199,6 @@ def _semantic_errors(config: dict) -> list[str]:
     n_probe = min(probe_sample_counts(config).values())
     if k >= n_probe:
         errors.append(f"key 'comparison.knn_k' = {k}: must be smaller than the smallest probe's {n_probe} samples")
-    models = expand_models(config)
     pairs = config["comparison"]["pairs"]
     if isinstance(pairs, list):
         for i, pair in enumerate(pairs):
@@ -114,17 +212,79 @@ def _semantic_errors(config: dict) -> list[str]:
     return errors
 
 
-def probe_sample_counts(config: dict) -> dict[str, int]:
-    """Images per probe: the test split for natural and adversarial, n_samples for inverted."""
+def test_split_size(dataset: dict) -> int:
+    """Images in the test split of the configured dataset: ``ceil(size * test_fraction)`` of a
+    pooled source; the official test split (capped by ``max_test``) of the others."""
     import math
 
-    n_test = math.ceil(DATASET_SIZES[config["dataset"]["source"]] * config["dataset"]["test_fraction"])
+    source = dataset["source"]
+    if source in OFFICIAL_TEST_SIZES or source == "imagefolder":
+        official = OFFICIAL_TEST_SIZES.get(source, dataset.get("max_test", 0))
+        return min(official, dataset.get("max_test", official))
+    size = dataset.get("n_samples", 2000) if source == "shapes" else DATASET_SIZES[source]
+    return math.ceil(size * dataset["test_fraction"])
+
+
+def probe_sample_counts(config: dict) -> dict[str, int]:
+    """Images per probe: the test split for natural and adversarial, n_samples for inverted."""
+    n_test = test_split_size(config["dataset"])
     counts = {"natural": n_test}
     if "adversarial" in config["probes"]:
         counts["adversarial"] = n_test
     if "inverted" in config["probes"]:
         counts["inverted"] = min(n_test, config["probes"]["inverted"]["n_samples"])
     return counts
+
+
+#: Config keys that name files or folders: these, and any key ending in one of them after "_".
+PATH_KEYS = ("path", "root", "dir", "directory", "file", "checkpoint", "weights", "model_dir")
+
+
+def _is_path_key(key) -> bool:
+    key = str(key)
+    return key in PATH_KEYS or any(key.endswith(f"_{name}") for name in PATH_KEYS)
+
+
+def escapes_workdir(value: str) -> bool:
+    """Whether ``value``, a relative path, leads outside the working directory (``..`` past its
+    top, judged on the text, so links inside the working directory stay allowed). Absolute
+    paths do not count: they are data paths the user named."""
+    import posixpath
+
+    if Path(value).is_absolute():
+        return False
+    norm = posixpath.normpath(value.replace("\\", "/"))
+    return norm == ".." or norm.startswith("../")
+
+
+def _path_errors(config: dict) -> list[str]:
+    """Paths from the config that would read or write outside the working directory: relative
+    paths through ``..`` under a path-like key, and the files derived from model entries
+    (a ``url`` whose last segment is ``..`` or empty)."""
+    errors = []
+
+    def walk(node, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                here = f"{where}.{key}" if where else str(key)
+                if isinstance(value, str) and _is_path_key(key):
+                    if escapes_workdir(value):
+                        errors.append(
+                            f"key '{here}' = {value!r}: a relative path that leads outside the working "
+                            f"directory; give a path inside it, or an absolute path"
+                        )
+                else:
+                    walk(value, here)
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+
+    walk(config, "")
+    for i, entry in enumerate(config.get("models") or []):
+        url = entry.get("url") if isinstance(entry, dict) else None
+        if isinstance(url, str) and url.rstrip("/").rsplit("/", 1)[-1] in ("", ".", ".."):
+            errors.append(f"key 'models[{i}].url' = {url!r}: does not end in a file name")
+    return errors
 
 
 def validate_config(config: dict) -> dict:
@@ -134,6 +294,8 @@ def validate_config(config: dict) -> dict:
     Returns the config unchanged on success.
     """
     errors = _schema_errors(config)
+    if not errors:
+        errors = _path_errors(config)
     if not errors:
         errors = _semantic_errors(config)
     if errors:

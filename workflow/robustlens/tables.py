@@ -27,13 +27,16 @@ def read_parts(paths) -> pd.DataFrame:
 
 
 def models_table(study: str, models: list[dict], metrics: list[dict]) -> pd.DataFrame:
-    """Clean accuracy and robust accuracy at each attack eps, one row per value."""
+    """Clean accuracy and robust accuracy at each attack eps (PGD; and AutoAttack when the
+    evaluation ran it), one row per value."""
     rows = []
     for spec, m in zip(models, metrics):
         base = {"study": study, "model": spec["id"], "eps": spec["eps"], "seed": spec["seed"], "norm": spec["norm"]}
         rows.append({**base, "metric": "clean_accuracy", "attack_norm": "none", "attack_eps": 0.0, "value": m["clean_accuracy"]})
         for attack_eps, value in m["robust_accuracy"].items():
             rows.append({**base, "metric": "robust_accuracy", "attack_norm": m["attack"]["norm"], "attack_eps": float(attack_eps), "value": value})
+        for attack_eps, value in m.get("autoattack_accuracy", {}).items():  # optional (evaluation.autoattack)
+            rows.append({**base, "metric": "autoattack_accuracy", "attack_norm": m["autoattack"]["norm"], "attack_eps": float(attack_eps), "value": value})
     return pd.DataFrame(rows)
 
 

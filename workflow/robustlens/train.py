@@ -136,16 +136,17 @@ def evaluate_model(
     device: torch.device,
     progress: bool = True,
     model_id: str = "",
+    batch_size: int = 512,
 ) -> dict:
     """Clean accuracy and robust accuracy at every attack radius of the shared grid."""
     x = torch.as_tensor(x_test).to(device)
     y = torch.as_tensor(y_test).to(device)
     model.to(device).eval()
-    clean = (predict(model, x).argmax(1) == y).float().mean().item()
+    clean = (predict(model, x, batch_size).argmax(1) == y).float().mean().item()
     robust = {}
     for eps in tqdm(attack_eps, desc=f"evaluate {model_id}", disable=not progress):
         robust[str(eps)] = robust_accuracy(
-            model, x, y, eps=eps, norm=norm, steps=steps, restarts=restarts, seed=seed
+            model, x, y, eps=eps, norm=norm, steps=steps, restarts=restarts, seed=seed, batch_size=batch_size
         )
     return {"clean_accuracy": clean, "robust_accuracy": robust, "attack": {"norm": norm, "steps": steps, "restarts": restarts}}
 
@@ -176,6 +177,17 @@ def train_and_evaluate(
         progress=progress,
         **training_kwargs(training),
     )
+    metrics = evaluate_with_settings(model, dataset, evaluation, device, progress, spec["id"])
+    metrics["history"] = history
+    return model, metrics
+
+
+def evaluate_with_settings(
+    model: torch.nn.Module, dataset: dict[str, np.ndarray], evaluation: dict, device: torch.device, progress: bool = True, model_id: str = ""
+) -> dict:
+    """:func:`evaluate_model` with the config's ``evaluation`` block, plus robust accuracy under
+    AutoAttack (``autoattack_accuracy``) when ``evaluation.autoattack`` is set. Trained and zoo
+    models are evaluated by this one function."""
     metrics = evaluate_model(
         model,
         dataset["x_test"],
@@ -187,10 +199,18 @@ def train_and_evaluate(
         seed=evaluation["seed"],
         device=device,
         progress=progress,
-        model_id=spec["id"],
+        model_id=model_id,
+        batch_size=evaluation.get("batch_size", 512),
     )
-    metrics["history"] = history
-    return model, metrics
+    if evaluation.get("autoattack"):
+        from robustlens.autoattack_eval import autoattack_accuracy
+
+        settings = evaluation["autoattack"]
+        metrics["autoattack_accuracy"] = autoattack_accuracy(
+            model, dataset["x_test"], dataset["y_test"], settings, evaluation["norm"], device, evaluation["seed"]
+        )
+        metrics["autoattack"] = {"norm": settings.get("norm", evaluation["norm"]), "version": settings["version"], "n_samples": settings["n_samples"]}
+    return metrics
 
 
 def training_kwargs(training: dict) -> dict:

@@ -1,9 +1,13 @@
 """Model sources and architectures.
 
 ``load_model(spec)`` turns one resolved ``models:`` entry of the config into a torch module in
-eval mode. Every architecture here takes inputs in [0, 1] and normalises them itself, exposes
-its penultimate representation through ``forward_features`` and its linear classifier as
-``head`` (so heads can be retrained and representations probed the same way for every source).
+eval mode. Sources: ``train`` (the in-workflow adversarial training: the SmallCNN of the
+embedded study, the CIFAR-style ResNet-18 of the universality study of Klabunde, Caspari and
+Lemmerich), ``robustbench``, ``timm`` and ``url`` (the robust ImageNet checkpoints of Salman et
+al. 2020), the last three in :mod:`robustlens.sources`. Every architecture takes inputs in
+[0, 1] and normalises them itself, exposes its penultimate representation through
+``forward_features`` and its linear classifier as ``head`` (so heads can be retrained and
+representations probed the same way for every source); see :mod:`robustlens.modules`.
 """
 
 from __future__ import annotations
@@ -14,22 +18,8 @@ import torch
 from torch import nn
 
 from robustlens.checkpoints import load_state_dict
-
-#: Names of the representation layers every small CNN exposes, besides ``block1..blockK``.
-PENULTIMATE = "penultimate"
-LOGITS = "logits"
-
-
-class InputNormalization(nn.Module):
-    """(x - mean) / std per channel, with mean and std stored as buffers in the checkpoint."""
-
-    def __init__(self, mean: list[float], std: list[float]):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+from robustlens.modules import LOGITS, PENULTIMATE, InputNormalization, RepresentationModel  # noqa: F401 (re-exported)
+from robustlens.resnet import CifarResNet18
 
 
 def conv_block(c_in: int, c_out: int, n_convs: int) -> nn.Sequential:
@@ -44,7 +34,7 @@ def conv_block(c_in: int, c_out: int, n_convs: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(RepresentationModel):
     """A small all-3x3 CNN: blocks of 3x3 convolutions with 2x2 max pooling between blocks,
     global average pooling (the penultimate representation) and one linear head.
 
@@ -80,15 +70,8 @@ class SmallCNN(nn.Module):
             h = getattr(self, name)(h)
         return h.mean(dim=(2, 3))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
 
-    def representation_layers(self) -> list[str]:
-        """Layers whose outputs the activation store records, in forward order."""
-        return [*self.block_names, PENULTIMATE, LOGITS]
-
-
-ARCHITECTURES = {"smallcnn": SmallCNN}
+ARCHITECTURES = {"smallcnn": SmallCNN, "resnet18_cifar": CifarResNet18}
 
 
 def build_architecture(arch: dict) -> nn.Module:
@@ -101,25 +84,47 @@ def build_architecture(arch: dict) -> nn.Module:
     return cls(**kwargs)
 
 
+def build_model(spec: dict) -> nn.Module:
+    """A freshly initialised network of any source's architecture (no weights are read)."""
+    source = spec.get("source", "train")
+    if source == "train":
+        return build_architecture(spec["arch"])
+    from robustlens.sources import BUILDERS
+
+    return _source_function(BUILDERS, spec)(spec)
+
+
+def _source_function(table: dict, spec: dict):
+    try:
+        return table[spec["source"]]
+    except KeyError:
+        raise ValueError(f"model {spec.get('id')!r}: source {spec['source']!r} is not one of train, {', '.join(table)}") from None
+
+
 def load_model(spec: dict, checkpoint: str | Path | None = None, sha256: str | None = None) -> nn.Module:
     """The network one resolved ``models:`` entry describes, in eval mode.
 
-    ``source: train`` models are built from ``spec["arch"]`` and filled from ``checkpoint``
-    (default ``spec["checkpoint"]``), verified against ``sha256`` when given; the file is read
-    with ``torch.load(weights_only=True)``.
+    With ``checkpoint`` (what the workflow's model rules write, for every source): the
+    architecture is built and filled from that state dict, read with
+    ``torch.load(weights_only=True)`` after verifying ``sha256`` when given. Without it:
+    ``source: train`` reads ``spec["checkpoint"]``; the other sources read their own weights
+    file at ``spec["weights"]`` through the source's loader (RobustBench's ``load_model``,
+    timm's ``pretrained_cfg_overlay``, the robustness-library checkpoint format).
     """
     source = spec.get("source", "train")
-    if source != "train":
-        raise ValueError(f"model {spec.get('id')!r}: source {source!r} is not supported (known: train)")
-    path = checkpoint or spec.get("checkpoint")
-    if path is None:
+    path = checkpoint or (spec.get("checkpoint") if source == "train" else None)
+    if path is None and source == "train":
         raise ValueError(f"model {spec.get('id')!r}: no checkpoint path given")
-    model = build_architecture(spec["arch"])
+    if path is None:
+        from robustlens.sources import LOADERS
+
+        return _source_function(LOADERS, spec)(spec).eval()
+    model = build_model(spec)
     model.load_state_dict(load_state_dict(path, sha256=sha256))
     return model.eval()
 
 
 def representation_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """Module whose output is each representation layer, except ``penultimate``/``logits``
-    which are read from ``forward_features`` and ``head`` directly."""
-    return {name: getattr(model, name) for name in model.block_names}
+    """Module whose output is each block representation layer (``penultimate``/``logits`` are
+    read from ``forward_features`` and ``head`` directly)."""
+    return model.representation_modules()

@@ -1,6 +1,7 @@
 # Shared by every rule: the validated config, the resolved models and pairs, path helpers.
 # Every setting a rule uses reaches it through `params:` (scripts never read `config`), and
 # VERSION is in the params of every rule, since Snakemake does not track imported modules.
+import re
 import sys
 
 import robustlens
@@ -23,6 +24,23 @@ THREADS = config.get("threads", 1)
 DEVICE = config.get("device", "auto")
 PROGRESS = config.get("progress", True)
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
+
+TRAIN_MODELS = [m for m, spec in MODELS.items() if spec["source"] == "train"]
+ZOO_MODELS = [m for m, spec in MODELS.items() if spec["source"] != "train"]
+#: Each zoo model's own weights file (what the fetch rule writes), by path.
+WEIGHTS = {spec["weights"]: spec for spec in MODELS.values() if "weights" in spec}
+RESOURCES = config.get("resources", {})
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly these names (nothing when there are none)."""
+    return "|".join(map(re.escape, names)) or "(?!)"
+
+
+def resources_of(rule, **defaults):
+    """A rule's resources: its defaults, overridden by the config's ``resources.<rule>``."""
+    return {**defaults, **RESOURCES.get(rule, {})}
+
 
 # Targets each rules file adds to `rule all`.
 ALL_TARGETS = []

@@ -15,8 +15,7 @@ rule extract_filters:
         "logs/extract_filters/{model}.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **resources_of("extract_filters", mem_mb=2000, runtime=10),
     cache: True
     conda:
         "../../envs/robustlens.yaml"
@@ -42,8 +41,7 @@ rule filters_tables:
         "logs/filters_tables/filters_tables.log",
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **resources_of("filters_tables", mem_mb=4000, runtime=30),
     conda:
         "../../envs/robustlens.yaml"
     script:

@@ -6,6 +6,8 @@ rule train_model:
     output:
         checkpoint="results/models/{model}/checkpoint.pt",
         metrics="results/models/{model}/metrics.json",
+    wildcard_constraints:
+        model=one_of(TRAIN_MODELS),
     params:
         spec=lambda wc: MODELS[wc.model],
         training=config["training"],
@@ -17,14 +19,66 @@ rule train_model:
         "logs/train_model/{model}.log",
     threads: THREADS
     resources:
-        mem_mb=4000,
-        runtime=120,
-        gpu=1,
+        **resources_of("train_model", mem_mb=4000, runtime=120, gpu=1),
     cache: True
     conda:
         "../../envs/robustlens.yaml"
     script:
         "../scripts/train_model.py"
+
+
+rule fetch_weights:
+    """A zoo model's own weights file (RobustBench: Google Drive through robustbench; timm: the
+    pinned tag's file; url: the checkpoint), downloaded resumably, verified by sha256 where
+    known and renamed into place. A file placed there by hand with the right sha256 is used as
+    it is; offline, the job fails at once naming the file to place."""
+    output:
+        "data/{weights}",
+    wildcard_constraints:
+        weights=one_of([path[len("data/"):] for path in WEIGHTS]),
+    params:
+        spec=lambda wc: WEIGHTS[f"data/{wc.weights}"],
+        version=VERSION,
+    log:
+        "logs/fetch_weights/{weights}.log",
+    localrule: True
+    threads: 1
+    resources:
+        **resources_of("fetch_weights", mem_mb=2000, runtime=60),
+    conda:
+        "../../envs/robustlens.yaml"
+    script:
+        "../scripts/fetch_weights.py"
+
+
+rule zoo_model:
+    """A RobustBench, timm or url model loaded from its own weights file through its source's
+    loader, evaluated like a trained model (clean and PGD robust accuracy on the shared grid),
+    and written in the same two files as train_model, so every later rule treats it alike."""
+    input:
+        dataset=f"results/data/{DATASET}.npz",
+        weights=lambda wc: MODELS[wc.model]["weights"],
+    output:
+        checkpoint="results/models/{model}/checkpoint.pt",
+        metrics="results/models/{model}/metrics.json",
+    wildcard_constraints:
+        model=one_of(ZOO_MODELS),
+    params:
+        spec=lambda wc: MODELS[wc.model],
+        evaluation=config["evaluation"],
+        device=DEVICE,
+        progress=PROGRESS,
+        version=VERSION,
+    log:
+        "logs/zoo_model/{model}.log",
+    threads: THREADS
+    resources:
+        **resources_of("zoo_model", mem_mb=8000, runtime=60, gpu=1),
+    cache: True
+    conda:
+        "../../envs/robustlens.yaml"
+    script:
+        "../scripts/zoo_model.py"
 
 
 rule models_table:

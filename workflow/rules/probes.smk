@@ -25,9 +25,7 @@ rule make_probe:
         "logs/make_probe/{probe}/{model}.log",
     threads: THREADS
     resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=1,
+        **resources_of("make_probe", mem_mb=4000, runtime=60, gpu=1),
     cache: True
     conda:
         "../../envs/robustlens.yaml"

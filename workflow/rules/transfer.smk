@@ -9,7 +9,7 @@ TRANSFER_TASKS = list(TRANSFER["tasks"])
 if not TRANSFER_MODELS:
     sys.stderr.write(
         f"robustlens: invalid configuration: key 'transfer.seeds' = {TRANSFER['seeds']!r}: "
-        f"selects no model (the grid's seeds are {config['model_grid']['seeds']!r})\n"
+        f"selects no model (the models' seeds are {sorted({s['seed'] for s in MODELS.values()})!r})\n"
     )
     sys.exit(1)
 
@@ -39,8 +39,7 @@ rule transfer_task:
         "logs/transfer_task/{task}.log",
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **resources_of("transfer_task", mem_mb=1000, runtime=10),
     cache: True
     conda:
         "../../envs/robustlens.yaml"
@@ -69,8 +68,7 @@ rule transfer:
         "logs/transfer/{model}.log",
     threads: THREADS
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **resources_of("transfer", mem_mb=2000, runtime=30),
     cache: True
     conda:
         "../../envs/robustlens.yaml"
