@@ -35,16 +35,31 @@ def verify_sha256(path: str | Path, expected: str) -> None:
 
 
 def save_state_dict(state_dict: dict, path: str | Path) -> str:
-    """Write a state dict atomically (temporary name, fsync, rename); return its sha256."""
+    """Write a state dict atomically (temporary name, fsync, rename); return its sha256.
+
+    A killed writer leaves only a hidden temporary file (removed by the next write), never a
+    file at ``path``; a failed write (e.g. ENOSPC) leaves nothing."""
     import torch
 
+    from robustlens.store import remove_stale_temporaries, temporary_path
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        torch.save(state_dict, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    remove_stale_temporaries(path)  # half-written files of a killed earlier job
+    tmp = temporary_path(path)
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(state_dict, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(
+                exc.errno, f"{path}: writing the checkpoint failed ({exc.strerror or exc}); nothing was kept. "
+                f"Fix the cause (e.g. free disk space) and rerun the workflow."
+            ) from exc
+        raise
     return sha256_file(path)
 
 

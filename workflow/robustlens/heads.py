@@ -67,14 +67,14 @@ def head_logits(features: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> n
     return np.asarray(features, dtype=np.float64) @ np.asarray(weight, dtype=np.float64).T + bias
 
 
-def retrain_heads(model: "torch.nn.Module", dataset: dict, settings: dict, device: "torch.device", progress: bool = True) -> dict:
+def retrain_heads(model: "torch.nn.Module", dataset: dict, settings: dict, device: "torch.device", progress: bool = True, model_id: str = "") -> dict:
     """Fit one linear head per seed in ``settings["seeds"]`` on the penultimate features of the
     training split; report train and test accuracy of each, and of the original head."""
     from robustlens.activations import extract_activations
 
     layers = ["penultimate", "logits"]
-    train = extract_activations(model, dataset["x_train"], layers, device=device, progress=progress, desc="features train")
-    test = extract_activations(model, dataset["x_test"], layers, device=device, progress=progress, desc="features test")
+    train = extract_activations(model, dataset["x_train"], layers, device=device, progress=progress, desc="features train", model_id=model_id)
+    test = extract_activations(model, dataset["x_test"], layers, device=device, progress=progress, desc="features test", model_id=model_id)
     n_classes = train["logits"].shape[1]
     weights, biases = [], []
     for seed in settings["seeds"]:

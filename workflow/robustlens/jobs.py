@@ -50,10 +50,23 @@ def write_json(data: dict, path: str) -> None:
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write (e.g. a full disk) leaves nothing behind
+        raise
 
 
 def read_json(path: str) -> dict:
-    with open(path) as handle:
-        return json.load(handle)
+    """A JSON file written by :func:`write_json`; an unreadable one raises ``ValueError`` naming
+    the file and the way out (a damaged metrics or index file must not pass silently)."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"{path}: unreadable JSON ({exc}); the file is damaged. Delete it (and the outputs of "
+            f"the job that wrote it) and rerun the workflow."
+        ) from exc

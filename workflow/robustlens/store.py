@@ -56,37 +56,82 @@ def directory_checksum(root: str | Path) -> tuple[str, int]:
     return digest.hexdigest(), len(files)
 
 
+def temporary_path(path: str | Path) -> Path:
+    """The temporary name ``path`` is written under before it is renamed into place:
+    ``.<name>.tmp<pid>`` beside it (hidden, and never matched by a rule's output pattern)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def remove_path(path: str | Path) -> None:
+    """Remove a file, link or directory tree at ``path`` if there is one."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove what killed writers of ``path`` left behind (``.<name>.tmp*`` beside it) and
+    return it. Safe because only one job at a time writes a given output (Snakemake's lock)."""
+    import glob
+
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{glob.escape(path.name)}.tmp*")) if path.parent.is_dir() else []
+    for leftover in stale:
+        remove_path(leftover)
+    return stale
+
+
 def _write_json_atomic(data: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    tmp = temporary_path(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_store(ds: xr.Dataset, path: str | Path, provenance: dict, layers: list[str] | None = None) -> dict:
     """Write ``ds`` to the zarr store ``path`` atomically and its manifest beside it.
 
-    Returns the manifest. Any previous store or manifest at ``path`` is replaced.
+    Returns the manifest. Any previous store or manifest at ``path`` is replaced, and what a
+    killed earlier writer left behind is removed first. When writing fails (a full disk, an
+    interrupt), nothing is left: no temporary files, no store, no manifest. Operating-system
+    errors (ENOSPC, EIO, ...) are raised as :class:`StoreError` naming the store and the way out.
     """
     path = Path(path)
     mpath = manifest_path(path)
     mpath.unlink(missing_ok=True)  # an old manifest must never describe a new, partial store
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_stale_temporaries(path)
+    remove_stale_temporaries(mpath)
+    tmp = temporary_path(path)
     ds.attrs["provenance"] = json.dumps(provenance, sort_keys=True)
-    ds.to_zarr(tmp, mode="w", consolidated=False)
-    checksum, n_files = directory_checksum(tmp)
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
-    manifest = {
-        "format": FORMAT,
-        "store": path.name,
-        "variables": {name: {"dims": list(var.dims), "shape": list(var.shape)} for name, var in ds.data_vars.items()},
-        "layers": list(layers or ds.data_vars),
-        "checksum": {"sha256": checksum, "files": n_files},
-        "provenance": provenance,
-    }
-    _write_json_atomic(manifest, mpath)
+    try:
+        ds.to_zarr(tmp, mode="w", consolidated=False)
+        checksum, n_files = directory_checksum(tmp)
+        remove_path(path)
+        tmp.rename(path)
+        manifest = {
+            "format": FORMAT,
+            "store": path.name,
+            "variables": {name: {"dims": list(var.dims), "shape": list(var.shape)} for name, var in ds.data_vars.items()},
+            "layers": list(layers or ds.data_vars),
+            "checksum": {"sha256": checksum, "files": n_files},
+            "provenance": provenance,
+        }
+        _write_json_atomic(manifest, mpath)
+    except BaseException as exc:
+        for leftover in (tmp, path, mpath):
+            remove_path(leftover)
+        if isinstance(exc, OSError):
+            raise StoreError(
+                f"{path}: writing the store failed ({exc}); nothing was kept (no store, no manifest, "
+                f"no temporary files). Fix the cause (e.g. free disk space) and rerun the workflow."
+            ) from exc
+        raise
     return manifest
 
 
@@ -100,7 +145,7 @@ def read_manifest(path: str | Path) -> dict:
         )
     try:
         return json.loads(mpath.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise StoreError(f"{mpath}: unreadable manifest ({exc}). Delete {path} and its manifest and rerun.") from exc
 
 
@@ -109,9 +154,17 @@ def verify_store(path: str | Path) -> dict:
     path = Path(path)
     manifest = read_manifest(path)
     if not path.is_dir():
-        raise StoreError(f"{path}: store missing although its manifest exists. Delete the manifest and rerun.")
+        raise StoreError(
+            f"{path}: store missing although its manifest exists. Delete {manifest_path(path)} and rerun."
+        )
+    try:
+        expected = {"sha256": str(manifest["checksum"]["sha256"]), "files": int(manifest["checksum"]["files"])}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StoreError(
+            f"{manifest_path(path)}: malformed manifest (no checksum: {exc!r}). "
+            f"Delete {path} and its manifest and rerun the workflow."
+        ) from exc
     checksum, n_files = directory_checksum(path)
-    expected = manifest["checksum"]
     if checksum != expected["sha256"] or n_files != expected["files"]:
         raise StoreError(
             f"{path}: checksum mismatch ({n_files} files, sha256 {checksum[:12]}…; manifest says "

@@ -21,6 +21,7 @@ acts = extract_activations(
     device=resolve_device(p.device),
     progress=p.progress,
     desc=f"extract {p.spec['id']}",
+    model_id=p.spec["id"],
 )
 spec = {"probe": "natural", **p.probe, "target": p.spec, "activations": p.activations}
 write_store(activations_dataset(acts, labels), snakemake.output.store, provenance(spec, "extract_natural"), p.activations["layers"])
