@@ -304,6 +304,28 @@ def test_bootstrap_of_pearson_r_over_several_eps_and_reversed_seed_order():
     assert low <= observed <= high < 0 and (low, high) == (low2, high2)
 
 
+def test_named_bootstrap_statistics_equal_the_resampled_tables():
+    """"mean" and "pearson", computed from the multiplicities, equal the callables applied to
+    the resampled tables draw by draw (degenerate draws: one eps kept, or one value)."""
+    rng = np.random.default_rng(4)
+    _, df = same_eps_pairs([0, 0.5, 1], [0, 1, 2, 3], lambda e: 0.9 - 0.1 * e, rng, noise=0.05)
+    df.loc[df["eps"] == 1, "value"] = 0.5  # draws that keep only eps 1 have a constant value
+
+    def pearson(t):
+        if t["eps"].nunique() < 2 or t["value"].nunique() < 2:
+            return float("nan")
+        return float(np.corrcoef(t["eps"], t["value"])[0, 1])
+
+    for name, function in (("mean", lambda t: float(t["value"].mean())), ("pearson", pearson)):
+        named = bootstrap_over_seeds(df, name, n_boot=300, seed=2)
+        looped = bootstrap_over_seeds(df, function, n_boot=300, seed=2)
+        np.testing.assert_allclose(named.statistics, looped.statistics, rtol=1e-12, atol=1e-12)
+        assert (named.n_skipped, named.n_nonfinite) == (looped.n_skipped, looped.n_nonfinite)
+        assert named.low == pytest.approx(looped.low, abs=1e-12) and named.high == pytest.approx(looped.high, abs=1e-12)
+    with pytest.raises(ValueError, match="unknown statistic"):
+        bootstrap_over_seeds(df, "median")
+
+
 def test_bootstrap_rejects_self_pairs_and_missing_columns():
     df = pd.DataFrame({"eps": [0, 0], "seed_a": [0, 1], "seed_b": [1, 1], "value": [0.5, 0.6]})
     with pytest.raises(ValueError):

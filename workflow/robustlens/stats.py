@@ -312,7 +312,29 @@ def partial_eps_permutation(values, model_a, model_b, eps_by_model: Mapping, cov
 # bootstrap over seeds
 
 
-def bootstrap_over_seeds(pair_table: pd.DataFrame, statistic: Callable[[pd.DataFrame], float], n_boot: int = 1000,
+def _weighted_statistics(kind: str, weights: np.ndarray, table: pd.DataFrame) -> np.ndarray:
+    """The statistic of every resampled table at once: row k of ``weights`` holds how often each
+    row of ``table`` appears in draw k, so a weighted statistic equals the statistic of the
+    table with its rows repeated. ``mean``: the mean value; ``pearson``: Pearson r of eps vs
+    value (NaN when a draw keeps one eps or one value only)."""
+    v = table["value"].to_numpy(dtype=float)
+    total = weights.sum(axis=1)
+    mean_v = weights @ v / total
+    if kind == "mean":
+        return mean_v
+    x = table["eps"].to_numpy(dtype=float)
+    mean_x = weights @ x / total
+    dx, dv = x[None, :] - mean_x[:, None], v[None, :] - mean_v[:, None]
+    cov = (weights * dx * dv).sum(axis=1)
+    r = cov / np.sqrt((weights * dx * dx).sum(axis=1) * (weights * dv * dv).sum(axis=1))
+    kept = weights > 0
+    constant_x = np.where(kept, x, np.inf).min(axis=1) == np.where(kept, x, -np.inf).max(axis=1)
+    constant_v = np.where(kept, v, np.inf).min(axis=1) == np.where(kept, v, -np.inf).max(axis=1)
+    r[constant_x | constant_v] = np.nan
+    return r
+
+
+def bootstrap_over_seeds(pair_table: pd.DataFrame, statistic: Callable[[pd.DataFrame], float] | str, n_boot: int = 1000,
                          seed: int = 0, ci: float = 0.95) -> BootstrapResult:
     """Percentile confidence interval of ``statistic`` under resampling *seeds* with
     replacement (the seed, not the input or the pair, is the independent unit).
@@ -325,7 +347,10 @@ def bootstrap_over_seeds(pair_table: pd.DataFrame, statistic: Callable[[pd.DataF
     multiplicity (a seed drawn twice enters its pairs twice; a model is never compared with
     itself), i.e. the pair {u, v} appears count(u) * count(v) times. The same seed draw is used
     for all eps. ``statistic(resampled_table) -> float`` is applied to the resampled table
-    (e.g. the mean value, or the Pearson r of eps vs value).
+    (e.g. the mean value, or the Pearson r of eps vs value). The two common statistics can be
+    named instead, ``"mean"`` (the mean value) and ``"pearson"`` (Pearson r of eps vs value),
+    and are then computed for all draws at once from the multiplicities, without building the
+    resampled tables (same draws, same values up to float rounding, ~1000x faster).
 
     Draws with fewer than two distinct seeds (or no pair in the table) are skipped
     (``n_skipped``), as are draws whose statistic is not finite (``n_nonfinite``). The CI is the
@@ -352,19 +377,23 @@ def bootstrap_over_seeds(pair_table: pd.DataFrame, statistic: Callable[[pd.DataF
     row_b = pair_table["seed_b"].map(code).to_numpy(dtype=int)
     table = pair_table.reset_index(drop=True)
     rng = np.random.default_rng(seed)
-    stats, n_skipped, n_nonfinite = [], 0, 0
-    for _ in range(n_boot):
-        counts = np.bincount(rng.integers(0, len(seeds), size=len(seeds)), minlength=len(seeds))
-        multiplicity = counts[row_a] * counts[row_b]
-        if np.count_nonzero(counts) < 2 or multiplicity.sum() == 0:
-            n_skipped += 1
-            continue
-        value = statistic(table.iloc[np.repeat(np.arange(len(table)), multiplicity)].reset_index(drop=True))
-        if value is None or not np.isfinite(value):
-            n_nonfinite += 1
-            continue
-        stats.append(float(value))
-    stats = np.asarray(stats, dtype=float)
+    draws = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))  # row k: the seeds of draw k
+    counts = (draws[:, :, None] == np.arange(len(seeds))).sum(axis=1)
+    all_multiplicities = counts[:, row_a] * counts[:, row_b]
+    valid = (np.count_nonzero(counts, axis=1) >= 2) & (all_multiplicities.sum(axis=1) > 0)
+    multiplicities = all_multiplicities[valid]
+    n_skipped = n_boot - len(multiplicities)
+    if isinstance(statistic, str):
+        if statistic not in ("mean", "pearson"):
+            raise ValueError(f"unknown statistic {statistic!r} (named statistics: mean, pearson)")
+        weights = multiplicities.astype(float)
+        values = _weighted_statistics(statistic, weights, table) if len(weights) else np.array([])
+    else:
+        values = [statistic(table.iloc[np.repeat(np.arange(len(table)), m)].reset_index(drop=True)) for m in multiplicities]
+        values = np.array([np.nan if v is None else float(v) for v in values])
+    finite = np.isfinite(values)
+    n_nonfinite = int((~finite).sum())
+    stats = np.asarray(values[finite], dtype=float)
     if len(stats) == 0:
         warnings.warn(f"bootstrap_over_seeds: no finite statistic in {n_boot} draws", RuntimeWarning, stacklevel=2)
         return BootstrapResult(float("nan"), float("nan"), stats, n_boot, n_skipped, n_nonfinite)

@@ -31,12 +31,6 @@ def clean_accuracy_by_pair(values: pd.DataFrame) -> pd.Series:
     return pd.Series(acc.to_numpy(), index=pd.MultiIndex.from_frame(natural[["head", "model_a", "model_b"]]))
 
 
-def _pearson(df: pd.DataFrame) -> float:
-    if df["eps"].nunique() < 2 or df["value"].std() == 0:
-        return float("nan")
-    return float(np.corrcoef(df["eps"], df["value"])[0, 1])
-
-
 def eps_correlation(df: pd.DataFrame, settings: dict, covariate: np.ndarray | None = None) -> dict[str, float]:
     """Statistics of eps vs ``value`` over the same-eps pairs in ``df`` (columns model_a,
     model_b, eps_a, seed_a, seed_b, value): Pearson r with its permutation p-value (eps labels
@@ -46,7 +40,7 @@ def eps_correlation(df: pd.DataFrame, settings: dict, covariate: np.ndarray | No
     v, ma, mb = df["value"].to_numpy(), df["model_a"].tolist(), df["model_b"].tolist()
     test = pearson_eps_permutation(v, ma, mb, eps_by_model, n_permutations=settings["n_permutations"], seed=settings["seed"])
     boot = pd.DataFrame({"eps": df["eps_a"].to_numpy(), "seed_a": df["seed_a"].to_numpy(), "seed_b": df["seed_b"].to_numpy(), "value": v})
-    low, high, _ = bootstrap_over_seeds(boot, _pearson, n_boot=settings["n_bootstrap"], seed=settings["seed"], ci=settings["ci"])
+    low, high, _ = bootstrap_over_seeds(boot, "pearson", n_boot=settings["n_bootstrap"], seed=settings["seed"], ci=settings["ci"])
     out = {"r": _get(test, "r"), "p_value": _get(test, "p_value"), "ci_low": low, "ci_high": high, "mean_value": float(v.mean())}
     if covariate is not None:
         partial = partial_eps_permutation(v, ma, mb, eps_by_model, covariate, n_permutations=settings["n_permutations"], seed=settings["seed"])

@@ -20,7 +20,7 @@ def mean_with_seed_ci(df: pd.DataFrame, settings: dict) -> tuple[float, float, f
     boot = df[["eps_a", "seed_a", "seed_b", "value"]].rename(columns={"eps_a": "eps"})
     if boot["seed_a"].nunique() + boot["seed_b"].nunique() < 3:
         return float(df["value"].mean()), float("nan"), float("nan")
-    low, high, _ = bootstrap_over_seeds(boot, lambda t: float(t["value"].mean()), n_boot=settings["n_bootstrap"],
+    low, high, _ = bootstrap_over_seeds(boot, "mean", n_boot=settings["n_bootstrap"],
                                         seed=settings["seed"], ci=settings["ci"])
     return float(df["value"].mean()), float(low), float(high)
 
