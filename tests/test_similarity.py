@@ -231,6 +231,17 @@ def test_cross_barcode_is_empty_when_the_second_graph_adds_no_shorter_edge():
     assert S._h1_total_persistence(S.cross_barcode_matrix(B, A)) == pytest.approx(vr_h1_total_persistence(S.cross_barcode_matrix(B, A)), rel=1e-5)
 
 
+def test_h1_bars_equal_ripser_wrapper():
+    """robustlens calls ripser's C++ core directly; the bars equal those of ripser.ripser."""
+    from ripser import ripser
+
+    X, Y = related_pair(n=60, p=5, q=5, noise=1.0, seed=3)
+    M = S.cross_barcode_matrix(S._quantile_normalised_distances(X), S._quantile_normalised_distances(Y))
+    expected = ripser(M, maxdim=1, distance_matrix=True)["dgms"][1]
+    assert len(expected) > 3
+    np.testing.assert_array_equal(S._h1_bars(M), expected)
+
+
 def test_rtd_is_deterministic_for_a_seed_and_symmetric():
     X, Y = related_pair(n=200, p=5, q=5, noise=2.0, seed=10)
     a = S.rtd_trials(X, Y, n_trials=3, batch=30, seed=1)

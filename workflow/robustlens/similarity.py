@@ -704,11 +704,24 @@ def cross_barcode_matrix(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return M
 
 
+def _h1_bars(M: np.ndarray) -> np.ndarray:
+    """H1 persistence bars (birth, death) of the Vietoris-Rips filtration of the distance matrix
+    M (zero diagonal), from ripser's C++ core: exactly what ``ripser.ripser(M, maxdim=1,
+    distance_matrix=True)["dgms"][1]`` computes (its dense path hands the core the upper
+    triangle as float32), without importing the Python wrapper, whose scikit-learn import
+    costs over a second in every comparison job. tests/test_similarity.py checks the equality."""
+    from pyRipser import doRipsFiltrationDM
+
+    if np.any(np.diagonal(M) != 0):
+        raise ValueError("the RTD distance matrix must have a zero diagonal")
+    upper = np.asarray(M[np.triu_indices(len(M), 1)], dtype=np.float32)
+    result = doRipsFiltrationDM(upper, 1, np.inf, 2, False)
+    return np.reshape(np.asarray(result["births_and_deaths_by_dim"][1], dtype=float), (-1, 2))
+
+
 def _h1_total_persistence(M: np.ndarray) -> float:
     """Sum of the H1 bar lengths of the Vietoris-Rips filtration of distance matrix M (ripser)."""
-    from ripser import ripser
-
-    bars = ripser(M, maxdim=1, distance_matrix=True)["dgms"][1]
+    bars = _h1_bars(M)
     bars = bars[np.isfinite(bars[:, 1])]
     return float(np.sum(bars[:, 1] - bars[:, 0]))
 
