@@ -111,7 +111,7 @@ def test_extending_the_eps_grid_trains_only_the_new_models(tiny_copy, tmp_path):
     jobs = planned_jobs(tiny_copy, configfiles=(config,))
     assert jobs["train_model"] == 2 and jobs["extract_natural"] == 2 and jobs["extract_filters"] == 2
     assert jobs["make_probe"] == 2 * 2  # adversarial and inverted probes of the new models only
-    assert jobs["compare_similarity"] == 3  # the one new same-eps pair, on each of 3 probes
+    assert jobs["compare_similarity"] == 1  # the one new same-eps pair (all probes in one job)
     assert "prepare_dataset" not in jobs
 
 

@@ -23,7 +23,7 @@ METRICS = f"results/models/{M0}/metrics.json"
 NATURAL = f"results/activations/natural/digits/{M0}.zarr"
 PROBE = f"results/probes/adversarial/{M0}.zarr"
 PROBE_ACTIVATIONS = f"results/activations/adversarial/{M0}"
-PAIR_CSV = f"results/comparisons/similarity/natural/{M0}__{M1}.csv"
+PAIR_CSV = f"results/comparisons/similarity/{M0}__{M1}.csv"
 
 
 def command(workdir: Path, *args: str, configfiles=CONFIGS) -> list[str]:

@@ -38,7 +38,7 @@ from robustlens.store import manifest_path, open_store, verify_store
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory):
     """A clean run of what the fault tests kill: both standard models, their natural stores,
-    the adversarial probe of the first, and the similarity of the pair on natural images."""
+    the adversarial probe of the first, and the similarity of the pair on every probe."""
     workdir = tmp_path_factory.mktemp("fault_reference")
     proc = run(workdir, "--cores", "2", NATURAL, PROBE_ACTIVATIONS, PAIR_CSV)
     assert proc.returncode == 0, proc.stderr[-6000:]

@@ -1,22 +1,23 @@
 rule compare_similarity:
-    """Every configured representational measure, for every layer, of one model pair on one
-    probe (for made probes: on the images of each of the two models); each store read once."""
+    """Every configured representational measure, for every layer, of one model pair on every
+    probe (for made probes: on the images of each of the two models); each store read once.
+    One job per pair, not per (probe, pair): a job's start-up (torch, ripser) costs as much as
+    the measures of one probe."""
     input:
-        lambda wc: probe_files(wc.probe, [wc.model_a, wc.model_b]),
+        lambda wc: [f for probe in PROBES for f in probe_files(probe, [wc.model_a, wc.model_b])],
     output:
-        "results/comparisons/similarity/{probe}/{model_a}__{model_b}.csv",
+        "results/comparisons/similarity/{model_a}__{model_b}.csv",
     params:
-        stores=lambda wc: pair_stores(wc.probe, wc.model_a, wc.model_b),
+        stores=lambda wc: [(probe, *stores) for probe in PROBES for stores in pair_stores(probe, wc.model_a, wc.model_b)],
         settings=config["comparison"],
         layers=config["activations"]["layers"],
         device=DEVICE,
         version=VERSION,
     log:
-        "logs/compare_similarity/{probe}/{model_a}__{model_b}.log",
+        "logs/compare_similarity/{model_a}__{model_b}.log",
     threads: THREADS
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **resources_of("compare_similarity", mem_mb=4000, runtime=30),
     conda:
         "../../envs/robustlens.yaml"
     script:
@@ -26,7 +27,7 @@ rule compare_similarity:
 rule similarity_table:
     """The tidy similarity table: one row per (probe, source, pair, measure, layer)."""
     input:
-        [f"results/comparisons/similarity/{probe}/{a}__{b}.csv" for probe in PROBES for a, b in PAIRS],
+        [f"results/comparisons/similarity/{a}__{b}.csv" for a, b in PAIRS],
     output:
         "results/tables/similarity.csv",
     params:

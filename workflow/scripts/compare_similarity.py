@@ -1,4 +1,4 @@
-"""Representational similarity of one model pair on one probe, every layer and measure."""
+"""Representational similarity of one model pair on every probe, layer and measure."""
 from robustlens.jobs import redirect_output
 
 redirect_output(snakemake.log[0])
@@ -12,7 +12,7 @@ w, p = snakemake.wildcards, snakemake.params
 configure_torch(snakemake.threads)
 device = str(resolve_device(p.device))
 rows = []
-for source, path_a, path_b in p.stores:
-    context = {"probe": w.probe, "source": source, "model_a": w.model_a, "model_b": w.model_b}
+for probe, source, path_a, path_b in p.stores:
+    context = {"probe": probe, "source": source, "model_a": w.model_a, "model_b": w.model_b}
     rows += similarity_rows(open_store(path_a), open_store(path_b), p.layers, p.settings, context, device)
 pd.DataFrame(rows).to_csv(snakemake.output[0], index=False)
