@@ -7,7 +7,8 @@ between-workflow cache) and prints, per rule, the number of jobs and the summed 
 against the wall time of the whole run.
 Baseline measured in the same run: the summed job time is what a serial run would cost, so
 wall / summed is the parallel efficiency; the interpreter start-up share is the job count times
-the time of an empty `python -c 'import robustlens.jobs'`.
+the time of an empty `python -c 'import robustlens.jobs'`; a job that computes with torch
+also pays `import torch, robustlens.store` (printed too).
 
     .venv/bin/python benchmarks/default_study.py [--cores 2] [--configfile FILE] [--keep DIR]
 """
@@ -65,6 +66,7 @@ def main() -> None:
     wall = run(base + ["--cores", args.cores] + extra)
     dry = run(base + ["-n"] + extra)
     startup = run([sys.executable, "-c", "import robustlens.jobs"])
+    torch_startup = run([sys.executable, "-c", "import torch, robustlens.store"])
 
     per_rule = job_times(max((workdir / ".snakemake" / "log").glob("*.snakemake.log")))
     total_jobs = sum(len(v) for v in per_rule.values())
@@ -78,6 +80,7 @@ def main() -> None:
           f"({total_jobs} jobs, summed job time {summed:.1f} s, wall/summed = {wall / summed:.2f})")
     print(f"interpreter start-up: {startup:.2f} s per job, {startup * total_jobs:.1f} s over all jobs "
           f"({100 * startup * total_jobs / summed:.0f}% of summed job time)")
+    print(f"start-up of a job that computes with torch (interpreter, torch, zarr, xarray): {torch_startup:.2f} s")
     print(f"dry run on finished results: {dry:.2f} s")
     print(f"results in {workdir}")
 
