@@ -46,3 +46,19 @@ def test_robustbench_loader_registers_pyautoattack_as_autoattack():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
     assert out == "True True"
+
+
+def test_configure_torch_makes_torch_deterministic_without_importing_the_compiler():
+    """Every job calls configure_torch: it must switch on torch's deterministic algorithms
+    (warn-only) exactly as torch.use_deterministic_algorithms does for eager code, without the
+    2.7 s import of inductor and dynamo that the public function triggers."""
+    code = (
+        "import sys, torch\n"
+        "from robustlens.runtime import configure_torch\n"
+        "assert not torch.are_deterministic_algorithms_enabled()\n"
+        "configure_torch(1)\n"
+        "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),\n"
+        "      torch.get_num_threads(), 'torch._dynamo' in sys.modules, 'torch._inductor' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "1", "False", "False"]

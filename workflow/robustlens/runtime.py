@@ -17,7 +17,10 @@ def configure_torch(threads: int, deterministic: bool = True) -> None:
     not oversubscribe the cores and float reductions happen in the same order in every run."""
     torch.set_num_threads(max(1, int(threads)))
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        # What torch.use_deterministic_algorithms(True, warn_only=True) sets for eager execution.
+        # The public function also sets torch.compile's (inductor's) flag, which imports inductor
+        # and dynamo: 2.7 s in every job, for a compiler robustlens never uses.
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
 
 
