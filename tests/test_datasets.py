@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robustlens.config import test_split_size as predicted_test_size
+from robustlens.config import n_test_images as predicted_test_size
 from robustlens.data import prepare_dataset
 
 

@@ -212,7 +212,7 @@ def _semantic_errors(config: dict) -> list[str]:
     return errors
 
 
-def test_split_size(dataset: dict) -> int:
+def n_test_images(dataset: dict) -> int:
     """Images in the test split of the configured dataset: ``ceil(size * test_fraction)`` of a
     pooled source; the official test split (capped by ``max_test``) of the others."""
     import math
@@ -227,7 +227,7 @@ def test_split_size(dataset: dict) -> int:
 
 def probe_sample_counts(config: dict) -> dict[str, int]:
     """Images per probe: the test split for natural and adversarial, n_samples for inverted."""
-    n_test = test_split_size(config["dataset"])
+    n_test = n_test_images(config["dataset"])
     counts = {"natural": n_test}
     if "adversarial" in config["probes"]:
         counts["adversarial"] = n_test
