@@ -12,7 +12,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from robustlens.zoo import LOGITS, PENULTIMATE, representation_modules
+from robustlens.zoo import LOGITS, PENULTIMATE
 
 SPATIAL = ("avgpool", "flatten")
 
@@ -57,10 +57,11 @@ def extract_activations(
     x = torch.as_tensor(x)
     captured: dict[str, torch.Tensor] = {}
     hooks = []
+    modules = model.representation_modules()
     for name in layers:
         if name in (PENULTIMATE, LOGITS):
             continue
-        module = representation_modules(model).get(name)
+        module = modules.get(name)
         if module is None:
             raise KeyError(f"layer {name!r} is not a module of the model; known: {model.representation_layers()}")
         hooks.append(module.register_forward_hook(lambda _m, _i, out, name=name: captured.__setitem__(name, out)))

@@ -26,18 +26,11 @@ def load_sklearn_digits(image_size: int) -> tuple[np.ndarray, np.ndarray]:
     ``image_size`` x ``image_size``. Returns ``(images, labels)`` with images of shape
     (n, 1, image_size, image_size), float32.
     """
-    from PIL import Image
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    images = digits.images.astype(np.float32) / 16.0
-    if image_size != images.shape[-1]:
-        resized = [
-            np.asarray(Image.fromarray(img, mode="F").resize((image_size, image_size), Image.BILINEAR))
-            for img in images
-        ]
-        images = np.clip(np.stack(resized), 0.0, 1.0)
-    return images[:, None].astype(np.float32), digits.target.astype(np.int64)
+    images = digits.images.astype(np.float32)[:, None] / 16.0
+    return _resize(images, image_size), digits.target.astype(np.int64)
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,12 +109,7 @@ def load_imagefolder(root: str | Path, split: str, image_size: int, classes_file
             files.append(f)
             labels.append(classes.index(name))
     labels = np.asarray(labels, dtype=np.int64)
-    idx = np.arange(len(files))
-    if limit < len(files):
-        from sklearn.model_selection import train_test_split
-
-        idx, _ = train_test_split(idx, train_size=limit, stratify=labels, random_state=seed)
-        idx = np.sort(idx)
+    idx = stratified_subset(labels, limit, seed)
     images = np.empty((len(idx), 3, image_size, image_size), dtype=np.float32)
     resize = int(round(image_size * 256 / 224))
     for j, i in enumerate(idx):
@@ -135,14 +123,20 @@ def load_imagefolder(root: str | Path, split: str, image_size: int, classes_file
     return images, labels[idx]
 
 
-def _cap(images: np.ndarray, labels: np.ndarray, limit: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified subset of ``limit`` items (all when ``limit`` is None or not smaller)."""
+def stratified_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a stratified subset of ``limit`` items (all when ``limit`` is None or
+    not smaller), fixed by ``seed``."""
     if limit is None or limit >= len(labels):
-        return images, labels
+        return np.arange(len(labels))
     from sklearn.model_selection import train_test_split
 
     idx, _ = train_test_split(np.arange(len(labels)), train_size=limit, stratify=labels, random_state=seed)
-    idx = np.sort(idx)
+    return np.sort(idx)
+
+
+def _cap(images: np.ndarray, labels: np.ndarray, limit: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified subset of ``limit`` items (all when ``limit`` is None or not smaller)."""
+    idx = stratified_subset(labels, limit, seed)
     return images[idx], labels[idx]
 
 

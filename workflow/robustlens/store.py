@@ -17,6 +17,8 @@ from pathlib import Path
 
 import xarray as xr
 
+from robustlens.jobs import write_json
+
 MANIFEST_SUFFIX = ".manifest.json"
 #: Files that are not part of a store's content: Snakemake marks directory() outputs with one.
 IGNORED_FILES = {".snakemake_timestamp"}
@@ -84,16 +86,6 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     return stale
 
 
-def _write_json_atomic(data: dict, path: Path) -> None:
-    tmp = temporary_path(path)
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_store(ds: xr.Dataset, path: str | Path, provenance: dict, layers: list[str] | None = None) -> dict:
     """Write ``ds`` to the zarr store ``path`` atomically and its manifest beside it.
 
@@ -122,7 +114,7 @@ def write_store(ds: xr.Dataset, path: str | Path, provenance: dict, layers: list
             "checksum": {"sha256": checksum, "files": n_files},
             "provenance": provenance,
         }
-        _write_json_atomic(manifest, mpath)
+        write_json(manifest, mpath)
     except BaseException as exc:
         for leftover in (tmp, path, mpath):
             remove_path(leftover)

@@ -122,9 +122,3 @@ def load_model(spec: dict, checkpoint: str | Path | None = None, sha256: str | N
     model = build_model(spec)
     model.load_state_dict(load_state_dict(path, sha256=sha256))
     return model.eval()
-
-
-def representation_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """Module whose output is each block representation layer (``penultimate``/``logits`` are
-    read from ``forward_features`` and ``head`` directly)."""
-    return model.representation_modules()
