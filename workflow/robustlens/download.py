@@ -44,9 +44,9 @@ def fetch(url: str, dest: str | Path, sha256: str | None = None, *, timeout: flo
     """
     dest = Path(dest)
     if dest.exists():
-        if sha256 is not None and sha256_file(dest) != sha256.lower():
+        if sha256 is not None and (actual := sha256_file(dest)) != sha256.lower():
             raise ChecksumError(
-                f"{dest}: sha256 {sha256_file(dest)} does not match the configured {sha256}; "
+                f"{dest}: sha256 {actual} does not match the configured {sha256}; "
                 f"the file is corrupt or is another checkpoint. Delete it (or place the right file there)."
             )
         return dest
