@@ -261,6 +261,24 @@ def test_download_with_wrong_sha256_leaves_nothing(tmp_path, server):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_url_model_without_sha256_downloads_and_records_its_sha256(tmp_path, server, capsys):
+    """The ImageNet configs pin no sha256: the fetch must work and print and record the file's
+    sha256 beside it (``sha256sum -c`` format) so the user can pin it."""
+    import hashlib
+
+    from robustlens.sources import fetch_weights
+
+    url, payload, _ = server
+    spec = resolved({"id": "m", "source": "url", "arch": "resnet18", "eps": 3, "url": url})
+    assert "sha256" not in spec
+    dest = tmp_path / "w.ckpt"
+    fetch_weights(spec, dest)
+    digest = hashlib.sha256(payload).hexdigest()
+    assert dest.read_bytes() == payload
+    assert (tmp_path / "w.ckpt.sha256").read_text() == f"{digest}  w.ckpt\n"
+    assert f"sha256: {digest}" in capsys.readouterr().out
+
+
 def test_offline_download_names_the_file_to_place(tmp_path):
     dest = tmp_path / "data" / "checkpoints" / "resnet50_l2_eps3.ckpt"
     with pytest.raises(DownloadError, match=f"place the file at {dest}"):

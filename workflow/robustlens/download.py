@@ -35,16 +35,35 @@ def _offline_message(url: str, dest: Path, sha256: str | None, reason) -> str:
     )
 
 
+def sha256_sidecar(dest: str | Path) -> Path:
+    """Where :func:`record_sha256` writes a file's sha256 (``<file>.sha256``, sha256sum's format)."""
+    dest = Path(dest)
+    return dest.with_name(dest.name + ".sha256")
+
+
+def record_sha256(path: str | Path, digest: str | None = None) -> str:
+    """Write ``path``'s sha256 beside it (``<file>.sha256``, readable by ``sha256sum -c``) and
+    print it, so a user who configured no sha256 can pin the file they got. Returns it."""
+    path = Path(path)
+    digest = digest or sha256_file(path)
+    sha256_sidecar(path).write_text(f"{digest}  {path.name}\n")
+    print(f"{path}: sha256 {digest} (no sha256 configured: add `sha256: {digest}` to this model's entry to pin it)")
+    return digest
+
+
 def fetch(url: str, dest: str | Path, sha256: str | None = None, *, timeout: float = CONNECT_TIMEOUT, chunk_size: int = 1 << 20) -> Path:
     """Make ``dest`` hold the file at ``url`` (verified against ``sha256`` when given).
 
     A pre-placed ``dest`` is accepted when its sha256 matches (or when none is known); a
     mismatching one raises :class:`ChecksumError`. Raises :class:`DownloadError` when the
-    server cannot be reached.
+    server cannot be reached. Without a configured ``sha256`` the file's own sha256 is printed
+    and recorded beside it (:func:`record_sha256`).
     """
     dest = Path(dest)
     if dest.exists():
-        if sha256 is not None and (actual := sha256_file(dest)) != sha256.lower():
+        if sha256 is None:
+            record_sha256(dest)
+        elif (actual := sha256_file(dest)) != sha256.lower():
             raise ChecksumError(
                 f"{dest}: sha256 {actual} does not match the configured {sha256}; "
                 f"the file is corrupt or is another checkpoint. Delete it (or place the right file there)."
@@ -76,4 +95,6 @@ def fetch(url: str, dest: str | Path, sha256: str | None = None, *, timeout: flo
             part.unlink()
             raise ChecksumError(f"{url}: downloaded sha256 {actual} does not match the configured {sha256}; the partial file was removed")
     part.replace(dest)
+    if sha256 is None:
+        record_sha256(dest)
     return dest

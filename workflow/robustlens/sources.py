@@ -269,5 +269,20 @@ def load_url(spec: dict) -> nn.Module:
 
 # --------------------------------------------------------------------------- dispatch
 
+
+def fetch_weights(spec: dict, dest: str | Path) -> Path:
+    """Make ``dest`` hold a zoo model's own weights file: RobustBench through its Google Drive
+    id, timm from its pinned tag's address, ``url`` from the configured address. A configured
+    ``sha256`` is verified; without one, the file's sha256 is printed and written beside it."""
+    from robustlens.download import fetch, record_sha256
+
+    if spec["source"] == "robustbench":
+        fetch_robustbench(spec)
+        if not spec.get("sha256"):
+            record_sha256(spec["weights"])
+        return Path(spec["weights"])
+    url = timm_url(spec) if spec["source"] == "timm" else spec["url"]
+    return fetch(url, dest, spec.get("sha256"))
+
 BUILDERS = {"robustbench": build_robustbench, "timm": build_timm, "url": build_url}
 LOADERS = {"robustbench": load_robustbench, "timm": load_timm, "url": load_url}
