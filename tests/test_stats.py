@@ -12,10 +12,12 @@ from scipy.stats import false_discovery_control, pearsonr
 from robustlens.stats import (
     benjamini_hochberg,
     bootstrap_over_seeds,
+    bootstrap_over_units,
     n_distinct_relabelings,
     partial_correlation,
     partial_eps_permutation,
     pearson_eps_permutation,
+    resampling_unit,
 )
 
 
@@ -44,14 +46,14 @@ def null_p_values(rng, n_datasets, eps_values, seeds, model_sd, all_pairs, permu
     return np.array(ps)
 
 
-def brute_force_p(values, model_a, model_b, eps_by_model, covariate=None):
+def brute_force_p(values, model_a, model_b, eps_by_model, covariate=None, x_of=lambda a, b: (a + b) / 2):
     """Exact p-value by going through all n! permutations of the models' eps (duplicates
-    removed), r computed with numpy (partial r by lstsq residuals)."""
+    removed), r computed with numpy (partial r by lstsq residuals); x_of: a pair's x from its eps."""
     models = sorted(set(model_a) | set(model_b))
     values = np.asarray(values, dtype=float)
 
     def r_of(eps):
-        x = np.array([(eps[a] + eps[b]) / 2 for a, b in zip(model_a, model_b)])
+        x = np.array([x_of(eps[a], eps[b]) for a, b in zip(model_a, model_b)])
         y = values
         if covariate is not None:
             design = np.column_stack([np.ones(len(x)), covariate])
@@ -90,6 +92,27 @@ def test_r_of_mixed_eps_pairs_uses_the_pair_mean_eps():
     test = pearson_eps_permutation(values, [a for a, _ in pairs], [b for _, b in pairs], eps, n_permutations=5000)
     assert test.r == pytest.approx(pearsonr(x, values)[0], abs=1e-12)
     assert test.exact and test.n_permutations == 90  # 6! / (2! 2! 2!)
+
+
+@pytest.mark.parametrize("pair_x, x_of", [("distance", lambda a, b: abs(a - b)), ("min", min)])
+def test_one_model_per_eps_x_is_distance_or_min_eps_with_exact_p(pair_x, x_of):
+    """All pairs of 6 models, one per eps: r of |eps_a - eps_b| (or min eps) vs value is
+    scipy's r, and the exact p over the 720 relabelings equals a brute-force enumeration."""
+    rng = np.random.default_rng(11)
+    eps = {f"m{i}": e for i, e in enumerate([0, 0.25, 0.5, 1, 2, 3])}
+    pairs = list(itertools.combinations(eps, 2))
+    ma, mb = [a for a, _ in pairs], [b for _, b in pairs]
+    x = np.array([x_of(eps[a], eps[b]) for a, b in pairs])
+    values = 0.9 - 0.1 * x + rng.normal(scale=0.05, size=len(pairs))
+    test = pearson_eps_permutation(values, ma, mb, eps, n_permutations=1000, pair_x=pair_x)
+    observed, p, n = brute_force_p(values, ma, mb, eps, x_of=x_of)
+    assert test.r == pytest.approx(pearsonr(x, values)[0], abs=1e-12) == pytest.approx(observed, abs=1e-12)
+    assert test.exact and test.n_permutations == n == 720 and test.p_value == pytest.approx(p)
+    covariate = rng.normal(size=len(pairs))
+    partial = partial_eps_permutation(values, ma, mb, eps, covariate, n_permutations=1000, pair_x=pair_x)
+    assert partial.r == pytest.approx(partial_correlation(x, values, covariate), abs=1e-12)
+    with pytest.raises(ValueError, match="pair_x"):
+        pearson_eps_permutation(values, ma, mb, eps, pair_x="max")
 
 
 def test_p_values_are_uniform_under_the_null_of_independent_pairs():
@@ -335,6 +358,71 @@ def test_bootstrap_rejects_self_pairs_and_missing_columns():
     with pytest.warns(RuntimeWarning):
         empty = bootstrap_over_seeds(df.iloc[:0], lambda t: t["value"].mean(), n_boot=10)
     assert np.isnan(empty.low) and empty.n_skipped == 10
+
+
+def test_resampling_unit_is_the_seed_for_trained_models_and_the_model_for_zoo_models():
+    assert resampling_unit({"id": "cnn-l2-eps0.5-s1", "source": "train", "seed": 1, "eps": 0.5}) == "seed:1"
+    assert resampling_unit({"id": "cnn-l2-eps0-s1", "source": "train", "seed": 1, "eps": 0.0}) == "seed:1"
+    assert resampling_unit({"id": "rb-standard", "source": "robustbench", "seed": 0, "eps": 0.0}) == "model:rb-standard"
+    assert resampling_unit({"id": "r50-eps3", "source": "url", "seed": 0, "eps": 3.0}) == "model:r50-eps3"
+
+
+def test_bootstrap_over_units_with_zoo_and_trained_models_sharing_seed_0():
+    """Two trained seeds (each at eps 0 and 1) and one zoo model of seed 0, all pairs: a seed
+    shared by a trained and a zoo model raises in bootstrap_over_seeds but not over units.
+    Every resampled table equals an independent enumeration of the 27 unit draws, in which a
+    pair appears once per (copy of a's unit, copy of b's unit) in the draw."""
+    unit_of = {"t0-e0": "seed:0", "t0-e1": "seed:0", "t1-e0": "seed:1", "t1-e1": "seed:1", "zoo": "model:zoo"}
+    seed_of = {"t0-e0": 0, "t0-e1": 0, "t1-e0": 1, "t1-e1": 1, "zoo": 0}
+    pairs = list(itertools.combinations(unit_of, 2))
+    df = pd.DataFrame({"model_a": [a for a, _ in pairs], "model_b": [b for _, b in pairs],
+                       "seed_a": [seed_of[a] for a, _ in pairs], "seed_b": [seed_of[b] for _, b in pairs],
+                       "unit_a": [unit_of[a] for a, _ in pairs], "unit_b": [unit_of[b] for _, b in pairs],
+                       "eps": 0.0, "value": np.arange(len(pairs), dtype=float)})  # a row's value identifies it
+    with pytest.raises(ValueError, match="equal"):
+        bootstrap_over_seeds(df, "mean")
+    units = ["model:zoo", "seed:0", "seed:1"]
+    expected = set()
+    for draw in itertools.product(units, repeat=3):
+        if len(set(draw)) < 2:
+            continue
+        rows = Counter()
+        for (a, b), v in zip(pairs, df["value"]):
+            rows[v] += sum(1 for i in range(3) for j in range(3) if draw[i] == unit_of[a] and draw[j] == unit_of[b])
+        expected.add(tuple(sorted((v, c) for v, c in rows.items() if c)))
+    seen = []
+
+    def record(t):
+        seen.append(tuple(sorted(Counter(t["value"]).items())))
+        return float(t["value"].mean())
+
+    result = bootstrap_over_units(df, record, n_boot=600, seed=0)
+    assert set(seen) == expected and len(expected) == 7  # multisets {u, v, w} (1) and {u, u, v} (6)
+    assert 30 < result.n_skipped < 110 and len(result.statistics) == 600 - result.n_skipped  # P(skip) = 3/27
+    named = bootstrap_over_units(df, "mean", n_boot=600, seed=0)
+    np.testing.assert_allclose(named.statistics, result.statistics, rtol=1e-12)
+
+
+def test_bootstrap_over_units_pearson_uses_the_named_x_column():
+    rng = np.random.default_rng(12)
+    eps = [0, 0.5, 1, 2, 3]
+    pairs = list(itertools.combinations(range(5), 2))
+    df = pd.DataFrame({"unit_a": [f"model:{a}" for a, _ in pairs], "unit_b": [f"model:{b}" for _, b in pairs],
+                       "dist": [abs(eps[a] - eps[b]) for a, b in pairs]})
+    df["value"] = 1 - 0.2 * df["dist"] + rng.normal(scale=0.05, size=len(df))
+
+    def r(t):
+        return float(np.corrcoef(t["dist"], t["value"])[0, 1]) if t["dist"].nunique() > 1 else float("nan")
+
+    named = bootstrap_over_units(df, "pearson", n_boot=300, seed=3, x="dist")
+    looped = bootstrap_over_units(df, r, n_boot=300, seed=3)
+    np.testing.assert_allclose(named.statistics, looped.statistics, rtol=1e-10, atol=1e-12)
+    assert named.low <= pearsonr(df["dist"], df["value"])[0] <= named.high < 0
+    with pytest.raises(ValueError, match="lacks"):
+        bootstrap_over_units(df, "pearson")  # no eps column
+    with pytest.warns(RuntimeWarning, match="fewer than two"):
+        one = bootstrap_over_units(df.assign(unit_a="seed:0", unit_b="seed:0"), "mean", n_boot=20)
+    assert np.isnan(one.low) and one.n_skipped == 20
 
 
 # --------------------------------------------------------------------------- Benjamini-Hochberg

@@ -1,57 +1,308 @@
-"""The headline and correlation tables on synthetic pair values with a planted effect."""
+"""The headline and correlation tables, and the figures that read the same pairs, on synthetic
+pair values with a planted effect, for every design a config can make: several seeds per eps
+(same-eps pairs), trained models mixed with zoo models that all default to seed 0, one model
+per eps with all pairs, and an explicit pair list."""
 
 import itertools
 
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import LineCollection, PathCollection, PolyCollection
+from scipy.stats import false_discovery_control, pearsonr
 
+from robustlens.plots import similarity as similarity_plots
+from robustlens.plots import universality as universality_plots
+from robustlens.stats import bootstrap_over_units
 from robustlens.universality import correlations_table, universality_table
 
 SETTINGS = {"n_permutations": 500, "n_bootstrap": 200, "ci": 0.95, "seed": 0}
 EPS = [0.0, 0.5, 1.0, 2.0]
 SEEDS = [0, 1, 2]
+UNIVERSALITY_COLUMNS = ["study", "design", "x", "probe", "head", "measure", "n_pairs", "n_units", "statistic", "value", "reason"]
+CORRELATIONS_COLUMNS = ["study", "design", "x", "probe", "measure", "layer", "n_pairs", "n_units", "statistic", "value", "reason"]
 
 
-def pairs():
-    for eps in EPS:
-        for sa, sb in itertools.combinations(SEEDS, 2):
-            yield eps, sa, sb, f"m-eps{eps}-s{sa}", f"m-eps{eps}-s{sb}"
+def trained(eps, seed):
+    return {"id": f"m-eps{eps}-s{seed}", "source": "train", "eps": float(eps), "seed": seed}
 
 
-def predictive_frame(rng):
+def zoo(name, eps):
+    return {"id": name, "source": "robustbench", "eps": float(eps), "seed": 0}  # zoo entries default to seed 0
+
+
+def grid_models(eps_values=EPS, seeds=SEEDS):
+    return {s["id"]: s for s in (trained(e, k) for e in eps_values for k in seeds)}
+
+
+def same_eps_pairs(models):
+    return [(a, b) for a, b in itertools.combinations(models, 2) if models[a]["eps"] == models[b]["eps"]]
+
+
+def predictive_frame(models, pairs, value_fn, rng, probes=(("natural", 1.0), ("inverted", -1.0))):
+    """Agreement rows of every pair: value_fn(eps_a, eps_b) * sign(probe) with the original heads,
+    no effect with retrained heads (two head seeds); accuracies vary so the partial r is defined."""
     rows = []
-    for probe in ("natural", "inverted"):
-        slope = -0.1 if probe == "natural" else 0.1
-        for eps, sa, sb, a, b in pairs():
+    for probe, sign in probes:
+        for a, b in pairs:
+            ea, eb = models[a]["eps"], models[b]["eps"]
             for head, head_seed in (("original", -1), ("retrained", 0), ("retrained", 1)):
-                value = 0.9 + (slope if head == "original" else 0.0) * eps + rng.normal(scale=0.01)
+                effect = sign * value_fn(ea, eb) if head == "original" else 0.0
                 rows.append({"probe": probe, "source": "digits", "head": head, "head_seed": head_seed, "measure": "agreement",
-                             "model_a": a, "model_b": b, "eps_a": eps, "eps_b": eps, "seed_a": sa, "seed_b": sb,
-                             "value": value, "accuracy_a": 0.95, "accuracy_b": 0.95 + rng.normal(scale=0.001)})
+                             "model_a": a, "model_b": b, "eps_a": ea, "eps_b": eb, "seed_a": models[a]["seed"],
+                             "seed_b": models[b]["seed"], "value": 0.5 + effect + rng.normal(scale=0.01),
+                             "accuracy_a": 0.95 - 0.02 * ea + rng.normal(scale=0.01),
+                             "accuracy_b": 0.95 - 0.02 * eb + rng.normal(scale=0.01)})
     return pd.DataFrame(rows)
 
 
+def similarity_frame(models, pairs, value_fn, rng, layers=(("block1", 0.0), ("penultimate", 1.0)), measures=("cka_unbiased",)):
+    rows = []
+    for measure in measures:
+        for layer, slope in layers:
+            for a, b in pairs:
+                ea, eb = models[a]["eps"], models[b]["eps"]
+                rows.append({"probe": "natural", "source": "digits", "measure": measure, "layer": layer, "model_a": a,
+                             "model_b": b, "eps_a": ea, "eps_b": eb, "seed_a": models[a]["seed"], "seed_b": models[b]["seed"],
+                             "value": 0.5 + slope * value_fn(ea, eb) + rng.normal(scale=0.01)})
+    return pd.DataFrame(rows)
+
+
+def wide(table, index):
+    return table.pivot_table(index=index, columns="statistic", values="value", dropna=False)
+
+
+def mean_pairs(frame, keys=("probe", "head", "measure", "model_a", "model_b", "eps_a", "eps_b")):
+    return frame.groupby(list(keys), as_index=False)[["value", "accuracy_a", "accuracy_b"]].mean()
+
+
+# --------------------------------------------------------------------------- same-eps design (trained seeds)
+
+
 def test_universality_table_recovers_the_planted_signs():
-    table = universality_table("t", predictive_frame(np.random.default_rng(0)), SETTINGS)
-    wide = table.pivot_table(index=["probe", "head", "measure"], columns="statistic", values="value")
-    assert wide.loc[("natural", "original", "agreement"), "r"] < -0.9
-    assert wide.loc[("inverted", "original", "agreement"), "r"] > 0.9
-    assert wide.loc[("natural", "original", "agreement"), "p_value"] < 0.01
-    assert abs(wide.loc[("natural", "retrained", "agreement"), "r"]) < 0.7  # no planted effect after retraining
-    low, high = wide.loc[("natural", "original", "agreement"), ["ci_low", "ci_high"]]
-    assert low - 1e-9 <= wide.loc[("natural", "original", "agreement"), "r"] <= high + 1e-9
-    assert (table["n_pairs"] == len(EPS) * 3).all()
+    models = grid_models()
+    table = universality_table("t", predictive_frame(models, same_eps_pairs(models), lambda a, b: -0.1 * a,
+                                                     np.random.default_rng(0)), SETTINGS, models)
+    assert list(table.columns) == UNIVERSALITY_COLUMNS
+    assert set(table["design"]) == {"same_eps"} and set(table["x"]) == {"eps"}
+    w = wide(table, ["probe", "head", "measure"])
+    assert w.loc[("natural", "original", "agreement"), "r"] < -0.9
+    assert w.loc[("inverted", "original", "agreement"), "r"] > 0.9
+    assert w.loc[("natural", "original", "agreement"), "p_value"] < 0.01
+    assert abs(w.loc[("natural", "retrained", "agreement"), "r"]) < 0.7  # no planted effect after retraining
+    low, high = w.loc[("natural", "original", "agreement"), ["ci_low", "ci_high"]]
+    assert low - 1e-9 <= w.loc[("natural", "original", "agreement"), "r"] <= high + 1e-9
+    assert (table["n_pairs"] == len(EPS) * 3).all() and (table["n_units"] == 3).all()  # units: the 3 seeds
+    assert table["value"].notna().all() and (table["reason"] == "").all()
 
 
 def test_correlations_table_has_q_values_per_layer():
-    rng = np.random.default_rng(1)
-    rows = []
-    for layer, slope in (("block1", 0.0), ("penultimate", 0.1)):
-        for eps, sa, sb, a, b in pairs():
-            rows.append({"probe": "natural", "source": "digits", "measure": "cka", "layer": layer, "model_a": a, "model_b": b,
-                         "eps_a": eps, "eps_b": eps, "seed_a": sa, "seed_b": sb, "value": 0.5 + slope * eps + rng.normal(scale=0.01)})
-    table = correlations_table("t", pd.DataFrame(rows), SETTINGS)
-    wide = table.pivot_table(index="layer", columns="statistic", values="value")
-    assert wide.loc["penultimate", "r"] > 0.9 and wide.loc["penultimate", "q_value"] < 0.05
-    assert wide.loc["block1", "q_value"] >= wide.loc["block1", "p_value"] - 1e-12
+    models = grid_models()
+    table = correlations_table("t", similarity_frame(models, same_eps_pairs(models), lambda a, b: 0.1 * a,
+                                                     np.random.default_rng(1)), SETTINGS, models)
+    assert list(table.columns) == CORRELATIONS_COLUMNS
+    w = wide(table, "layer")
+    assert w.loc["penultimate", "r"] > 0.9 and w.loc["penultimate", "q_value"] < 0.05
+    np.testing.assert_allclose(w["q_value"], false_discovery_control(w["p_value"], method="bh"))
+
+
+def test_three_eps_by_two_seeds_gives_finite_statistics():
+    """The smallest same-eps design: 3 pairs, 2 seeds. A bootstrap draw that keeps both seeds
+    keeps every pair once, so the CI collapses onto r."""
+    models = grid_models([0.0, 1.0, 2.0], [0, 1])
+    frame = predictive_frame(models, same_eps_pairs(models), lambda a, b: -0.1 * a, np.random.default_rng(2))
+    w = wide(universality_table("t", frame, SETTINGS, models), ["probe", "head", "measure"])
+    row = w.loc[("natural", "original", "agreement")]
+    pairs = mean_pairs(frame[(frame["probe"] == "natural") & (frame["head"] == "original")])
+    assert row["r"] == pytest.approx(pearsonr(pairs["eps_a"], pairs["value"])[0], abs=1e-12)
+    assert row["ci_low"] == pytest.approx(row["r"]) and row["ci_high"] == pytest.approx(row["r"])
+    assert np.isfinite(w[["r", "p_value", "ci_low", "ci_high"]].to_numpy()).all()
+
+
+# --------------------------------------------------------------------------- trained + zoo models (seed 0)
+
+
+def robustbench_like():
+    """configs/robustbench-filters.yaml in small: trained eps-0 models of seeds 0, 1, 2, a zoo
+    eps-0 model and four zoo eps-0.5 models, all zoo models of seed 0; pairs: all."""
+    models = grid_models([0.0], [0, 1, 2]) | {s["id"]: s for s in [zoo("rb-standard", 0)] + [zoo(f"rb-{i}", 0.5) for i in range(4)]}
+    return models, list(itertools.combinations(models, 2))
+
+
+def test_zoo_models_sharing_seed_0_with_trained_models_are_their_own_units():
+    models, pairs = robustbench_like()
+    frame = predictive_frame(models, pairs, lambda a, b: -0.2 * (a + b), np.random.default_rng(3))
+    table = universality_table("t", frame, SETTINGS, models)
+    assert set(table["design"]) == {"same_eps"}
+    w = wide(table, ["probe", "head", "measure"])
+    same = mean_pairs(frame[(frame["eps_a"] == frame["eps_b"]) & (frame["probe"] == "natural") & (frame["head"] == "original")])
+    row = w.loc[("natural", "original", "agreement")]
+    assert row["r"] == pytest.approx(pearsonr(same["eps_a"], same["value"])[0], abs=1e-12) and row["r"] < -0.9
+    # units written out by hand: the three trained seeds and each of the five zoo models
+    unit = {"m-eps0.0-s0": "s0", "m-eps0.0-s1": "s1", "m-eps0.0-s2": "s2"} | {m: m for m in models if m.startswith("rb-")}
+    boot = same.assign(unit_a=same["model_a"].map(unit), unit_b=same["model_b"].map(unit), x=same["eps_a"])
+    low, high, _ = bootstrap_over_units(boot, "pearson", n_boot=SETTINGS["n_bootstrap"], seed=SETTINGS["seed"], ci=SETTINGS["ci"], x="x")
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high), abs=1e-12)
+    assert np.isfinite(w[["r", "p_value", "ci_low", "ci_high", "partial_r"]].to_numpy()).all()
+    assert (table["n_units"] == 8).all() and (table["n_pairs"] == len(same)).all()
+
+    correlations = correlations_table("t", similarity_frame(models, pairs, lambda a, b: a + b, np.random.default_rng(4)),
+                                      SETTINGS, models)
+    assert np.isfinite(wide(correlations, "layer").loc["penultimate", ["r", "p_value", "ci_low", "ci_high", "q_value"]].to_numpy(float)).all()
+
+
+# --------------------------------------------------------------------------- one model per eps, all pairs
+
+
+ONE_PER_EPS = [0.0, 0.25, 0.5, 1.0, 2.0, 3.0]
+
+
+def one_per_eps():
+    """configs/imagenet-universality.yaml in small: one url checkpoint per eps, pairs: all."""
+    models = {f"r50-eps{e:g}": {"id": f"r50-eps{e:g}", "source": "url", "eps": e, "seed": 0} for e in ONE_PER_EPS}
+    return models, list(itertools.combinations(models, 2))
+
+
+def brute_force_p(pairs: pd.DataFrame, x_of) -> float:
+    """Exact permutation p over all 720 assignments of the 6 eps to the 6 models."""
+    models = sorted(set(pairs["model_a"]) | set(pairs["model_b"]))
+    eps = dict(zip(pairs["model_a"], pairs["eps_a"])) | dict(zip(pairs["model_b"], pairs["eps_b"]))
+
+    def r_of(assignment):
+        x = [x_of(assignment[a], assignment[b]) for a, b in zip(pairs["model_a"], pairs["model_b"])]
+        return np.corrcoef(x, pairs["value"])[0, 1]
+
+    observed = r_of(eps)
+    null = [r_of(dict(zip(models, p))) for p in itertools.permutations([eps[m] for m in models])]
+    return float(np.mean(np.abs(null) >= abs(observed) - 1e-10))
+
+
+def lstsq_partial_r(x, y, c):
+    design = np.column_stack([np.ones(len(c)), c])
+    res = [v - design @ np.linalg.lstsq(design, v, rcond=None)[0] for v in (np.asarray(x, float), np.asarray(y, float))]
+    return np.corrcoef(*res)[0, 1]
+
+
+def test_one_model_per_eps_correlates_with_eps_distance_and_min_eps():
+    models, pairs = one_per_eps()
+    frame = predictive_frame(models, pairs, lambda a, b: -0.05 * abs(a - b), np.random.default_rng(5))
+    table = universality_table("t", frame, SETTINGS | {"n_permutations": 1000}, models)  # 6! = 720: exact p
+    assert list(table.columns) == UNIVERSALITY_COLUMNS
+    assert set(table["design"]) == {"all_pairs"} and set(table["x"]) == {"eps_distance", "min_eps"}
+    w = wide(table, ["x", "probe", "head", "measure"])
+    pairs_df = mean_pairs(frame[(frame["probe"] == "natural") & (frame["head"] == "original")])
+    covariate = (pairs_df["accuracy_a"] + pairs_df["accuracy_b"]) / 2
+    for x, x_of in (("eps_distance", lambda a, b: abs(a - b)), ("min_eps", min)):
+        row = w.loc[(x, "natural", "original", "agreement")]
+        xs = [x_of(a, b) for a, b in zip(pairs_df["eps_a"], pairs_df["eps_b"])]
+        assert row["r"] == pytest.approx(pearsonr(xs, pairs_df["value"])[0], abs=1e-12)
+        assert row["p_value"] == pytest.approx(brute_force_p(pairs_df, x_of))
+        assert row["partial_r"] == pytest.approx(lstsq_partial_r(xs, pairs_df["value"], covariate), abs=1e-10)
+        assert row["ci_low"] <= row["r"] + 1e-9 and row["r"] - 1e-9 <= row["ci_high"]
+    assert w.loc[("eps_distance", "natural", "original", "agreement"), "r"] < -0.9
+    assert w.loc[("eps_distance", "natural", "original", "agreement"), "p_value"] < 0.01
+    assert np.isfinite(w[["r", "p_value", "ci_low", "ci_high", "partial_r", "partial_p_value"]].to_numpy()).all()
+    assert (table["n_pairs"] == 15).all() and (table["n_units"] == 6).all()
+
+
+def test_one_model_per_eps_correlations_table():
+    models, pairs = one_per_eps()
+    table = correlations_table("t", similarity_frame(models, pairs, lambda a, b: 0.1 * min(a, b), np.random.default_rng(6)),
+                               SETTINGS, models)
+    assert list(table.columns) == CORRELATIONS_COLUMNS
+    w = wide(table, ["x", "layer"])
+    assert len(w) == 4 and np.isfinite(w[["r", "p_value", "ci_low", "ci_high", "q_value"]].to_numpy(float)).all()
+    assert w.loc[("min_eps", "penultimate"), "r"] > 0.9
+    np.testing.assert_allclose(w["q_value"], false_discovery_control(w["p_value"], method="bh"))
+
+
+# --------------------------------------------------------------------------- explicit pair lists
+
+
+def transfer_like():
+    """configs/imagenet-transfer.yaml: [[r18-0, r18-3], [r50-0, r50-3], [r18-3, r50-3]], all url
+    checkpoints of seed 0; one same-eps pair (eps 3) only, so the all-pairs analysis."""
+    models = {m: {"id": m, "source": "url", "eps": e, "seed": 0} for m, e in
+              (("r18-eps0", 0.0), ("r18-eps3", 3.0), ("r50-eps0", 0.0), ("r50-eps3", 3.0))}
+    return models, [("r18-eps0", "r18-eps3"), ("r50-eps0", "r50-eps3"), ("r18-eps3", "r50-eps3")]
+
+
+def test_explicit_pair_list_is_defined_or_says_why_not():
+    models, pairs = transfer_like()
+    frame = predictive_frame(models, pairs, lambda a, b: -0.05 * abs(a - b), np.random.default_rng(7))
+    table = universality_table("t", frame, SETTINGS, models)
+    assert set(table["design"]) == {"all_pairs"} and (table["n_pairs"] == 3).all()
+    w = wide(table, ["x", "probe", "head", "measure"])
+    natural = mean_pairs(frame[(frame["probe"] == "natural") & (frame["head"] == "original")])
+    assert w.loc[("eps_distance", "natural", "original", "agreement"), "r"] == pytest.approx(
+        pearsonr((natural["eps_a"] - natural["eps_b"]).abs(), natural["value"])[0], abs=1e-12)
+    partial = table[table["statistic"].str.startswith("partial")]
+    assert partial["value"].isna().all() and partial["reason"].str.startswith("fewer than 4 pairs").all()
+    undefined = table[table["value"].isna()]
+    assert (undefined["reason"].str.len() > 0).all() and (table.loc[table["value"].notna(), "reason"] == "").all()
+
+    two_pairs = universality_table("t", frame[frame["model_a"] != "r18-eps3"], SETTINGS, models)
+    r_rows = two_pairs[two_pairs["statistic"] == "r"]
+    assert r_rows["value"].isna().all() and (r_rows["reason"] == "fewer than 3 pairs").all()
+    assert two_pairs.loc[two_pairs["statistic"] == "mean_value", "value"].notna().all()
+
+
+def test_tables_fail_clearly_without_pairs_or_specs():
+    models, pairs = one_per_eps()
+    frame = predictive_frame(models, pairs, lambda a, b: 0.0, np.random.default_rng(8))
+    with pytest.raises(ValueError, match="no pair"):
+        universality_table("t", frame.iloc[:0], SETTINGS, models)
+    with pytest.raises(KeyError, match="r50-eps0"):
+        universality_table("t", frame, SETTINGS, {m: s for m, s in models.items() if m != "r50-eps0"})
+
+
+# --------------------------------------------------------------------------- figures of every design
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Figures the plot functions would save, kept open for inspection."""
+    figures = []
+    for module in (universality_plots, similarity_plots):
+        monkeypatch.setattr(module, "_save", lambda fig, paths, dpi: figures.append(fig))
+    yield figures
+    import matplotlib.pyplot as plt
+
+    for fig in figures:
+        plt.close(fig)
+
+
+def finite_points(ax) -> int:
+    """Finite (x, y) points drawn on an axes by lines, scatters, error bars and bands."""
+    arrays = [line.get_xydata() for line in ax.lines]
+    for c in ax.collections:
+        if isinstance(c, PathCollection):
+            arrays.append(np.asarray(c.get_offsets(), dtype=float))
+        elif isinstance(c, (LineCollection, PolyCollection)):
+            arrays += [np.asarray(p.vertices, dtype=float) for p in c.get_paths()]
+    return sum(int(np.isfinite(a.reshape(-1, 2)).all(axis=1).sum()) for a in arrays if a.size)
+
+
+DESIGNS = {"same_eps": lambda: (grid_models(), None), "zoo_seed0": robustbench_like, "one_per_eps": one_per_eps,
+           "pair_list": transfer_like}
+
+
+@pytest.mark.parametrize("design", DESIGNS)
+def test_every_figure_plots_data_in_every_design(design, captured):
+    models, pairs = DESIGNS[design]()
+    pairs = pairs or same_eps_pairs(models)
+    rng = np.random.default_rng(9)
+    predictive = predictive_frame(models, pairs, lambda a, b: -0.05 * abs(a - b) - 0.05 * a, rng)
+    similarity = similarity_frame(models, pairs, lambda a, b: 0.1 * min(a, b), rng, measures=("cka_unbiased", "procrustes"))
+    universality_plots.plot_agreement_vs_eps(predictive, [], {}, 50)
+    universality_plots.plot_cka_by_layer(similarity, [], {}, 50)
+    universality_plots.plot_heads_agreement(predictive, [], {}, 50)
+    universality_plots.plot_universality(universality_table("t", predictive, SETTINGS, models), [], {}, 50)
+    similarity_plots.plot_similarity_vs_eps(similarity, [], {}, 50, SETTINGS, models)
+    assert len(captured) == 5
+    for fig in captured:
+        panels = [ax for ax in fig.axes if ax.axison]
+        assert panels and all(finite_points(ax) > 0 for ax in panels), fig.texts[0].get_text() if fig.texts else fig
+    n_x = 1 if design in ("same_eps", "zoo_seed0") else 2
+    assert len(captured[0].axes) == n_x  # agreement vs eps: one panel per x of the design
+    assert len(captured[2].axes) == 2 * n_x  # heads: probes x analyses

@@ -13,7 +13,12 @@ pairs). The unit that was randomised is the model, so here:
   :func:`partial_eps_permutation`), recomputing every pair's x from its two models; when the
   pairs themselves were chosen by eps (same-eps pairs only), use ``permute="eps_groups"`` for a
   calibrated test (see the caveat in :func:`pearson_eps_permutation`);
-* confidence intervals resample *seeds* (:func:`bootstrap_over_seeds`), never pairs or inputs.
+* confidence intervals resample *units* (:func:`bootstrap_over_units`): the seed for models
+  trained in the workflow (models of one seed share it across eps), each zoo model its own
+  unit; never pairs or inputs. :func:`bootstrap_over_seeds` is the seed-only special case.
+
+The pair's x is its mean eps (same-eps pairs: their eps) by default; for designs with one
+model per eps, ``pair_x="distance"`` (|eps_a - eps_b|) or ``"min"`` (min(eps_a, eps_b)).
 """
 
 from __future__ import annotations
@@ -54,9 +59,10 @@ class PermutationTest:
 
 
 class BootstrapResult(tuple):
-    """``(low, high, statistics)`` of :func:`bootstrap_over_seeds`, unpacking as a 3-tuple,
-    with attributes ``low``, ``high``, ``statistics``, ``n_boot`` (draws made), ``n_skipped``
-    (degenerate draws: fewer than two distinct seeds, or no pair left) and ``n_nonfinite``
+    """``(low, high, statistics)`` of :func:`bootstrap_over_units` (and
+    :func:`bootstrap_over_seeds`), unpacking as a 3-tuple, with attributes ``low``, ``high``,
+    ``statistics``, ``n_boot`` (draws made), ``n_skipped`` (degenerate draws: fewer than two
+    distinct units, or no pair left) and ``n_nonfinite``
     (draws whose statistic was NaN or infinite), so that
     ``len(statistics) == n_boot - n_skipped - n_nonfinite``."""
 
@@ -184,6 +190,9 @@ def _pair_indices(model_a, model_b, eps_by_model: Mapping) -> tuple[np.ndarray, 
 
 
 _PERMUTE = ("models", "eps_groups")
+#: x of a pair from its two models' eps: the mean (same-eps pairs: their eps), the distance
+#: |eps_a - eps_b| or the smaller eps min(eps_a, eps_b).
+PAIR_X = {"mean": lambda a, b: (a + b) / 2, "distance": lambda a, b: np.abs(a - b), "min": np.minimum}
 
 
 def _relabelings_exact(eps: np.ndarray, permute: str) -> np.ndarray:
@@ -206,9 +215,12 @@ def _n_relabelings(eps: np.ndarray, permute: str) -> int:
 
 
 def _permutation_test(values, model_a, model_b, eps_by_model: Mapping, covariate, n_permutations: int,
-                      seed: int, permute: str) -> PermutationTest:
+                      seed: int, permute: str, pair_x: str = "mean") -> PermutationTest:
     if permute not in _PERMUTE:
         raise ValueError(f"permute must be one of {_PERMUTE}, got {permute!r}")
+    if pair_x not in PAIR_X:
+        raise ValueError(f"pair_x must be one of {tuple(PAIR_X)}, got {pair_x!r}")
+    x_of = PAIR_X[pair_x]
     values = np.asarray(values, dtype=float).ravel()
     eps, ia, ib = _pair_indices(model_a, model_b, eps_by_model)
     n_pairs = len(values)
@@ -227,8 +239,8 @@ def _permutation_test(values, model_a, model_b, eps_by_model: Mapping, covariate
 
     basis = _design(n_pairs, covariate)
 
-    def correlations(eps_rows: np.ndarray) -> np.ndarray:  # x = (eps[a] + eps[b]) / 2 per pair
-        return _row_correlations((eps_rows[:, ia] + eps_rows[:, ib]) / 2, values, basis)
+    def correlations(eps_rows: np.ndarray) -> np.ndarray:  # x of each pair from its models' eps
+        return _row_correlations(x_of(eps_rows[:, ia], eps_rows[:, ib]), values, basis)
 
     def n_extreme(null: np.ndarray) -> int:  # an undefined r (x constant) counts as |r| = 0
         return int(np.sum(np.abs(np.nan_to_num(null, nan=0.0)) >= abs(observed) - _TIE))
@@ -250,7 +262,7 @@ def _permutation_test(values, model_a, model_b, eps_by_model: Mapping, covariate
 
 
 def pearson_eps_permutation(values, model_a, model_b, eps_by_model: Mapping, n_permutations: int = 10000,
-                            seed: int = 0, permute: str = "models") -> PermutationTest:
+                            seed: int = 0, permute: str = "models", pair_x: str = "mean") -> PermutationTest:
     """Pearson r of eps with a pairwise measure, with a permutation p-value over models.
 
     Statistic: r = Pearson r between the pair values v_p and the pair's mean eps
@@ -287,17 +299,23 @@ def pearson_eps_permutation(values, model_a, model_b, eps_by_model: Mapping, n_p
       designs with model-level effects, but coarse: with k levels the smallest p is 1/k!
       (1/24 for 4 levels).
 
+    Which x (``pair_x``): ``"mean"`` (default, above); for designs with one model per eps (no
+    same-eps pair), ``"distance"``, x_p = |eps[a_p] - eps[b_p]|, or ``"min"``,
+    x_p = min(eps[a_p], eps[b_p]); relabelings recompute the same x.
+
     Args: ``values`` (n_pairs,); ``model_a``, ``model_b``: the pair's model ids; ``eps_by_model``:
     model id -> eps (models in no pair are ignored). Returns :class:`PermutationTest`
     (r, p_value, n_pairs, n_permutations, exact); r and p are NaN when r is undefined
     (fewer than 2 pairs, constant values or x, non-finite values: the latter warns).
     """
-    return _permutation_test(values, model_a, model_b, eps_by_model, None, n_permutations, seed, permute)
+    return _permutation_test(values, model_a, model_b, eps_by_model, None, n_permutations, seed, permute, pair_x)
 
 
 def partial_eps_permutation(values, model_a, model_b, eps_by_model: Mapping, covariate_by_pair,
-                            n_permutations: int = 10000, seed: int = 0, permute: str = "models") -> PermutationTest:
-    """Partial Pearson r of the pair's mean eps x = (eps[a] + eps[b]) / 2 with the pair values,
+                            n_permutations: int = 10000, seed: int = 0, permute: str = "models",
+                            pair_x: str = "mean") -> PermutationTest:
+    """Partial Pearson r of the pair's x (``pair_x``: by default the mean eps (eps[a] + eps[b]) / 2;
+    ``"distance"`` or ``"min"`` as in :func:`pearson_eps_permutation`) with the pair values,
     controlling for a covariate per pair (:func:`partial_correlation`; use case: eps vs
     agreement controlling for the pair's mean clean accuracy, since agreement >= acc_a + acc_b - 1
     falls mechanically with accuracy), with the model-label permutation p-value of
@@ -305,89 +323,74 @@ def partial_eps_permutation(values, model_a, model_b, eps_by_model: Mapping, cov
     permuted and x recomputed, while values and the covariate stay fixed with their pairs.
     Same return value and NaN rules (also NaN when x or the values are a linear function of the
     covariate)."""
-    return _permutation_test(values, model_a, model_b, eps_by_model, covariate_by_pair, n_permutations, seed, permute)
+    return _permutation_test(values, model_a, model_b, eps_by_model, covariate_by_pair, n_permutations, seed, permute, pair_x)
 
 
 # ---------------------------------------------------------------------------------------------
-# bootstrap over seeds
+# bootstrap over resampling units (seeds of trained models, zoo models)
 
 
-def _weighted_statistics(kind: str, weights: np.ndarray, table: pd.DataFrame) -> np.ndarray:
+def _weighted_statistics(kind: str, weights: np.ndarray, table: pd.DataFrame, x: str = "eps") -> np.ndarray:
     """The statistic of every resampled table at once: row k of ``weights`` holds how often each
     row of ``table`` appears in draw k, so a weighted statistic equals the statistic of the
-    table with its rows repeated. ``mean``: the mean value; ``pearson``: Pearson r of eps vs
-    value (NaN when a draw keeps one eps or one value only)."""
+    table with its rows repeated. ``mean``: the mean value; ``pearson``: Pearson r of column
+    ``x`` vs value (NaN when a draw keeps one x or one value only)."""
     v = table["value"].to_numpy(dtype=float)
     total = weights.sum(axis=1)
     mean_v = weights @ v / total
     if kind == "mean":
         return mean_v
-    x = table["eps"].to_numpy(dtype=float)
-    mean_x = weights @ x / total
-    dx, dv = x[None, :] - mean_x[:, None], v[None, :] - mean_v[:, None]
+    xs = table[x].to_numpy(dtype=float)
+    mean_x = weights @ xs / total
+    dx, dv = xs[None, :] - mean_x[:, None], v[None, :] - mean_v[:, None]
     cov = (weights * dx * dv).sum(axis=1)
-    r = cov / np.sqrt((weights * dx * dx).sum(axis=1) * (weights * dv * dv).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = cov / np.sqrt((weights * dx * dx).sum(axis=1) * (weights * dv * dv).sum(axis=1))
     kept = weights > 0
-    constant_x = np.where(kept, x, np.inf).min(axis=1) == np.where(kept, x, -np.inf).max(axis=1)
+    constant_x = np.where(kept, xs, np.inf).min(axis=1) == np.where(kept, xs, -np.inf).max(axis=1)
     constant_v = np.where(kept, v, np.inf).min(axis=1) == np.where(kept, v, -np.inf).max(axis=1)
     r[constant_x | constant_v] = np.nan
     return r
 
 
-def bootstrap_over_seeds(pair_table: pd.DataFrame, statistic: Callable[[pd.DataFrame], float] | str, n_boot: int = 1000,
-                         seed: int = 0, ci: float = 0.95) -> BootstrapResult:
-    """Percentile confidence interval of ``statistic`` under resampling *seeds* with
-    replacement (the seed, not the input or the pair, is the independent unit).
+def _canonical_order(labels: list) -> list:
+    try:  # a canonical order: the draws do not depend on the row order or pair orientation
+        return sorted(labels)
+    except TypeError:
+        return sorted(labels, key=repr)
 
-    ``pair_table``: one row per pair of models of the same eps and different seeds, with
-    columns ``eps``, ``seed_a``, ``seed_b``, ``value`` (others are kept), possibly several eps.
-    Each draw takes m seeds s_1..s_m with replacement from the m distinct seeds in the table
-    (sorted, so the draws do not depend on row order)
-    and, for every eps, keeps the pair (s_i, s_j) for each i < j with s_i != s_j, with
-    multiplicity (a seed drawn twice enters its pairs twice; a model is never compared with
-    itself), i.e. the pair {u, v} appears count(u) * count(v) times. The same seed draw is used
-    for all eps. ``statistic(resampled_table) -> float`` is applied to the resampled table
-    (e.g. the mean value, or the Pearson r of eps vs value). The two common statistics can be
-    named instead, ``"mean"`` (the mean value) and ``"pearson"`` (Pearson r of eps vs value),
-    and are then computed for all draws at once from the multiplicities, without building the
-    resampled tables (same draws, same values up to float rounding, ~1000x faster).
 
-    Draws with fewer than two distinct seeds (or no pair in the table) are skipped
-    (``n_skipped``), as are draws whose statistic is not finite (``n_nonfinite``). The CI is the
-    ((1 - ci)/2, (1 + ci)/2) percentile interval of the kept statistics (NaN, NaN when none).
-    Returns :class:`BootstrapResult`, which unpacks as (low, high, statistics).
-    """
-    missing = {"eps", "seed_a", "seed_b", "value"} - set(pair_table.columns)
+def _bootstrap(pair_table: pd.DataFrame, columns: tuple[str, str], statistic, n_boot: int, seed: int, ci: float,
+               x: str, name: str) -> BootstrapResult:
+    """Shared body of :func:`bootstrap_over_units` and :func:`bootstrap_over_seeds`: ``columns``
+    name the unit of each pair's two models."""
+    col_a, col_b = columns
+    needed = {col_a, col_b, "value"} | ({x} if isinstance(statistic, str) and statistic == "pearson" else set())
+    missing = needed - set(pair_table.columns)
     if missing:
         raise ValueError(f"pair_table lacks columns {sorted(missing)}")
     if not 0 < ci < 1:
         raise ValueError(f"ci must lie in (0, 1), got {ci}")
-    if (pair_table["seed_a"].to_numpy() == pair_table["seed_b"].to_numpy()).any():
-        raise ValueError("pair_table has a row whose two seeds are equal (a model compared with itself)")
-    seeds = list(pd.unique(pd.concat([pair_table["seed_a"], pair_table["seed_b"]], ignore_index=True)))
-    try:  # a canonical order: the draws do not depend on the row order or pair orientation
-        seeds = sorted(seeds)
-    except TypeError:
-        pass
-    if len(seeds) < 2:
-        warnings.warn("bootstrap_over_seeds: fewer than two seeds, no CI", RuntimeWarning, stacklevel=2)
+    if isinstance(statistic, str) and statistic not in ("mean", "pearson"):
+        raise ValueError(f"unknown statistic {statistic!r} (named statistics: mean, pearson)")
+    units = _canonical_order(list(pd.unique(pd.concat([pair_table[col_a], pair_table[col_b]], ignore_index=True))))
+    if len(units) < 2:
+        warnings.warn(f"{name}: fewer than two resampling units, no CI", RuntimeWarning, stacklevel=3)
         return BootstrapResult(float("nan"), float("nan"), np.array([], dtype=float), n_boot, n_boot, 0)
-    code = {s: i for i, s in enumerate(seeds)}
-    row_a = pair_table["seed_a"].map(code).to_numpy(dtype=int)
-    row_b = pair_table["seed_b"].map(code).to_numpy(dtype=int)
+    code = {u: i for i, u in enumerate(units)}
+    row_a = pair_table[col_a].map(code).to_numpy(dtype=int)
+    row_b = pair_table[col_b].map(code).to_numpy(dtype=int)
     table = pair_table.reset_index(drop=True)
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))  # row k: the seeds of draw k
-    counts = (draws[:, :, None] == np.arange(len(seeds))).sum(axis=1)
+    draws = rng.integers(0, len(units), size=(n_boot, len(units)))  # row k: the units of draw k
+    counts = (draws[:, :, None] == np.arange(len(units))).sum(axis=1)
     all_multiplicities = counts[:, row_a] * counts[:, row_b]
     valid = (np.count_nonzero(counts, axis=1) >= 2) & (all_multiplicities.sum(axis=1) > 0)
     multiplicities = all_multiplicities[valid]
     n_skipped = n_boot - len(multiplicities)
     if isinstance(statistic, str):
-        if statistic not in ("mean", "pearson"):
-            raise ValueError(f"unknown statistic {statistic!r} (named statistics: mean, pearson)")
         weights = multiplicities.astype(float)
-        values = _weighted_statistics(statistic, weights, table) if len(weights) else np.array([])
+        values = _weighted_statistics(statistic, weights, table, x) if len(weights) else np.array([])
     else:
         values = [statistic(table.iloc[np.repeat(np.arange(len(table)), m)].reset_index(drop=True)) for m in multiplicities]
         values = np.array([np.nan if v is None else float(v) for v in values])
@@ -395,11 +398,62 @@ def bootstrap_over_seeds(pair_table: pd.DataFrame, statistic: Callable[[pd.DataF
     n_nonfinite = int((~finite).sum())
     stats = np.asarray(values[finite], dtype=float)
     if len(stats) == 0:
-        warnings.warn(f"bootstrap_over_seeds: no finite statistic in {n_boot} draws", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"{name}: no finite statistic in {n_boot} draws", RuntimeWarning, stacklevel=3)
         return BootstrapResult(float("nan"), float("nan"), stats, n_boot, n_skipped, n_nonfinite)
     alpha = (1 - ci) / 2
     low, high = np.quantile(stats, [alpha, 1 - alpha])
     return BootstrapResult(float(low), float(high), stats, n_boot, n_skipped, n_nonfinite)
+
+
+def resampling_unit(spec: Mapping) -> str:
+    """The bootstrap's resampling unit of a model spec (``id``, ``source``, ``seed``): models
+    trained in the workflow (``source == "train"``) share their seed's unit across eps
+    (``"seed:<seed>"``); each zoo model (robustbench, timm, url) is its own unit
+    (``"model:<id>"``), whatever seed its entry records (zoo entries default to seed 0)."""
+    return f"seed:{int(spec['seed'])}" if spec["source"] == "train" else f"model:{spec['id']}"
+
+
+def bootstrap_over_units(pair_table: pd.DataFrame, statistic: Callable[[pd.DataFrame], float] | str, n_boot: int = 1000,
+                         seed: int = 0, ci: float = 0.95, x: str = "eps") -> BootstrapResult:
+    """Percentile confidence interval of ``statistic`` under resampling *units* with
+    replacement (the unit, not the input or the pair, is independent; see
+    :func:`resampling_unit`: the seed for trained models, each zoo model on its own).
+
+    ``pair_table``: one row per pair of models, with columns ``unit_a``, ``unit_b`` (the unit of
+    each model), ``value`` and, for ``statistic="pearson"``, the column ``x`` (others are kept).
+    Each draw takes m units u_1..u_m with replacement from the m distinct units of the table
+    (sorted, so the draws do not depend on row order) and keeps every pair with multiplicity
+    count(unit_a) * count(unit_b): a pair of two units drawn twice and once appears twice; a
+    pair of two models of one unit (trained models of one seed at two eps) appears count(u)^2
+    times, once for each ordered choice of copies. Draws with fewer than two distinct units or
+    no pair left are skipped (``n_skipped``), as are draws whose statistic is not finite
+    (``n_nonfinite``). ``statistic(resampled_table) -> float`` is applied to the resampled table;
+    the named statistics ``"mean"`` (mean value) and ``"pearson"`` (Pearson r of ``x`` vs value)
+    are computed for all draws at once from the multiplicities (same values, ~1000x faster).
+    The CI is the ((1 - ci)/2, (1 + ci)/2) percentile interval of the kept statistics (NaN, NaN
+    when none, with a warning). Returns :class:`BootstrapResult` (unpacks as (low, high,
+    statistics)).
+    """
+    return _bootstrap(pair_table, ("unit_a", "unit_b"), statistic, n_boot, seed, ci, x, "bootstrap_over_units")
+
+
+def bootstrap_over_seeds(pair_table: pd.DataFrame, statistic: Callable[[pd.DataFrame], float] | str, n_boot: int = 1000,
+                         seed: int = 0, ci: float = 0.95) -> BootstrapResult:
+    """:func:`bootstrap_over_units` with the seed as the unit, for same-eps pairs of trained
+    models: ``pair_table`` has one row per pair of models of the same eps and different seeds,
+    with columns ``eps``, ``seed_a``, ``seed_b``, ``value``. A draw takes m seeds with replacement
+    and, for every eps, keeps the pair (s_i, s_j) for each i < j with s_i != s_j, i.e. the pair
+    {u, v} count(u) * count(v) times (a model is never compared with itself); the same seed draw
+    serves all eps. ``"pearson"`` is the r of eps vs value. A row with two equal seeds raises:
+    zoo models (seed 0 by default) or any table whose models share seeds need
+    :func:`bootstrap_over_units` with :func:`resampling_unit`."""
+    missing = {"eps", "seed_a", "seed_b", "value"} - set(pair_table.columns)
+    if missing:
+        raise ValueError(f"pair_table lacks columns {sorted(missing)}")
+    if (pair_table["seed_a"].to_numpy() == pair_table["seed_b"].to_numpy()).any():
+        raise ValueError("pair_table has a row whose two seeds are equal (two models of one seed: "
+                         "use bootstrap_over_units with resampling_unit)")
+    return _bootstrap(pair_table, ("seed_a", "seed_b"), statistic, n_boot, seed, ci, "eps", "bootstrap_over_seeds")
 
 
 # ---------------------------------------------------------------------------------------------

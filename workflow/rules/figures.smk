@@ -100,6 +100,7 @@ rule figure_similarity_vs_eps:
     params:
         figure=config["figures"]["similarity_vs_eps"],
         statistics=config["statistics"],
+        models=MODELS,
         dpi=config["figures"]["dpi"],
         version=VERSION,
     log:

@@ -79,6 +79,7 @@ rule correlations_table:
         "results/tables/correlations.csv",
     params:
         study=STUDY,
+        models=MODELS,
         statistics=config["statistics"],
         version=VERSION,
     log:

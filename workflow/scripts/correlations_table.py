@@ -8,4 +8,4 @@ from robustlens.tables import write_table
 from robustlens.universality import correlations_table
 
 p = snakemake.params
-write_table(correlations_table(p.study, pd.read_csv(snakemake.input.similarity), p.statistics), snakemake.output[0])
+write_table(correlations_table(p.study, pd.read_csv(snakemake.input.similarity), p.statistics, p.models), snakemake.output[0])

@@ -8,4 +8,4 @@ from robustlens.tables import write_table
 from robustlens.universality import universality_table
 
 p = snakemake.params
-write_table(universality_table(p.study, pd.read_csv(snakemake.input.predictive), p.statistics), snakemake.output[0])
+write_table(universality_table(p.study, pd.read_csv(snakemake.input.predictive), p.statistics, p.models), snakemake.output[0])

@@ -1,7 +1,10 @@
-"""Figures of the representational similarity suite: each measure vs eps per layer, and the
-pairwise heatmaps. matplotlib only (no torch)."""
+"""Figures of the representational similarity suite: each measure vs eps per layer (x as in
+robustlens.universality: the eps of same-eps pairs, or min eps and eps distance of all pairs),
+and the pairwise heatmaps. matplotlib only (no torch)."""
 
 from __future__ import annotations
+
+import warnings
 
 import matplotlib
 
@@ -12,51 +15,66 @@ import pandas as pd
 
 from robustlens.measures import MEASURES
 from robustlens.plots.universality import _save
-from robustlens.stats import bootstrap_over_seeds
+from robustlens.stats import bootstrap_over_units
+from robustlens.universality import X_LABEL, design_analyses, pair_design, with_units
 
 
-def mean_with_seed_ci(df: pd.DataFrame, settings: dict) -> tuple[float, float, float]:
-    """Mean of a same-eps group's pair values with a bootstrap-over-seeds percentile CI."""
-    boot = df[["eps_a", "seed_a", "seed_b", "value"]].rename(columns={"eps_a": "eps"})
-    if boot["seed_a"].nunique() + boot["seed_b"].nunique() < 3:
-        return float(df["value"].mean()), float("nan"), float("nan")
-    low, high, _ = bootstrap_over_seeds(boot, "mean", n_boot=settings["n_bootstrap"],
-                                        seed=settings["seed"], ci=settings["ci"])
+def mean_with_unit_ci(df: pd.DataFrame, settings: dict) -> tuple[float, float, float]:
+    """Mean of a group's pair values with a bootstrap-over-units percentile CI (columns unit_a,
+    unit_b, value; :func:`robustlens.stats.bootstrap_over_units`); NaN bounds when the group
+    has fewer than two units or no draw keeps a pair."""
+    boot = df[["unit_a", "unit_b", "value"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high, _ = bootstrap_over_units(boot, "mean", n_boot=settings["n_bootstrap"], seed=settings["seed"], ci=settings["ci"])
     return float(df["value"].mean()), float(low), float(high)
 
 
-def plot_similarity_vs_eps(similarity: pd.DataFrame, paths: list[str], figure: dict, dpi: int, settings: dict) -> None:
-    """One panel per (measure, layer): mean over same-eps pairs vs eps, with a bootstrap-over-
-    seeds CI, one line per probe (values of made probes averaged over both models' images)."""
-    df = similarity[similarity["eps_a"] == similarity["eps_b"]]
-    df = df.groupby(["probe", "measure", "layer", "model_a", "model_b", "eps_a", "seed_a", "seed_b"], as_index=False)["value"].mean()
-    measures = list(dict.fromkeys(df["measure"]))
-    layers = list(dict.fromkeys(df["layer"]))
+def plot_similarity_vs_eps(similarity: pd.DataFrame, paths: list[str], figure: dict, dpi: int, settings: dict,
+                           models: dict[str, dict]) -> None:
+    """One panel per (measure, layer): the mean pair value vs x with a bootstrap-over-units CI
+    (units: seeds of trained models, each zoo model on its own; ``models``: id -> spec), one
+    colour per probe (values of made probes averaged over both models' images). x follows the
+    design (:func:`robustlens.universality.design_analyses`): the eps of same-eps pairs (solid
+    lines); with one model per eps, all pairs against min(eps_a, eps_b) (solid) and
+    |eps_a - eps_b| (dashed)."""
+    keys = ["probe", "measure", "layer", "model_a", "model_b", "eps_a", "eps_b", "seed_a", "seed_b"]
+    values = similarity.groupby(keys, as_index=False, sort=False)["value"].mean()
+    if values.empty:
+        raise ValueError("no rows to plot: the similarity table is empty")
+    values = with_units(values, models)
+    design = pair_design(values)
+    analyses = design_analyses(values, design)[::-1]  # all_pairs: min_eps (solid) first
+    measures = list(dict.fromkeys(values["measure"]))
+    layers = list(dict.fromkeys(values["layer"]))
     fig, axes = plt.subplots(len(measures), len(layers), figsize=(figure.get("width", 12), figure.get("height", 9)),
                              squeeze=False, sharex=True)
     for i, measure in enumerate(measures):
         for j, layer in enumerate(layers):
             ax = axes[i][j]
-            sub = df[(df["measure"] == measure) & (df["layer"] == layer)]
-            if sub.empty:
+            for style, (x, pairs) in zip(("-", "--"), analyses):
+                sub = pairs[(pairs["measure"] == measure) & (pairs["layer"] == layer)]
+                for k, (probe, group) in enumerate(sub.groupby("probe", sort=False)):
+                    xs, groups = zip(*sorted(group.groupby("x")))
+                    stats = np.array([mean_with_unit_ci(g, settings) for g in groups])
+                    label = probe if design == "same_eps" else f"{probe}, {X_LABEL[x]}"
+                    ax.plot(xs, stats[:, 0], marker="o", ls=style, color=f"C{k}", label=label)
+                    ax.fill_between(xs, stats[:, 1], stats[:, 2], color=f"C{k}", alpha=0.15)
+            if not ax.lines:
                 ax.axis("off")
                 continue
-            for k, (probe, group) in enumerate(sub.groupby("probe", sort=False)):
-                stats = np.array([mean_with_seed_ci(g, settings) for _, g in group.groupby("eps_a")])
-                eps = np.array(sorted(group["eps_a"].unique()))
-                ax.plot(eps, stats[:, 0], marker="o", color=f"C{k}", label=probe)
-                ax.fill_between(eps, stats[:, 1], stats[:, 2], color=f"C{k}", alpha=0.2)
             if i == 0:
                 ax.set_title(layer, fontsize=9)
             if j == 0:
                 arrow = "↑" if MEASURES[measure].higher_is_similar else "↓"
                 ax.set_ylabel(f"{measure} ({arrow} similar)", fontsize=8)
             if i == len(measures) - 1:
-                ax.set_xlabel("training eps")
+                ax.set_xlabel("training eps" if design == "same_eps" else "eps")
             ax.tick_params(labelsize=7)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper right")
-    fig.suptitle(figure.get("title", "Similarity of same-eps models vs eps (mean, bootstrap-over-seeds CI)"))
+    handles, labels = next(ax for ax in axes.ravel() if ax.lines).get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(labels)))
+    pairs = "same-eps models vs eps" if design == "same_eps" else "all pairs vs min eps (solid) and eps distance (dashed)"
+    fig.suptitle(figure.get("title", f"Similarity of {pairs} (mean, bootstrap-over-units CI)"))
     _save(fig, paths, dpi)
 
 

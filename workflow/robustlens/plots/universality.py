@@ -1,5 +1,7 @@
 """Figures of the universality study (Klabunde, Caspari, Lemmerich): agreement vs eps and CKA
-by layer. matplotlib only (no torch): figure jobs start fast."""
+by layer. The x of a pair follows the design (robustlens.universality): the eps of same-eps
+pairs, or, with one model per eps, |eps_a - eps_b| and min(eps_a, eps_b) over all pairs.
+matplotlib only (no torch): figure jobs start fast."""
 
 from __future__ import annotations
 
@@ -11,101 +13,151 @@ import numpy as np
 import pandas as pd
 
 from robustlens.stats import pearson_eps_permutation
+from robustlens.universality import PAIR_X, X_LABEL, design_analyses, pair_design
 
 
 def _save(fig, paths: list[str], dpi: int) -> None:
-    for path in paths:
-        fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"CreationDate": None} if str(path).endswith(".pdf") else None)
-    plt.close(fig)
+    save_figure(fig, paths, dpi, bbox_inches="tight")
 
 
-def same_eps(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of pairs whose two models share eps."""
-    return df[df["eps_a"] == df["eps_b"]]
+def _agreement_pairs(predictive: pd.DataFrame, probe: str | None = None, head: str | None = None) -> pd.DataFrame:
+    """Agreement rows (of one probe and head setting when given), one value per (probe, head,
+    pair): the mean over input sets and head seeds."""
+    df = predictive[predictive["measure"] == "agreement"]
+    if probe is not None:
+        df = df[df["probe"] == probe]
+    if head is not None:
+        df = df[df["head"] == head]
+    keys = ["probe", "head", "model_a", "model_b", "eps_a", "eps_b"]
+    return df.groupby(keys, as_index=False, sort=True)["value"].mean()
+
+
+def _require(df: pd.DataFrame, what: str) -> None:
+    if df.empty:
+        raise ValueError(f"no rows to plot: {what}")
+
+
+def _r_text(sub: pd.DataFrame, x: str) -> str:
+    """Pearson r of x vs value with its permutation p-value (eps labels permuted across models),
+    or why it is undefined."""
+    if len(sub) < 3 or sub["x"].nunique() < 2:
+        return f"r undefined ({len(sub)} pairs, {sub['x'].nunique()} distinct x)"
+    eps_by_model = dict(zip(sub["model_a"], sub["eps_a"])) | dict(zip(sub["model_b"], sub["eps_b"]))
+    test = pearson_eps_permutation(sub["value"].to_numpy(), sub["model_a"].tolist(), sub["model_b"].tolist(), eps_by_model,
+                                   seed=0, pair_x=PAIR_X[x])
+    return f"Pearson r = {test.r:.3f}, p = {test.p_value:.3g} (permutation)"
 
 
 def plot_agreement_vs_eps(predictive: pd.DataFrame, paths: list[str], figure: dict, dpi: int, probe: str = "natural") -> None:
-    """Agreement of every same-eps pair (points) and the mean per eps (line), with Pearson r of
-    eps vs agreement and its p-value from permuting eps labels across models."""
-    df = same_eps(predictive[(predictive["measure"] == "agreement") & (predictive["probe"] == probe)
-                             & (predictive["head"] == "original")])
-    eps_by_model = dict(zip(df["model_a"], df["eps_a"])) | dict(zip(df["model_b"], df["eps_b"]))
-    test = pearson_eps_permutation(df["value"].to_numpy(), df["model_a"].tolist(), df["model_b"].tolist(), eps_by_model, seed=0)
-    fig, ax = plt.subplots(figsize=(figure.get("width", 5), figure.get("height", 4)))
-    ax.scatter(df["eps_a"], df["value"], alpha=0.6, label="pair of seeds")
-    mean = df.groupby("eps_a")["value"].mean()
-    ax.plot(mean.index, mean.values, marker="o", color="black", label="mean")
-    r, p = _get(test, "r"), _get(test, "p_value")
-    ax.text(0.02, 0.04, f"Pearson r = {r:.3f}, p = {p:.3g} (permutation)", transform=ax.transAxes)
-    ax.set_xlabel("training eps (L2)")
-    ax.set_ylabel("agreement rate")
-    ax.set_title(figure.get("title", f"Agreement of same-eps models ({probe} probe)"))
-    ax.legend(loc="upper right")
+    """Agreement of every pair (points) and the mean per x (line), with Pearson r of x vs
+    agreement and its p-value from permuting eps labels across models. x as in the universality
+    table (:func:`robustlens.universality.design_analyses`): same-eps designs, one panel with the
+    pair's eps; one model per eps, two panels: |eps_a - eps_b| and min(eps_a, eps_b)."""
+    df = _agreement_pairs(predictive, probe, "original")
+    _require(df, f"agreement with the original heads on the {probe!r} probe")
+    design = pair_design(df)
+    analyses = design_analyses(df, design)
+    width = figure.get("width", 5) * (1 if len(analyses) == 1 else 1.8)
+    fig, axes = plt.subplots(1, len(analyses), figsize=(width, figure.get("height", 4)), squeeze=False, sharey=True,
+                             layout="constrained")
+    for ax, (x, sub) in zip(axes[0], analyses):
+        ax.scatter(sub["x"], sub["value"], alpha=0.6, label="pair of models")
+        mean = sub.groupby("x")["value"].mean()
+        ax.plot(mean.index, mean.values, marker="o", color="black", label="mean")
+        ax.text(0.02, 0.04, _r_text(sub, x), transform=ax.transAxes)
+        ax.set_xlabel(X_LABEL[x])
+    axes[0][0].set_ylabel("agreement rate")
+    axes[0][-1].legend(loc="upper right")
+    pairs = "same-eps models" if design == "same_eps" else "all pairs of models"
+    fig.suptitle(figure.get("title", f"Agreement of {pairs} ({probe} probe)"))
     _save(fig, paths, dpi)
 
 
 def plot_cka_by_layer(similarity: pd.DataFrame, paths: list[str], figure: dict, dpi: int, probe: str = "natural") -> None:
-    """Mean CKA of same-eps pairs per layer, one line per eps (unbiased CKA when present)."""
-    df = same_eps(similarity[similarity["probe"] == probe])
+    """Mean CKA per layer (unbiased CKA when present), one line per eps of the same-eps pairs;
+    in designs with one model per eps (no two same-eps pairs of different eps), one line per
+    smaller eps min(eps_a, eps_b) of all pairs."""
+    df = similarity[similarity["probe"] == probe]
     measure = "cka_unbiased" if "cka_unbiased" in set(df["measure"]) else "cka"
     df = df[df["measure"] == measure]
-    layers = list(dict.fromkeys(df["layer"]))
+    _require(df, f"{measure} on the {probe!r} probe")
+    design = pair_design(df)
+    x, df = design_analyses(df, design)[-1]  # same_eps: eps; all_pairs: min_eps
+    df = df.groupby(["layer", "model_a", "model_b", "x"], as_index=False, sort=False)["value"].mean()
+    layers = list(dict.fromkeys(similarity.loc[similarity["probe"] == probe, "layer"]))
     fig, ax = plt.subplots(figsize=(figure.get("width", 6), figure.get("height", 4)))
     cmap = plt.get_cmap("viridis")
-    eps_values = sorted(df["eps_a"].unique())
-    for i, eps in enumerate(eps_values):
-        sub = df[df["eps_a"] == eps].groupby("layer")["value"]
+    x_values = sorted(df["x"].unique())
+    name = "eps" if x == "eps" else "min eps"
+    for i, value in enumerate(x_values):
+        sub = df[df["x"] == value].groupby("layer")["value"]
         mean, err = sub.mean().reindex(layers), sub.std().reindex(layers).fillna(0)
         ax.errorbar(np.arange(len(layers)), mean.values, yerr=err.values, marker="o", capsize=3,
-                    color=cmap(i / max(1, len(eps_values) - 1)), label=f"eps = {eps:g}")
+                    color=cmap(i / max(1, len(x_values) - 1)), label=f"{name} = {value:g}")
     ax.set_xticks(np.arange(len(layers)), layers, rotation=30)
     ax.set_ylabel(f"{'unbiased ' if measure == 'cka_unbiased' else ''}linear CKA (mean ± sd over pairs)")
-    ax.set_title(figure.get("title", f"Similarity of same-eps models by layer ({probe} probe)"))
-    ax.legend()
+    pairs = "same-eps models" if design == "same_eps" else "all pairs, by their smaller eps"
+    ax.set_title(figure.get("title", f"Similarity of {pairs} by layer ({probe} probe)"))
+    ax.legend(fontsize=7)
     _save(fig, paths, dpi)
 
 
 def plot_heads_agreement(predictive: pd.DataFrame, paths: list[str], figure: dict, dpi: int) -> None:
-    """Agreement of same-eps pairs vs eps with the original heads and with retrained heads
-    (mean over head seeds and input sets), one panel per probe."""
-    df = same_eps(predictive[predictive["measure"] == "agreement"])
+    """Agreement vs x with the original heads and with retrained heads (mean over head seeds and
+    input sets), one panel per probe; one row per analysis of the design (same-eps pairs: x =
+    eps; one model per eps: x = |eps_a - eps_b| and x = min(eps_a, eps_b))."""
+    df = _agreement_pairs(predictive)
+    _require(df, "agreement")
+    analyses = design_analyses(df)
     probes = list(dict.fromkeys(df["probe"]))
-    fig, axes = plt.subplots(1, len(probes), figsize=(figure.get("width", 9), figure.get("height", 4)), squeeze=False, sharey=True)
-    for ax, probe in zip(axes[0], probes):
-        sub = df[df["probe"] == probe]
-        for head, marker in (("original", "o"), ("retrained", "s")):
-            per_pair = sub[sub["head"] == head].groupby(["model_a", "model_b", "eps_a"], as_index=False)["value"].mean()
-            mean = per_pair.groupby("eps_a")["value"].mean()
-            ax.scatter(per_pair["eps_a"], per_pair["value"], alpha=0.4, marker=marker)
-            ax.plot(mean.index, mean.values, marker=marker, label=f"{head} heads")
-        ax.set_title(f"{probe} probe")
-        ax.set_xlabel("training eps (L2)")
-    axes[0][0].set_ylabel("agreement rate of same-eps pairs")
+    fig, axes = plt.subplots(len(analyses), len(probes), figsize=(figure.get("width", 9), figure.get("height", 4) * len(analyses)),
+                             squeeze=False, sharey=True, layout="constrained")
+    for row, (x, pairs) in enumerate(analyses):
+        for ax, probe in zip(axes[row], probes):
+            sub = pairs[pairs["probe"] == probe]
+            for head, marker in (("original", "o"), ("retrained", "s")):
+                per_pair = sub[sub["head"] == head]
+                if per_pair.empty:
+                    continue
+                mean = per_pair.groupby("x")["value"].mean()
+                ax.scatter(per_pair["x"], per_pair["value"], alpha=0.4, marker=marker)
+                ax.plot(mean.index, mean.values, marker=marker, label=f"{head} heads")
+            ax.set_title(f"{probe} probe", fontsize=9)
+            ax.set_xlabel(X_LABEL[x])
+        axes[row][0].set_ylabel("agreement rate")
     axes[0][-1].legend()
     fig.suptitle(figure.get("title", "Agreement before and after retraining the heads"))
     _save(fig, paths, dpi)
 
 
 def plot_universality(table: pd.DataFrame, paths: list[str], figure: dict, dpi: int) -> None:
-    """Pearson r of eps vs each predictive measure with its bootstrap CI, per probe and head
-    setting; filled markers where the permutation p-value is below 0.05."""
-    wide = table.pivot_table(index=["probe", "head", "measure"], columns="statistic", values="value").reset_index()
+    """Pearson r of x (eps; or |eps_a - eps_b| and min eps, see the table's ``x``) vs each
+    predictive measure with its bootstrap CI, per probe and head setting; filled markers where
+    the permutation p-value is below 0.05. An undefined r is listed with its reason."""
+    _require(table, "the universality table is empty")
+    keys = ["probe", "head", "measure", "x"]
+    wide = (table.groupby([*keys, "statistic"], sort=False)["value"].mean().unstack("statistic")
+            .reindex(columns=["r", "p_value", "ci_low", "ci_high"]).reset_index())
     measures = list(dict.fromkeys(wide["measure"]))
-    fig, axes = plt.subplots(1, len(measures), figsize=(figure.get("width", 9), figure.get("height", 4)), squeeze=False, sharey=True)
+    several_x = wide["x"].nunique() > 1
+    n_rows = int(wide.groupby("measure").size().max())
+    height = max(figure.get("height", 4), 0.3 * n_rows + 1.5)
+    fig, axes = plt.subplots(1, len(measures), figsize=(figure.get("width", 9), height), squeeze=False, sharey=True)
     for ax, measure in zip(axes[0], measures):
         sub = wide[wide["measure"] == measure].reset_index(drop=True)
-        labels = [f"{r.probe}\n{r.head}" for r in sub.itertuples()]
+        labels = [f"{r.probe}, {r.head}" + (f", {r.x}" if several_x else "") + ("" if np.isfinite(r.r) else " (r undefined)")
+                  for r in sub.itertuples()]
         y = np.arange(len(sub))
         err = np.vstack([sub["r"] - sub["ci_low"], sub["ci_high"] - sub["r"]]).clip(min=0)
         ax.errorbar(sub["r"], y, xerr=np.nan_to_num(err), fmt="none", ecolor="gray", capsize=3)
-        significant = sub["p_value"] < 0.05
+        significant = (sub["p_value"] < 0.05).to_numpy()
         ax.scatter(sub["r"][significant], y[significant], color="C3", zorder=3, label="p < 0.05")
-        ax.scatter(sub["r"][~significant], y[~significant], facecolor="white", edgecolor="C3", zorder=3, label="p >= 0.05")
+        ax.scatter(sub["r"][~significant], y[~significant], facecolor="white", edgecolor="C3", zorder=3, label="p >= 0.05 or undefined")
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(y, labels, fontsize=7)
         ax.set_xlim(-1.05, 1.05)
         ax.set_title(measure)
-        ax.set_xlabel("Pearson r (eps, value)")
+        ax.set_xlabel("Pearson r (x, value)")
     axes[0][0].legend(fontsize=7, loc="lower left")
     fig.suptitle(figure.get("title", "Correlation of robustness with predictive similarity (paper: r = -0.578, CIFAR-10)"))
     _save(fig, paths, dpi)
@@ -133,7 +185,3 @@ def plot_inversions(dataset: dict, probes: dict[str, "xr.Dataset"], paths: list[
                     ax.set_xlabel(f"loss {float(ds['final_loss'][j]):.2f}", fontsize=6)
     fig.suptitle(figure.get("title", "Representation inversion (Engstrom et al. 2019)"))
     _save(fig, paths, dpi)
-
-
-def _get(result, key):
-    return result[key] if isinstance(result, dict) else getattr(result, key)
