@@ -1,62 +1,133 @@
 """The Snakemake profiles: what resources each job would ask for (dry runs, no cluster needed).
 
-The SLURM profile itself runs on a real one-node cluster in `make test-slurm` (tests/slurm/).
+The GPU rules are found in the workflow itself (every rule whose params pass the config's
+`device` to its script), never listed by hand. The SLURM profile itself runs on a real one-node
+cluster in `make test-slurm` (tests/slurm/).
 """
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
-from conftest import REPO, planned_job_details, snakemake
+from conftest import REPO, planned_job_details, write_config
 
-SLURM = REPO / "profiles" / "slurm"
-LOCAL = REPO / "profiles" / "local"
-
-
-def planned_resources(workdir, *args) -> dict[str, list[dict[str, str]]]:
-    """The resources of every job a dry run plans, by rule."""
-    jobs: dict[str, list[dict[str, str]]] = {}
-    for job in planned_job_details(workdir, *args):
-        jobs.setdefault(job["rule"], []).append(job["resources"])
-    return jobs
+PROFILES = REPO / "profiles"
+RULES = REPO / "workflow" / "rules"
+#: A study with zoo models (url checkpoints; a dry run reads none), so zoo_model jobs are planned too.
+ZOO = {"study": "zoo", "model_grid": None, "activations": {"layers": ["layer1", "layer4", "penultimate", "logits"]},
+       "models": [{"id": f"url-{s}", "source": "url", "arch": "resnet18", "eps": 3, "seed": s,
+                   "url": "file:///nonexistent/resnet18.ckpt"} for s in (0, 1)]}
 
 
-@pytest.fixture(scope="module")
-def gpu_rules(tmp_path_factory) -> set[str]:
-    """Rules whose jobs declare a GPU (without a profile)."""
-    jobs = planned_resources(tmp_path_factory.mktemp("plain"))
-    rules = {rule for rule, resources in jobs.items() if any(int(r.get("gpu", 0)) > 0 for r in resources)}
-    assert {"train_model", "extract_natural"} <= rules
+def rule_blocks() -> dict[str, str]:
+    """The text of every rule in workflow/rules/, by name."""
+    blocks = {}
+    for path in sorted(RULES.glob("*.smk")):
+        parts = re.split(r"^(?:rule|checkpoint) (\w+):\n", path.read_text(), flags=re.M)
+        blocks.update(zip(parts[1::2], parts[2::2]))
+    return blocks
+
+
+def device_rules() -> set[str]:
+    """Rules whose `params:` include `device=`: their jobs run torch on the configured device."""
+    rules = set()
+    for name, body in rule_blocks().items():
+        params = re.search(r"^    params:\n((?:        .*\n)+)", body, re.M)
+        if params and re.search(r"^        device=", params.group(1), re.M):
+            rules.add(name)
     return rules
 
 
-def test_slurm_profile_asks_for_no_gpu_by_default(gpu_rules, tmp_path):
-    jobs = planned_resources(tmp_path, "--profile", str(SLURM))
-    asking = {rule for rule, resources in jobs.items() if any(int(r.get("gpu", 0)) > 0 for r in resources)}
-    assert not asking, f"rules that would get `sbatch --gpus` on a GPU-less cluster: {asking}"
-    assert gpu_rules <= set(yaml.safe_load((SLURM / "config.yaml").read_text())["set-resources"])
+GPU_RULES = device_rules()
 
 
-def test_slurm_profile_passes_memory_and_runtime_of_the_rules(tmp_path):
-    jobs = planned_resources(tmp_path, "--profile", str(SLURM))
-    train = jobs["train_model"][0]
-    assert train["mem_mb"] == "4000" and train["runtime"] == "120"  # the rule's own
-    table = jobs["models_table"][0]
-    profile = yaml.safe_load((SLURM / "config.yaml").read_text())["default-resources"]
-    assert table["mem_mb"] == str(profile["mem_mb"]) and table["runtime"] == str(profile["runtime"])
-    assert yaml.safe_load((SLURM / "config.yaml").read_text())["executor"] == "slurm"
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    """planned(profile) -> {rule: [resources of each job]} of the tiny study and a zoo study
+    (profile None: the rules' own resources)."""
+    zoo = write_config(tmp_path_factory.mktemp("zoo") / "zoo.yaml", ZOO)
+    cache = {}
+
+    def plan(profile: str | None) -> dict[str, list[dict[str, str]]]:
+        if profile not in cache:
+            args = ("--profile", str(PROFILES / profile)) if profile else ()
+            jobs: dict[str, list[dict[str, str]]] = {}
+            for configfiles in (None, (zoo,)):
+                kwargs = {"configfiles": configfiles} if configfiles else {}
+                for job in planned_job_details(tmp_path_factory.mktemp("plan"), *args, **kwargs):
+                    jobs.setdefault(job["rule"], []).append(job["resources"])
+            cache[profile] = jobs
+        return cache[profile]
+
+    return plan
 
 
-def test_gpus_can_be_asked_for_on_the_command_line(gpu_rules, tmp_path):
-    overrides = [f"{rule}:gpu=1" for rule in sorted(gpu_rules)]
-    jobs = planned_resources(tmp_path, "--profile", str(SLURM), "--set-resources", *overrides)
-    for rule in gpu_rules:
-        assert all(r["gpu"] == "1" for r in jobs[rule]), rule
+def gpus(resources: dict[str, str]) -> int:
+    return int(resources.get("gpu", 0))
 
 
-def test_local_profile_caps_concurrent_gpu_jobs(tmp_path):
-    profile = yaml.safe_load((LOCAL / "config.yaml").read_text())
+def test_every_rule_on_the_device_declares_one_gpu_and_no_other_rule_does(planned):
+    assert {"train_model", "zoo_model", "retrain_heads", "transfer", "compare_similarity"} <= GPU_RULES
+    jobs = planned(None)
+    assert GPU_RULES <= set(jobs), f"not planned by the test studies: {GPU_RULES - set(jobs)}"
+    declaring = {rule for rule, resources in jobs.items() if any(gpus(r) for r in resources)}
+    assert declaring == GPU_RULES
+    for rule in GPU_RULES:
+        assert all(gpus(r) == 1 for r in jobs[rule]), rule
+
+
+def test_every_gpu_rule_script_uses_its_job_gpu_resource():
+    """What makes `gpu=0` mean "on the CPU": each script resolves `device` with the job's gpu."""
+    for rule in GPU_RULES:
+        script = re.search(r'^    script:\n        "\.\./scripts/(\w+\.py)"', rule_blocks()[rule], re.M).group(1)
+        text = (REPO / "workflow" / "scripts" / script).read_text()
+        assert 'resolve_device(p.device, snakemake.resources.get("gpu", 0))' in text, script
+
+
+def test_local_profile_caps_concurrent_gpu_jobs(planned):
+    """At most `resources: gpu` GPU jobs at once; the rules the profile moves to the CPU hold none."""
+    profile = yaml.safe_load((PROFILES / "local" / "config.yaml").read_text())
     assert profile["resources"]["gpu"] == 1
-    out = snakemake(tmp_path, "-n", "--profile", str(LOCAL)).stdout
-    assert "Job stats:" in out
+    on_cpu = {rule for rule, res in profile.get("set-resources", {}).items() if res.get("gpu") == 0}
+    assert on_cpu == {"compare_similarity"}
+    jobs = planned("local")
+    for rule in GPU_RULES:
+        assert all(gpus(r) == (0 if rule in on_cpu else 1) for r in jobs[rule]), rule
+
+
+def test_slurm_profile_asks_for_no_gpu(planned):
+    jobs = planned("slurm")
+    asking = {rule for rule, resources in jobs.items() if any(gpus(r) for r in resources)}
+    assert not asking, f"rules that would get `sbatch --gpus` on a GPU-less cluster: {asking}"
+    for rule in GPU_RULES:  # declared and set to 0 (so the job resolves `auto` to the CPU)
+        assert all(r.get("gpu") == "0" for r in jobs[rule]), rule
+
+
+def test_slurm_gpu_profile_gives_every_gpu_rule_a_gpu_on_the_gpu_partition(planned):
+    profile = yaml.safe_load((PROFILES / "slurm-gpu" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    partition = profile["set-resources"]["train_model"]["slurm_partition"]
+    on_cpu = {"compare_similarity"}  # RTD's ripser is CPU-only (profiles/slurm-gpu/README.md)
+    jobs = planned("slurm-gpu")
+    for rule, resources in jobs.items():
+        wants_gpu = rule in GPU_RULES - on_cpu
+        for r in resources:
+            assert (gpus(r), r.get("slurm_partition")) == ((1, partition) if wants_gpu else (0, None)), rule
+
+
+@pytest.mark.parametrize("name", ["slurm", "slurm-gpu"])
+def test_slurm_profiles_pass_memory_and_runtime_of_the_rules(planned, name):
+    """A rule's own mem_mb and runtime reach sbatch; the profile's defaults fill in where it has none."""
+    jobs, own = planned(name), planned(None)
+    defaults = yaml.safe_load((PROFILES / name / "config.yaml").read_text())["default-resources"]
+    kinds = set()
+    for rule in own:
+        for key in ("mem_mb", "runtime"):
+            declared = [r.get(key) for r in own[rule]]
+            kinds.add(declared[0] is None)
+            expected = [str(defaults[key]) if value is None else value for value in declared]
+            assert sorted(r[key] for r in jobs[rule]) == sorted(expected), (rule, key)
+    assert kinds == {True, False}  # both kinds of rule were checked

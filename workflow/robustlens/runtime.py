@@ -2,14 +2,85 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
 import torch
 
+#: Where GPU jobs of one working directory take their slots (one lock file per GPU and machine).
+SLOTS_DIR = Path(".snakemake") / "gpu-slots"
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available, else CPU; any other name is passed to torch."""
+#: The slot this process holds: (device index, open lock file descriptor); kept until it exits.
+_held_slot: tuple[int, int] | None = None
+
+
+def resolve_device(name: str = "auto", gpus: int | None = None) -> torch.device:
+    """The torch device a job computes on.
+
+    ``name`` is the config's ``device``: ``auto`` (CUDA when torch sees it, else the CPU),
+    ``cpu``, ``cuda`` or an explicit ``cuda:<i>`` (any other name is passed to torch).
+    ``gpus`` is the job's ``gpu`` resource: a job given none (``gpu=0``, e.g. on a CPU
+    partition) runs on the CPU under ``auto``, and asking it for ``cuda`` is an error.
+
+    ``auto`` and ``cuda`` give each job its own GPU: where the cluster gave the job one device
+    (``CUDA_VISIBLE_DEVICES`` names exactly one), it is ``cuda:0``; on a workstation, the job
+    takes one of the GPUs' slots (:func:`take_gpu_slot`), waiting while every GPU is held by
+    another job, so concurrent jobs never share a card."""
+    if gpus is not None and int(gpus) <= 0:
+        if name == "auto":
+            return torch.device("cpu")
+        if torch.device(name).type == "cuda":
+            raise ValueError(f"device {name!r}, but this job was given no GPU (its resource gpu=0): "
+                             "give its rule gpu=1 (e.g. profiles/slurm-gpu), or use device auto or cpu")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        name = "cuda"
+    if name != "cuda":
+        return torch.device(name)
+    if not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda', but torch sees no CUDA device here: use device auto or cpu")
+    return torch.device("cuda", _gpu_index())
+
+
+def _gpu_index() -> int:
+    """This process's GPU: 0 where CUDA_VISIBLE_DEVICES names one device, else a held slot."""
+    global _held_slot
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if len([d for d in visible.split(",") if d.strip()]) == 1:
+        return 0
+    if _held_slot is None:
+        _held_slot = take_gpu_slot(torch.cuda.device_count())
+    return _held_slot[0]
+
+
+def take_gpu_slot(n_gpus: int, directory: Path | str | None = None, poll_s: float = 1.0) -> tuple[int, int]:
+    """Lock the first free one of ``n_gpus`` slot files ``<directory>/<host>/<i>.lock`` (default
+    ``.snakemake/gpu-slots`` in the working directory) and return ``(i, fd)``; wait while all
+    are locked. The lock (``flock``) lasts until ``fd`` is closed, i.e. until the job's process
+    ends, however it ends; the host name keeps machines sharing a file system apart."""
+    if n_gpus < 1:
+        raise ValueError(f"no GPU slot to take among {n_gpus} GPUs")
+    folder = Path(directory if directory is not None else SLOTS_DIR) / socket.gethostname()
+    folder.mkdir(parents=True, exist_ok=True)
+    waiting = False
+    while True:
+        for i in range(n_gpus):
+            fd = os.open(folder / f"{i}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return i, fd
+        if not waiting:
+            print(f"robustlens: all {n_gpus} GPUs are held by other jobs; waiting for one", file=sys.stderr, flush=True)
+            waiting = True
+        time.sleep(poll_s)
 
 
 def configure_torch(threads: int, deterministic: bool = True) -> None:

@@ -17,7 +17,7 @@ rule retrain_heads:
         "logs/retrain_heads/{model}.log",
     threads: THREADS
     resources:
-        **resources_of("retrain_heads", mem_mb=2000, runtime=20),
+        **resources_of("retrain_heads", mem_mb=2000, runtime=20, gpu=1),
     cache: True
     conda:
         "../../envs/robustlens.yaml"

@@ -17,7 +17,7 @@ rule compare_similarity:
         "logs/compare_similarity/{model_a}__{model_b}.log",
     threads: THREADS
     resources:
-        **resources_of("compare_similarity", mem_mb=4000, runtime=30),
+        **resources_of("compare_similarity", mem_mb=4000, runtime=30, gpu=1),
     conda:
         "../../envs/robustlens.yaml"
     script:
@@ -64,6 +64,7 @@ rule similarity_matrix:
     resources:
         mem_mb=4000,
         runtime=30,
+        gpu=1,
     conda:
         "../../envs/robustlens.yaml"
     script:

@@ -68,7 +68,7 @@ rule transfer:
         "logs/transfer/{model}.log",
     threads: THREADS
     resources:
-        **resources_of("transfer", mem_mb=2000, runtime=30),
+        **resources_of("transfer", mem_mb=2000, runtime=30, gpu=1),
     cache: True
     conda:
         "../../envs/robustlens.yaml"

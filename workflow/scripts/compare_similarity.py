@@ -10,7 +10,7 @@ from robustlens.store import open_store
 
 w, p = snakemake.wildcards, snakemake.params
 configure_torch(snakemake.threads)
-device = str(resolve_device(p.device))
+device = str(resolve_device(p.device, snakemake.resources.get("gpu", 0)))
 rows = []
 for probe, source, path_a, path_b in p.stores:
     context = {"probe": probe, "source": source, "model_a": w.model_a, "model_b": w.model_b}

@@ -18,7 +18,7 @@ acts = extract_activations(
     p.activations["layers"],
     spatial=p.activations["spatial"],
     batch_size=p.activations["batch_size"],
-    device=resolve_device(p.device),
+    device=resolve_device(p.device, snakemake.resources.get("gpu", 0)),
     progress=p.progress,
     desc=f"extract {p.spec['id']}",
     model_id=p.spec["id"],

@@ -11,7 +11,7 @@ from robustlens.zoo import load_model
 
 p, probe = snakemake.params, snakemake.wildcards.probe
 configure_torch(snakemake.threads)
-device = resolve_device(p.device)
+device = resolve_device(p.device, snakemake.resources.get("gpu", 0))
 models = {
     spec["id"]: load_model(spec, ckpt, sha256=read_json(metrics)["sha256"])
     for spec, ckpt, metrics in zip(p.targets, snakemake.input.checkpoints, snakemake.input.metrics)

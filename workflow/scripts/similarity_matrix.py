@@ -14,5 +14,5 @@ configure_torch(snakemake.threads)
 stores = {model: open_store(path) for model, path in p.stores.items()}
 matrix = p.settings["matrix"]
 rows = similarity_matrix_rows(stores, p.layers, matrix["measures"], p.settings, {"probe": matrix["probe"]},
-                              str(resolve_device(p.device)))
+                              str(resolve_device(p.device, snakemake.resources.get("gpu", 0))))
 write_table(pair_table(p.study, p.models, pd.DataFrame(rows)), snakemake.output[0])

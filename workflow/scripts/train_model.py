@@ -10,7 +10,7 @@ from robustlens.train import train_and_evaluate
 p = snakemake.params
 configure_torch(snakemake.threads)
 model, metrics = train_and_evaluate(
-    p.spec, load_dataset(snakemake.input.dataset), p.training, p.evaluation, resolve_device(p.device), p.progress
+    p.spec, load_dataset(snakemake.input.dataset), p.training, p.evaluation, resolve_device(p.device, snakemake.resources.get("gpu", 0)), p.progress
 )
 metrics["sha256"] = save_state_dict(model.cpu().state_dict(), snakemake.output.checkpoint)
 metrics["provenance"] = provenance({"model": p.spec, "training": p.training, "evaluation": p.evaluation}, "train_model")

@@ -9,7 +9,7 @@ from robustlens.zoo import load_model
 
 p = snakemake.params
 configure_torch(snakemake.threads)
-device = resolve_device(p.device)
+device = resolve_device(p.device, snakemake.resources.get("gpu", 0))
 model = load_model(p.spec, snakemake.input.checkpoint, sha256=read_json(snakemake.input.metrics)["sha256"])
 results = {
     task: transfer_study(model, load_dataset(path), p.settings, device, p.progress, desc=f"transfer {p.spec['id']} -> {task}")

@@ -11,7 +11,7 @@ from robustlens.zoo import load_model
 
 p = snakemake.params
 configure_torch(snakemake.threads)
-device = resolve_device(p.device)
+device = resolve_device(p.device, snakemake.resources.get("gpu", 0))
 model = load_model(p.spec)
 metrics = evaluate_with_settings(model, load_dataset(snakemake.input.dataset), p.evaluation, device, p.progress, p.spec["id"])
 metrics["sha256"] = save_state_dict(model.cpu().state_dict(), snakemake.output.checkpoint)
