@@ -13,11 +13,27 @@ from importlib import metadata
 import robustlens
 
 
+#: The line every job's log ends with: its peak resident memory (the rehearsals compare it
+#: with the rule's declared ``mem_mb``).
+PEAK_MEMORY_PREFIX = "robustlens: peak memory"
+
+
+def peak_memory_mb() -> float:
+    """Peak resident set size of this process so far, in MB (``getrusage``; Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def redirect_output(log_path: str) -> None:
-    """Send this job's stdout and stderr (progress bars included) to its log file."""
+    """Send this job's stdout and stderr (progress bars included) to its log file, which ends
+    with the job's peak memory when the job exits."""
+    import atexit
+
     handle = open(log_path, "w", buffering=1)
     sys.stdout = handle
     sys.stderr = handle
+    atexit.register(lambda: print(f"{PEAK_MEMORY_PREFIX} {peak_memory_mb():.0f} MB", file=handle))
 
 
 def spec_sha256(spec) -> str:

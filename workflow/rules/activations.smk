@@ -19,7 +19,7 @@ rule extract_natural:
         "logs/extract_natural/{source}/{model}.log",
     threads: THREADS
     resources:
-        **resources_of("extract_natural", mem_mb=4000, runtime=30, gpu=1),
+        **resources_of("extract_natural", runtime=30, gpu=1),
     cache: True
     conda:
         "../../envs/robustlens.yaml"

@@ -38,8 +38,10 @@ def one_of(names):
 
 
 def resources_of(rule, **defaults):
-    """A rule's resources: its defaults, overridden by the config's ``resources.<rule>``."""
-    return {**defaults, **RESOURCES.get(rule, {})}
+    """A rule's resources: its computed memory (MEMORY, below) and its defaults, overridden by
+    the config's ``resources.<rule>``."""
+    computed = {"mem_mb": memory(MEMORY[rule])} if rule in MEMORY else {}
+    return {**computed, **defaults, **RESOURCES.get(rule, {})}
 
 
 # Targets each rules file adds to `rule all`.
@@ -106,3 +108,78 @@ def probe_files(probe, models):
     return [f"results/activations/{probe}/{m}" for m in models] + [
         f"results/activations/{probe}/{m}.index.json" for m in models
     ]
+
+
+# Memory of each rule's jobs (mem_mb), computed from what the job reads: image counts and sizes
+# of the splits it loads, the model's checkpoint, the configured batches, the stores it
+# compares; every retry asks for more (robustlens.resources). A config's `resources.<rule>`
+# still overrides any of them.
+from robustlens import resources as rs
+from robustlens.config import dataset_shape, n_test_images, n_train_images
+
+CHANNELS = dataset_shape(config["dataset"])["in_channels"]
+IMAGE_SIZE = config["dataset"]["image_size"]
+N_TRAIN = n_train_images(config["dataset"])
+N_TEST = n_test_images(config["dataset"])
+# Batches never hold more images than the split they run over.
+EVAL_BATCH = min(config["evaluation"].get("batch_size", 512), N_TEST)
+ACTIVATION_BATCH = min(config["activations"]["batch_size"], N_TEST)
+TRAIN_BATCH = min(config["training"]["batch_size"], N_TRAIN)
+
+
+def memory(estimate):
+    """A ``mem_mb`` callable: ``estimate(wildcards, input)`` MB, more for each retry."""
+    return lambda wildcards, input, attempt: rs.with_attempt(estimate(wildcards, input), attempt)
+
+
+def images_mb(n, copies=2):
+    """``copies`` float32 copies of ``n`` images of the study's dataset."""
+    return copies * rs.images_mb(n, CHANNELS, IMAGE_SIZE)
+
+
+def weights_mb(model, path=None):
+    """One float32 copy of a model's weights: its checkpoint's size when the file exists."""
+    return rs.model_mb(MODELS[model]["arch"], rs.tree_bytes([path]) if path else None)
+
+
+def activations_mb(model, batch):
+    return rs.activation_mb(MODELS[model]["arch"], IMAGE_SIZE, batch)
+
+
+def read_mb(input, factor):
+    """``factor`` times the bytes of every input (stores: every file under them), in MB."""
+    return factor * rs.tree_bytes(list(input)) / rs.MB
+
+
+def torch_base(model):
+    """A torch job's resident memory before it reads anything (robustbench imports more)."""
+    return rs.TORCH_BASE_MB + (300 if MODELS[model]["source"] == "robustbench" else 0)
+
+
+MEMORY = {
+    "prepare_dataset": lambda wc, input: rs.TABLE_BASE_MB + images_mb(N_TRAIN + N_TEST, copies=3),
+    "train_model": lambda wc, input: torch_base(wc.model) + images_mb(N_TRAIN + N_TEST) + 4 * weights_mb(wc.model)
+    + activations_mb(wc.model, TRAIN_BATCH) + activations_mb(wc.model, EVAL_BATCH),
+    "zoo_model": lambda wc, input: torch_base(wc.model) + images_mb(N_TEST) + 3 * weights_mb(wc.model, input.weights)
+    + activations_mb(wc.model, EVAL_BATCH),
+    "extract_natural": lambda wc, input: torch_base(wc.model) + images_mb(N_TEST) + 2 * weights_mb(wc.model, input.checkpoint)
+    + activations_mb(wc.model, ACTIVATION_BATCH),
+    "make_probe": lambda wc, input: torch_base(wc.model) + images_mb(N_TEST, copies=4)
+    + sum(2 * weights_mb(m, checkpoint_path(m)) for m in probe_targets(wc.model))
+    + activations_mb(wc.model, min(config["probes"][wc.probe].get("batch_size", EVAL_BATCH), N_TEST)),
+    "retrain_heads": lambda wc, input: torch_base(wc.model) + images_mb(N_TRAIN + N_TEST) + 2 * weights_mb(wc.model, input.checkpoint)
+    + activations_mb(wc.model, ACTIVATION_BATCH),
+    "transfer": lambda wc, input: torch_base(wc.model) + read_mb(input.tasks, 2) + 4 * weights_mb(wc.model, input.checkpoint)
+    + activations_mb(wc.model, max(config["transfer"]["batch_size"], config["transfer"]["ft"]["batch_size"])),
+    "transfer_task": lambda wc, input: rs.TABLE_BASE_MB + images_mb(N_TEST, copies=6),
+    "compare_similarity": lambda wc, input: rs.TORCH_BASE_MB + read_mb(input, 4),
+    "similarity_matrix": lambda wc, input: rs.TORCH_BASE_MB + read_mb(input, 4),
+    "extract_filters": lambda wc, input: torch_base(wc.model) + 3 * weights_mb(wc.model, input.checkpoint),
+}
+
+
+def table_memory(wildcards, input, attempt):
+    """A table or figure job: pandas and matplotlib, and its inputs several times over."""
+    return rs.with_attempt(rs.TABLE_BASE_MB + read_mb(input, 6), attempt)
+MEMORY["compare_predictive"] = lambda wc, input: rs.TABLE_BASE_MB + read_mb(input.stores, 1.5) + read_mb(input.heads, 2)
+MEMORY["filters_tables"] = lambda wc, input: rs.TABLE_BASE_MB + read_mb(input, 4)

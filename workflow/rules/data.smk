@@ -43,7 +43,7 @@ rule prepare_dataset:
         "logs/prepare_dataset/{dataset}.log",
     threads: 1
     resources:
-        **resources_of("prepare_dataset", mem_mb=1000, runtime=10),
+        **resources_of("prepare_dataset", runtime=10),
     cache: True
     conda:
         "../../envs/robustlens.yaml"

@@ -15,6 +15,8 @@ rule figure_agreement_vs_eps:
     log:
         "logs/figure_agreement_vs_eps/figure.log",
     threads: 1
+    resources:
+        mem_mb=table_memory,
     conda:
         "../../envs/robustlens.yaml"
     script:
@@ -35,6 +37,8 @@ rule figure_cka_by_layer:
     log:
         "logs/figure_cka_by_layer/figure.log",
     threads: 1
+    resources:
+        mem_mb=table_memory,
     conda:
         "../../envs/robustlens.yaml"
     script:
@@ -61,6 +65,8 @@ rule figure_heads_agreement:
     log:
         "logs/figure_heads_agreement/figure.log",
     threads: 1
+    resources:
+        mem_mb=table_memory,
     conda:
         "../../envs/robustlens.yaml"
     script:
@@ -81,6 +87,8 @@ rule figure_universality:
     log:
         "logs/figure_universality/figure.log",
     threads: 1
+    resources:
+        mem_mb=table_memory,
     conda:
         "../../envs/robustlens.yaml"
     script:
@@ -106,6 +114,8 @@ rule figure_similarity_vs_eps:
     log:
         "logs/figure_similarity_vs_eps/figure.log",
     threads: 1
+    resources:
+        mem_mb=table_memory,
     conda:
         "../../envs/robustlens.yaml"
     script:
@@ -126,6 +136,8 @@ rule figure_similarity_heatmaps:
     log:
         "logs/figure_similarity_heatmaps/figure.log",
     threads: 1
+    resources:
+        mem_mb=table_memory,
     conda:
         "../../envs/robustlens.yaml"
     script:

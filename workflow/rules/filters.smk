@@ -15,7 +15,7 @@ rule extract_filters:
         "logs/extract_filters/{model}.log",
     threads: 1
     resources:
-        **resources_of("extract_filters", mem_mb=2000, runtime=10),
+        **resources_of("extract_filters", runtime=10),
     cache: True
     conda:
         "../../envs/robustlens.yaml"
@@ -41,7 +41,7 @@ rule filters_tables:
         "logs/filters_tables/filters_tables.log",
     threads: 1
     resources:
-        **resources_of("filters_tables", mem_mb=4000, runtime=30),
+        **resources_of("filters_tables", runtime=30),
     conda:
         "../../envs/robustlens.yaml"
     script:
@@ -72,6 +72,8 @@ rule figure_filters:
     log:
         "logs/figure_filters/{figure}.log",
     threads: 1
+    resources:
+        mem_mb=table_memory,
     conda:
         "../../envs/robustlens.yaml"
     script:
@@ -102,6 +104,8 @@ rule figure_first_layer_filters:
     log:
         "logs/figure_first_layer_filters/figure.log",
     threads: 1
+    resources:
+        mem_mb=table_memory,
     conda:
         "../../envs/robustlens.yaml"
     script:

@@ -17,7 +17,7 @@ rule retrain_heads:
         "logs/retrain_heads/{model}.log",
     threads: THREADS
     resources:
-        **resources_of("retrain_heads", mem_mb=2000, runtime=20, gpu=1),
+        **resources_of("retrain_heads", runtime=20, gpu=1),
     cache: True
     conda:
         "../../envs/robustlens.yaml"
@@ -38,6 +38,8 @@ rule heads_table:
     log:
         "logs/heads_table/heads_table.log",
     threads: 1
+    resources:
+        mem_mb=table_memory,
     conda:
         "../../envs/robustlens.yaml"
     script:

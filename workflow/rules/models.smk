@@ -19,7 +19,7 @@ rule train_model:
         "logs/train_model/{model}.log",
     threads: THREADS
     resources:
-        **resources_of("train_model", mem_mb=4000, runtime=120, gpu=1),
+        **resources_of("train_model", runtime=120, gpu=1),
     cache: True
     conda:
         "../../envs/robustlens.yaml"
@@ -73,7 +73,7 @@ rule zoo_model:
         "logs/zoo_model/{model}.log",
     threads: THREADS
     resources:
-        **resources_of("zoo_model", mem_mb=8000, runtime=60, gpu=1),
+        **resources_of("zoo_model", runtime=60, gpu=1),
     cache: True
     conda:
         "../../envs/robustlens.yaml"
@@ -94,6 +94,8 @@ rule models_table:
     log:
         "logs/models_table/models_table.log",
     threads: 1
+    resources:
+        mem_mb=table_memory,
     conda:
         "../../envs/robustlens.yaml"
     script:

@@ -14,6 +14,8 @@ rule compare_predictive:
     log:
         "logs/compare_predictive/{probe}.log",
     threads: 1
+    resources:
+        **resources_of("compare_predictive"),
     conda:
         "../../envs/robustlens.yaml"
     script:
@@ -33,6 +35,8 @@ rule predictive_table:
     log:
         "logs/predictive_table/predictive_table.log",
     threads: 1
+    resources:
+        mem_mb=table_memory,
     conda:
         "../../envs/robustlens.yaml"
     script:
@@ -55,6 +59,8 @@ rule universality_table:
     log:
         "logs/universality_table/universality_table.log",
     threads: 1
+    resources:
+        mem_mb=table_memory,
     conda:
         "../../envs/robustlens.yaml"
     script:

@@ -25,7 +25,7 @@ rule make_probe:
         "logs/make_probe/{probe}/{model}.log",
     threads: THREADS
     resources:
-        **resources_of("make_probe", mem_mb=4000, runtime=60, gpu=1),
+        **resources_of("make_probe", runtime=60, gpu=1),
     cache: True
     conda:
         "../../envs/robustlens.yaml"
@@ -49,6 +49,8 @@ rule probes_table:
     log:
         "logs/probes_table/probes_table.log",
     threads: 1
+    resources:
+        mem_mb=table_memory,
     conda:
         "../../envs/robustlens.yaml"
     script:
@@ -73,6 +75,8 @@ rule figure_inversions:
     log:
         "logs/figure_inversions/figure.log",
     threads: 1
+    resources:
+        mem_mb=table_memory,
     conda:
         "../../envs/robustlens.yaml"
     script:

@@ -17,7 +17,7 @@ rule compare_similarity:
         "logs/compare_similarity/{model_a}__{model_b}.log",
     threads: THREADS
     resources:
-        **resources_of("compare_similarity", mem_mb=4000, runtime=30, gpu=1),
+        **resources_of("compare_similarity", runtime=30, gpu=1),
     conda:
         "../../envs/robustlens.yaml"
     script:
@@ -37,6 +37,8 @@ rule similarity_table:
     log:
         "logs/similarity_table/similarity_table.log",
     threads: 1
+    resources:
+        mem_mb=table_memory,
     conda:
         "../../envs/robustlens.yaml"
     script:
@@ -62,9 +64,7 @@ rule similarity_matrix:
         "logs/similarity_matrix/similarity_matrix.log",
     threads: THREADS
     resources:
-        mem_mb=4000,
-        runtime=30,
-        gpu=1,
+        **resources_of("similarity_matrix", runtime=30, gpu=1),
     conda:
         "../../envs/robustlens.yaml"
     script:
@@ -86,6 +86,8 @@ rule correlations_table:
     log:
         "logs/correlations_table/correlations_table.log",
     threads: 1
+    resources:
+        mem_mb=table_memory,
     conda:
         "../../envs/robustlens.yaml"
     script:

@@ -39,7 +39,7 @@ rule transfer_task:
         "logs/transfer_task/{task}.log",
     threads: 1
     resources:
-        **resources_of("transfer_task", mem_mb=1000, runtime=10),
+        **resources_of("transfer_task", runtime=10),
     cache: True
     conda:
         "../../envs/robustlens.yaml"
@@ -68,7 +68,7 @@ rule transfer:
         "logs/transfer/{model}.log",
     threads: THREADS
     resources:
-        **resources_of("transfer", mem_mb=2000, runtime=30, gpu=1),
+        **resources_of("transfer", runtime=30, gpu=1),
     cache: True
     conda:
         "../../envs/robustlens.yaml"
@@ -92,6 +92,8 @@ rule transfer_tables:
     log:
         "logs/transfer_tables/transfer_tables.log",
     threads: 1
+    resources:
+        mem_mb=table_memory,
     conda:
         "../../envs/robustlens.yaml"
     script:
@@ -122,6 +124,8 @@ rule figure_transfer:
     log:
         "logs/figure_transfer/{figure}.log",
     threads: 1
+    resources:
+        mem_mb=table_memory,
     conda:
         "../../envs/robustlens.yaml"
     script:

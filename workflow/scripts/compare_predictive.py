@@ -11,7 +11,16 @@ from robustlens.heads import load_heads
 from robustlens.store import open_store
 
 w, p = snakemake.wildcards, snakemake.params
-store = lru_cache(maxsize=None)(open_store)  # every store is read and verified once
+
+
+@lru_cache(maxsize=None)
+def store(path):
+    """What the predictive measures use of a store (labels, logits, penultimate features), read
+    and verified once; the other layers stay on disk."""
+    ds = open_store(path, load=False)
+    return ds[[name for name in ("label", "logits", "penultimate") if name in ds.data_vars]].load()
+
+
 heads = {model: load_heads(path) for model, path in p.heads.items()}
 rows = []
 for a, b in p.pairs:

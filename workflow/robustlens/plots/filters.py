@@ -16,6 +16,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from robustlens.plots import save_figure
+
 from robustlens.filters import MAX_VARIANCE_ENTROPY, layer_weight, quality_by_depth
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,10 +39,7 @@ def _new_figure(size: tuple[float, float]) -> Figure:
 
 
 def _save(fig: Figure, path: str | Path | Sequence[str | Path], dpi: int) -> None:
-    paths = [path] if isinstance(path, (str, Path)) else list(path)
-    for p in paths:
-        metadata = {"CreationDate": None} if str(p).endswith(".pdf") else None
-        fig.savefig(p, dpi=dpi, metadata=metadata)
+    save_figure(fig, path, dpi, close=False)
 
 
 def _bin_label(lo: float, hi: float) -> str:

@@ -17,6 +17,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from robustlens.plots import save_figure
+
 METHOD_LABELS = {"lp": "LP", "ft": "FT", "lp_ft": "LP-FT"}
 METHOD_COLORS = {"lp": "C0", "ft": "C1", "lp_ft": "C2"}
 NORM_MARKERS = {"l2": "o", "linf": "s"}
@@ -30,10 +32,7 @@ def _new_figure(size: tuple[float, float]) -> Figure:
 
 
 def _save(fig: Figure, path: PathLike, dpi: int) -> None:
-    paths = [path] if isinstance(path, (str, Path)) else list(path)
-    for p in paths:
-        metadata = {"CreationDate": None} if str(p).endswith(".pdf") else None
-        fig.savefig(p, dpi=dpi, metadata=metadata)
+    save_figure(fig, path, dpi, close=False)
 
 
 def _size(figure: dict, default: tuple[float, float]) -> tuple[float, float]:

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from robustlens.plots import save_figure
 from robustlens.stats import pearson_eps_permutation
 from robustlens.universality import PAIR_X, X_LABEL, design_analyses, pair_design
 

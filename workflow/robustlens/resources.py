@@ -1,0 +1,96 @@
+"""Memory each rule declares (``mem_mb``), computed from what its job reads: image counts and
+sizes, the model's parameters, the configured batch, the layers it stores or compares, and the
+attempt (a retry after running out of memory asks for more).
+
+A job's host memory is modelled as
+
+    base (Python, torch, numpy, zarr imported) + data it holds + model copies
+    + batch x activation memory per image (forward and backward, as on a CPU device)
+
+The activation term is counted on the host because ``device: auto`` runs on the CPU where there
+is no GPU; on a GPU the same term lives in GPU memory and the declaration is conservative. The
+constants were measured on this machine (``benchmarks/paper-scale.md`` shows the arithmetic);
+the rehearsals (tests/rehearsal/rehearse.py) fail when a job's measured peak exceeds its
+declaration, and check the data term's growth at n and 4n images.
+
+No torch here: the Snakefile imports this module at parse time.
+"""
+
+from __future__ import annotations
+
+import math
+
+MB = 1 << 20
+#: Resident memory of a job once Python, torch, torchvision, numpy and zarr are imported
+#: (measured: 960 MB; robustbench's imports add 200 MB).
+TORCH_BASE_MB = 1300
+#: A table or figure job: pandas, matplotlib, scipy.
+TABLE_BASE_MB = 600
+#: Each retry asks for this factor more than the attempt before it.
+RETRY_GROWTH = 1.5
+#: Activation memory of one image's forward and backward pass at 32 x 32 px, MB, by
+#: architecture family (measured: torch 2.14 on the CPU, float32, batch 16 and 8); it grows with
+#: the number of pixels.
+ACTIVATION_MB_AT_32 = {
+    "smallcnn": 0.5,
+    "resnet18_cifar": 12.0,
+    "resnet18": 8.0,
+    "resnet34": 12.0,
+    "resnet50": 16.0,
+    "resnet101": 24.0,
+    "wide_resnet50_2": 32.0,
+    "wide_resnet50_4": 64.0,
+    "robustbench": 64.0,  # WideResNet-28-10 and DMWideResNet-28-10: 47 and 59 MB measured
+    "timm": 16.0,
+}
+#: Parameters (millions) of the architectures robustlens builds itself; zoo models are read
+#: from their checkpoint files, whose size gives theirs.
+PARAMETERS_M = {"smallcnn": 0.05, "resnet18_cifar": 11.2}
+
+
+def with_attempt(mb: float, attempt: int) -> int:
+    """``mb`` for the first attempt, RETRY_GROWTH times more for each retry."""
+    return int(math.ceil(mb * RETRY_GROWTH ** (max(1, attempt) - 1)))
+
+
+def images_mb(n: int, channels: int, size: int, bytes_per_value: int = 4) -> float:
+    """Memory of ``n`` images of ``channels`` x ``size`` x ``size`` values."""
+    return n * channels * size * size * bytes_per_value / MB
+
+
+def family(arch: dict) -> str:
+    """The activation family of an ``arch`` block of a resolved model spec."""
+    name = arch["name"]
+    return name.split(":", 1)[0] if ":" in name else name
+
+
+def activation_mb(arch: dict, image_size: int, batch: int) -> float:
+    """Forward and backward activations of ``batch`` images (MB)."""
+    per_image = ACTIVATION_MB_AT_32.get(family(arch), ACTIVATION_MB_AT_32["robustbench"])
+    return batch * per_image * max(1.0, (image_size / 32) ** 2)
+
+
+def model_mb(arch: dict, checkpoint_bytes: int | None = None) -> float:
+    """Memory of one copy of a model's float32 weights: from its checkpoint file when known."""
+    if checkpoint_bytes:
+        return checkpoint_bytes / MB
+    return PARAMETERS_M.get(family(arch), 100.0) * 4
+
+
+def store_mb(n: int, features: int) -> float:
+    """float32 activations of ``n`` samples x ``features`` units (one layer or all of them)."""
+    return n * features * 4 / MB
+
+
+def tree_bytes(paths) -> int:
+    """Bytes of the files at ``paths`` (directories such as zarr stores: every file under them);
+    0 for a path that does not exist yet (Snakemake evaluates resources again before the job)."""
+    from pathlib import Path
+
+    total = 0
+    for path in map(Path, paths):
+        if path.is_dir():
+            total += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        elif path.exists():
+            total += path.stat().st_size
+    return total
