@@ -1,14 +1,19 @@
-"""Dataset sources besides the embedded digits: procedural shapes and image folders (ImageNet
-layout, ImageNet-100-style class subsets), with the split sizes the config predicts."""
+"""Dataset sources besides the embedded digits: procedural shapes, image folders (ImageNet
+layout, labels from a fixed class list, ImageNet-100-style subsets), CIFAR pickles read without
+torchvision, and the dataset cache (uint8 storage, one split read at a time)."""
 
 import math
+import pickle
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from rehearsal.make_inputs import MODES, make_cifar, make_imagefolder, write_classes_file
+from robustlens.cifar import read_cifar
 from robustlens.config import n_test_images as predicted_test_size
-from robustlens.data import prepare_dataset
+from robustlens.data import load_dataset, prepare_dataset, save_dataset
+from robustlens.imagefolder import imagenet_classes, load_imagefolder
 
 
 def test_shapes_source_splits_sprites_by_test_fraction():
@@ -20,30 +25,107 @@ def test_shapes_source_splits_sprites_by_test_fraction():
     assert set(np.unique(data["y_train"])) <= {0, 1, 2, 3}
 
 
-@pytest.fixture
-def folder(tmp_path):
-    """train/ and val/ with classes a, b, c; each image a constant colour per class, 40x30 px."""
-    colours = {"a": (255, 0, 0), "b": (0, 255, 0), "c": (0, 0, 255)}
-    for split, n in (("train", 6), ("val", 4)):
-        for name, colour in colours.items():
-            (tmp_path / split / name).mkdir(parents=True)
+# ---- ImageNet's class list ----------------------------------------------------------------
+
+
+def test_imagenet_class_list_is_the_standard_label_order():
+    wnids = imagenet_classes()
+    assert len(wnids) == len(set(wnids)) == 1000 and wnids == sorted(wnids)
+    assert (wnids[0], wnids[-1]) == ("n01440764", "n15075141")
+    # well-known ImageNet labels: 1 goldfish, 207 golden retriever, 281 tabby cat
+    assert (wnids.index("n01443537"), wnids.index("n02099601"), wnids.index("n02123045")) == (1, 207, 281)
+
+
+# ---- image folders ------------------------------------------------------------------------
+
+
+def colour_folder(root, splits, size=(40, 30)):
+    """``splits``: {split: {class: n}}; each image a constant colour per class (PNG)."""
+    colours = {"a": (255, 0, 0), "b": (0, 255, 0), "c": (0, 0, 255), "n01443537": (255, 0, 0), "n02099601": (0, 0, 255)}
+    for split, counts in splits.items():
+        for name, n in counts.items():
+            (root / split / name).mkdir(parents=True)
             for i in range(n):
-                Image.new("RGB", (40, 30), colour).save(tmp_path / split / name / f"{i}.png")
-    return tmp_path
+                Image.new("RGB", size, colours[name]).save(root / split / name / f"{i}.png")
+    return root
 
 
-def test_imagefolder_subset_keeps_full_label_indices(folder, tmp_path):
-    (tmp_path / "classes.txt").write_text("b\nc\n")
-    spec = {"source": "imagefolder", "root": str(folder), "classes_file": str(tmp_path / "classes.txt"),
-            "image_size": 8, "test_fraction": 0.2, "split_seed": 0, "max_train": 4, "max_test": 6}
-    data = prepare_dataset(spec)
+def folder_spec(root, **extra):
+    return {"source": "imagefolder", "root": str(root), "image_size": 8, "test_fraction": 0.2, "split_seed": 0,
+            "max_train": 4, "max_test": 6, **extra}
+
+
+def test_imagefolder_subset_keeps_full_label_indices(tmp_path):
+    folder = colour_folder(tmp_path / "images", {s: {"a": n, "b": n, "c": n} for s, n in (("train", 6), ("val", 4))})
+    classes = write_classes_file(tmp_path / "classes.txt", ["a", "b", "c"])
+    subset = write_classes_file(tmp_path / "subset.txt", ["b", "c"])
+    spec = folder_spec(folder, classes=str(classes), classes_file=str(subset), num_classes=3)
+    path = tmp_path / "data.npz"
+    save_dataset(prepare_dataset(spec), path)
+    data = load_dataset(path)
     assert data["x_train"].shape == (4, 3, 8, 8) and data["x_test"].shape == (6, 3, 8, 8)
     assert len(data["x_test"]) == predicted_test_size(spec)
-    # labels are indices among all class folders (a=0, b=1, c=2): the subset keeps 1 and 2
+    # labels are positions in the class list (a=0, b=1, c=2): the subset keeps 1 and 2
     assert sorted(np.unique(data["y_test"])) == [1, 2] and np.bincount(data["y_test"]).tolist() == [0, 3, 3]
     # a class's colour survives resize and crop exactly, in [0, 1], channel-first
     green = data["x_test"][data["y_test"] == 1]
-    assert np.allclose(green[:, 1], 1.0) and np.allclose(green[:, [0, 2]], 0.0)
+    assert data["x_test"].dtype == np.float32 and np.all(green[:, 1] == 1.0) and np.all(green[:, [0, 2]] == 0.0)
+
+
+def test_imagenet_subset_folder_keeps_imagenet_labels(tmp_path):
+    """A copy of ImageNet holding only some class folders: labels stay ImageNet's (1 and 207),
+    not the positions among the folders present (0 and 1)."""
+    wnids = ["n01443537", "n02099601"]
+    folder = colour_folder(tmp_path / "imagenet", {"train": dict.fromkeys(wnids, 3), "val": dict.fromkeys(wnids, 2)})
+    subset = write_classes_file(tmp_path / "imagenet100.txt", wnids)
+    data = prepare_dataset(folder_spec(folder, classes_file=str(subset)))
+    assert sorted(set(data["y_test"].tolist())) == [1, 207]
+    red = data["x_test"][data["y_test"] == 1]  # goldfish folder is red
+    assert red.dtype == np.uint8 and np.all(red[:, 0] == 255) and np.all(red[:, 1:] == 0)
+    with pytest.raises(FileNotFoundError, match=r"'train' has no folder for 998 of its 1000 classes.*n01440764"):
+        prepare_dataset(folder_spec(folder))  # without the subset, every ImageNet class must be there
+
+
+def test_imagefolder_split_missing_a_class_folder_is_an_error(tmp_path):
+    folder = colour_folder(tmp_path / "images", {"train": {"a": 2, "b": 2, "c": 2}, "val": {"a": 2, "c": 2}})
+    classes = write_classes_file(tmp_path / "classes.txt", ["a", "b", "c"])
+    with pytest.raises(FileNotFoundError, match=r"val.*'val' has no folder for 1 of its 3 classes: \['b'\]"):
+        prepare_dataset(folder_spec(folder, classes=str(classes), num_classes=3))  # checked before train/ is read
+    # excluded by a subset, the missing folder is fine
+    subset = write_classes_file(tmp_path / "subset.txt", ["a", "c"])
+    data = prepare_dataset(folder_spec(folder, classes=str(classes), classes_file=str(subset), num_classes=3, max_train=None, max_test=None))
+    assert sorted(set(data["y_test"].tolist())) == [0, 2] and len(data["y_train"]) == 4
+
+
+def test_imagefolder_folders_outside_the_class_list_are_errors(tmp_path):
+    folder = colour_folder(tmp_path / "images", {"train": {"a": 2, "b": 2}, "val": {"a": 2, "b": 2}})
+    with pytest.raises(ValueError, match=r"2 folder\(s\) not in the class list \(dataset.classes\): \['a', 'b'\]"):
+        prepare_dataset(folder_spec(folder))  # default: ImageNet's wnids
+    with pytest.raises(ValueError, match="dataset.classes is not set and dataset.num_classes = 2"):
+        prepare_dataset(folder_spec(folder, num_classes=2))
+    classes = write_classes_file(tmp_path / "classes.txt", ["a"])
+    with pytest.raises(ValueError, match=r"not in the class list.*\['b'\]"):
+        prepare_dataset(folder_spec(folder, classes=str(classes), num_classes=2))
+
+
+def test_class_list_path_may_not_leave_the_working_directory():
+    from pathlib import Path
+
+    from robustlens.config import ConfigError, load_config, validate_config
+
+    folder = {"source": "imagefolder", "root": "data/imagenet", "max_train": 10, "max_test": 10}
+    config = load_config(Path(__file__).parents[1] / "config.yaml", {"dataset": {**folder, "classes": "../classes.txt"}})
+    with pytest.raises(ConfigError, match=r"key 'dataset.classes' = '../classes.txt': a relative path that leads outside"):
+        validate_config(config)
+
+
+def test_flat_val_folder_says_to_arrange_class_folders(tmp_path):
+    folder = colour_folder(tmp_path / "images", {"train": {"a": 2}})
+    (folder / "val").mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "val" / "ILSVRC2012_val_00000001.JPEG")
+    classes = write_classes_file(tmp_path / "classes.txt", ["a"])
+    with pytest.raises(ValueError, match=r"val holds 1 files and no class folders"):
+        prepare_dataset(folder_spec(folder, classes=str(classes), num_classes=1))
 
 
 def test_imagefolder_missing_root_names_the_folder(tmp_path):
@@ -51,3 +133,131 @@ def test_imagefolder_missing_root_names_the_folder(tmp_path):
             "split_seed": 0, "max_train": 4, "max_test": 4}
     with pytest.raises(FileNotFoundError, match="nope"):
         prepare_dataset(spec)
+
+
+def test_resize_and_centre_crop_geometry(tmp_path):
+    """A 100x50 image: a 20 px white border left and right, four coloured quadrants inside.
+    Short side 50 -> round(16 * 256 / 224) = 18 (x0.36), so 36x18, centre crop 16x16 from
+    x = 10, y = 1: original x 27.8..72.2, which leaves out the border; away from the quadrant
+    seams (support of the bilinear filter: 1/0.36 = 2.8 px) each corner is its quadrant's colour."""
+    quads = np.zeros((50, 100, 3), np.uint8)
+    quads[:25, :50], quads[:25, 50:], quads[25:, :50], quads[25:, 50:] = (200, 0, 0), (0, 200, 0), (0, 0, 200), (100, 100, 0)
+    quads[:, :20] = quads[:, 80:] = 255
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    Image.fromarray(quads).save(tmp_path / "train" / "a" / "q.png")
+    images, labels = load_imagefolder(tmp_path, "train", 16, ["a"], None, 0)
+    img = images[0].transpose(1, 2, 0)
+    assert images.shape == (1, 3, 16, 16) and labels.tolist() == [0]
+    assert np.all(img[:6, :6] == (200, 0, 0)) and np.all(img[:6, 10:] == (0, 200, 0))
+    assert np.all(img[10:, :6] == (0, 0, 200)) and np.all(img[10:, 10:] == (100, 100, 0))
+    assert not np.any(np.all(img == 255, axis=-1))  # the border is cropped away
+
+    # the same as torchvision's evaluation transform
+    from torchvision import transforms
+
+    reference = transforms.Compose([transforms.Resize(18), transforms.CenterCrop(16), transforms.PILToTensor()])
+    np.testing.assert_array_equal(images[0], reference(Image.fromarray(quads)).numpy())
+
+
+def test_made_imagefolder_loads_like_torchvision_imagefolder(tmp_path):
+    """make_imagefolder's JPEGs (mixed sizes, RGB / grayscale / CMYK) read by load_imagefolder
+    equal torchvision's ImageFolder (RGB conversion by PIL) with Resize + CenterCrop."""
+    from torchvision import datasets, transforms
+
+    classes = ["n01440764", "n01443537", "n01484850"]
+    make_imagefolder(tmp_path, classes, n_train_per_class=2, n_val_per_class=5, seed=0)
+    files = sorted((tmp_path / "val").rglob("*.JPEG"))
+    modes = [Image.open(f).mode for f in files]
+    sizes = {Image.open(f).size for f in files}
+    assert (modes.count("L"), modes.count("CMYK"), modes.count("RGB")) == (1, 2, 12)  # val images are k = 6..20: L at 13, CMYK at 7 and 17
+    assert len(sizes) > 5 and all(40 <= s <= 90 for size in sizes for s in size) and any(w != h for w, h in sizes)
+
+    images, labels = load_imagefolder(tmp_path, "val", 24, imagenet_classes(), None, 0, subset=classes)
+    reference = datasets.ImageFolder(
+        tmp_path / "val", transform=transforms.Compose([transforms.Resize(27), transforms.CenterCrop(24), transforms.PILToTensor()])
+    )
+    assert labels.tolist() == [t for _, t in reference.samples]  # folders are ImageNet's first three: labels 0, 1, 2
+    np.testing.assert_array_equal(images, np.stack([x.numpy() for x, _ in reference]))
+    grey = [i for i, m in enumerate(modes) if m == "L"]
+    assert np.all(images[grey, 0] == images[grey, 1]) and np.all(images[grey, 1] == images[grey, 2])
+    # the class content tells the classes apart: mean colour nearest its own class's mean
+    means = images.reshape(len(images), 3, -1).mean(-1)
+    centroids = np.stack([means[labels == c].mean(0) for c in range(3)])
+    assert np.mean(np.argmin(((means[:, None] - centroids[None]) ** 2).sum(-1), 1) == labels) >= 0.8
+
+
+# ---- CIFAR ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["cifar10", "cifar100"])
+def test_cifar_reader_equals_torchvision(tmp_path, monkeypatch, source):
+    """Made pickles read by robustlens.cifar and by torchvision's class (integrity check patched
+    out: the md5 sums are the published files'): the same images (HWC -> CHW) and labels; the
+    dataset cache stores them as uint8 and hands them out as torchvision's ToTensor does."""
+    import torch
+    import torchvision
+
+    cls = getattr(torchvision.datasets, source.upper())
+    monkeypatch.setattr(cls, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
+    make_cifar(tmp_path, source, n_train=230, n_test=120, seed=3)
+    for train in (True, False):
+        ours, labels = read_cifar(source, train, tmp_path)
+        theirs = cls(str(tmp_path / source), train=train)
+        assert ours.dtype == np.uint8 and ours.shape == (230 if train else 120, 3, 32, 32)
+        np.testing.assert_array_equal(ours, theirs.data.transpose(0, 3, 1, 2))
+        np.testing.assert_array_equal(labels, theirs.targets)
+    assert len(np.unique(labels)) == (10 if source == "cifar10" else 100)
+
+    spec = {"source": source, "image_size": 32, "test_fraction": 0.2, "split_seed": 0}
+    path = tmp_path / "data.npz"
+    save_dataset(prepare_dataset(spec, root=tmp_path), path)
+    with np.load(path) as stored:
+        assert stored["x_train"].dtype == stored["x_test"].dtype == np.uint8
+    test = load_dataset(path, "test")  # theirs: torchvision's test split
+    assert set(test) == {"x_test", "y_train", "y_test"} and np.array_equal(test["y_test"], theirs.targets)
+    expected = torch.stack([torchvision.transforms.ToTensor()(image) for image in theirs.data]).numpy()
+    np.testing.assert_array_equal(test["x_test"], expected)  # bit-identical to ToTensor's float32
+
+
+def test_cifar_reader_refuses_code_in_a_pickle(tmp_path, capsys):
+    folder = tmp_path / "cifar10" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": Evil()}, protocol=2))
+    with pytest.raises(ValueError, match=r"test_batch: not a CIFAR python pickle \(__builtin__.print is not allowed"):
+        read_cifar("cifar10", False, tmp_path)
+    assert "pwned" not in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="data_batch_1 does not exist: run the workflow's fetch_dataset rule"):
+        read_cifar("cifar10", True, tmp_path)
+
+
+# ---- the dataset cache ---------------------------------------------------------------------
+
+
+def test_load_dataset_reads_one_split_as_float(tmp_path):
+    arrays = {"x_train": np.full((3, 1, 2, 2), 255, np.uint8), "y_train": np.array([0, 1, 2]),
+              "x_test": np.array([0, 51, 102, 255], np.uint8).reshape(1, 1, 2, 2), "y_test": np.array([4])}
+    save_dataset(arrays, tmp_path / "d.npz")
+    test = load_dataset(tmp_path / "d.npz", "test")
+    assert set(test) == {"x_test", "y_test", "y_train"}  # no training images read
+    assert test["x_test"].dtype == np.float32
+    np.testing.assert_array_equal(test["x_test"].ravel(), np.float32([0.0, 0.2, 0.4, 1.0]))
+    assert np.all(load_dataset(tmp_path / "d.npz")["x_train"] == 1.0)
+    with pytest.raises(ValueError, match=r"d.npz has no split 'val'"):
+        load_dataset(tmp_path / "d.npz", "val")
+
+
+def test_digits_stay_float32_and_round_trip_bit_identical(tmp_path):
+    """The default study's dataset: stored as float32 (not uint8: digits are 0..16 resized), so
+    its cache file and every result downstream are unchanged."""
+    data = prepare_dataset({"source": "sklearn_digits", "image_size": 16, "test_fraction": 0.2, "split_seed": 0})
+    save_dataset(data, tmp_path / "digits.npz")
+    for split in ("train", "test"):
+        read = load_dataset(tmp_path / "digits.npz", split)
+        assert read[f"x_{split}"].dtype == np.float32
+        assert read[f"x_{split}"].tobytes() == data[f"x_{split}"].tobytes()

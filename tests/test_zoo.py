@@ -336,6 +336,7 @@ def test_url_model_through_the_workflow(tmp_path):
     from PIL import Image
 
     from conftest import snakemake, write_config
+    from robustlens.data import load_dataset
     from robustlens.store import open_store
 
     rng = np.random.default_rng(0)
@@ -355,11 +356,12 @@ def test_url_model_through_the_workflow(tmp_path):
     torch.save(madry_checkpoint(net, mean, std), source)
 
     run = tmp_path / "run"
+    (classes := tmp_path / "classes.txt").write_text("a\nb\nc\n")  # labels 0, 1, 2 of the 1000-class head
     entry = {"id": "madry-r18-eps3", "source": "url", "arch": "resnet18", "eps": 3,
              "url": source.as_uri(), "sha256": sha256_file(source)}
     config = write_config(tmp_path / "zoo.yaml", {
         "study": "zoo", "model_grid": None, "models": [entry, {**entry, "id": "madry-r18-eps3-again", "seed": 1}],
-        "dataset": {"name": "folder", "source": "imagefolder", "root": str(tmp_path / "images"),
+        "dataset": {"name": "folder", "source": "imagefolder", "root": str(tmp_path / "images"), "classes": str(classes),
                     "image_size": 32, "max_train": 18, "max_test": 18},
         "evaluation": {"eps": [0.5], "steps": 20, "restarts": 1, "batch_size": 64},
         "activations": {"layers": ["layer1", "layer4", "penultimate", "logits"]},
@@ -369,7 +371,7 @@ def test_url_model_through_the_workflow(tmp_path):
     snakemake(run, *targets, "--cores", "2", configfiles=(config,))
     assert sha256_file(run / "data/checkpoints/resnet18_l2_eps3.ckpt") == entry["sha256"]
 
-    test = np.load(run / "results/data/folder.npz")
+    test = load_dataset(run / "results/data/folder.npz", "test")  # stored uint8, read as float32 / 255
     x, y = torch.from_numpy(test["x_test"]), torch.from_numpy(test["y_test"])
     with torch.no_grad():
         normalized = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)

@@ -236,8 +236,9 @@ def probe_sample_counts(config: dict) -> dict[str, int]:
     return counts
 
 
-#: Config keys that name files or folders: these, and any key ending in one of them after "_".
-PATH_KEYS = ("path", "root", "dir", "directory", "file", "checkpoint", "weights", "model_dir")
+#: Config keys that name files or folders: these, and any key ending in one of them after "_"
+#: (``dataset.classes`` is "imagenet" or a file; ``num_classes`` is a number, so never checked).
+PATH_KEYS = ("path", "root", "dir", "directory", "file", "checkpoint", "weights", "model_dir", "classes")
 
 
 def _is_path_key(key) -> bool:

@@ -1,8 +1,10 @@
 """Datasets and probes.
 
-Images are float32 tensors in [0, 1] with shape (n, channels, height, width); normalisation
+Images are float32 arrays in [0, 1] with shape (n, channels, height, width); normalisation
 lives with the model, never with the data. A prepared dataset is one ``.npz`` file with the
-arrays ``x_train, y_train, x_test, y_test`` (numpy, no torch needed to read it).
+arrays ``x_train, y_train, x_test, y_test`` (numpy, no torch needed to read it). Images of 8-bit
+sources (CIFAR, image folders, Fashion-MNIST) are stored as uint8 (a quarter of float32) and
+become float32 / 255 when :func:`load_dataset` reads them; digits and shapes are stored as float32.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import numpy as np
 
 #: Dataset sources this module can prepare (torchvision ones after their download rule ran).
 SOURCES = ("sklearn_digits", "cifar10", "cifar100", "fashion_mnist", "imagefolder", "shapes")
-#: torchvision dataset classes of the downloadable sources.
+#: torchvision dataset classes of the downloadable sources (downloaded by torchvision; CIFAR
+#: read by robustlens.cifar, since torchvision's classes verify the published md5 on every load).
 TORCHVISION = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "fashion_mnist": "FashionMNIST"}
 #: Where the download rule puts torchvision datasets (relative to the working directory).
 DATASETS_DIR = "data/datasets"
@@ -43,16 +46,19 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    """(n, c, h, w) images in [0, 1] resized bilinearly (antialiased, PIL) to size x size."""
+    """(n, c, h, w) images, float32 in [0, 1] or uint8, resized bilinearly (antialiased, PIL)
+    to size x size, in the same dtype."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     from PIL import Image
 
-    out = np.empty((*images.shape[:2], size, size), dtype=np.float32)
+    is_uint8 = images.dtype == np.uint8
+    out = np.empty((*images.shape[:2], size, size), dtype=images.dtype)
     for i, img in enumerate(images):
         for c, channel in enumerate(img):
-            out[i, c] = np.asarray(Image.fromarray(channel, mode="F").resize((size, size), Image.BILINEAR))
-    return np.clip(out, 0.0, 1.0)
+            channel = Image.fromarray(channel) if is_uint8 else Image.fromarray(channel, mode="F")
+            out[i, c] = np.asarray(channel.resize((size, size), Image.BILINEAR))
+    return out if is_uint8 else np.clip(out, 0.0, 1.0)
 
 
 def fetch_torchvision(source: str, root: str | Path = DATASETS_DIR) -> None:
@@ -72,7 +78,13 @@ def fetch_torchvision(source: str, root: str | Path = DATASETS_DIR) -> None:
 
 
 def load_torchvision(source: str, train: bool, image_size: int, root: str | Path = DATASETS_DIR) -> tuple[np.ndarray, np.ndarray]:
-    """One split of a downloaded torchvision dataset as (n, c, s, s) float32 in [0, 1]."""
+    """One split of a downloaded dataset as (n, c, s, s) uint8 images and int64 labels: CIFAR
+    through :func:`robustlens.cifar.read_cifar`, Fashion-MNIST through torchvision."""
+    if source in ("cifar10", "cifar100"):
+        from robustlens.cifar import read_cifar
+
+        images, labels = read_cifar(source, train, root)
+        return _resize(images, image_size), labels
     import torchvision
 
     cls = getattr(torchvision.datasets, TORCHVISION[source])
@@ -80,47 +92,9 @@ def load_torchvision(source: str, train: bool, image_size: int, root: str | Path
         ds = cls(str(Path(root) / source), train=train, download=False)
     except RuntimeError as err:
         raise FileNotFoundError(f"{source} is not in {Path(root) / source}: run the workflow's fetch_dataset rule ({err})") from err
-    data = np.asarray(ds.data)
-    images = (data[:, None] if data.ndim == 3 else data.transpose(0, 3, 1, 2)).astype(np.float32) / 255.0
+    data = np.asarray(ds.data, dtype=np.uint8)
+    images = np.ascontiguousarray(data[:, None] if data.ndim == 3 else data.transpose(0, 3, 1, 2))
     return _resize(images, image_size), np.asarray(ds.targets, dtype=np.int64)
-
-
-def load_imagefolder(root: str | Path, split: str, image_size: int, classes_file: str | None, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``limit`` images (stratified, fixed by ``seed``) of ``root/split`` (class folders, e.g.
-    ImageNet's train/ and val/), resized to 1.14 x image_size on the short side and centre
-    cropped (256 -> 224 for ImageNet). Labels are indices among all class folders (sorted), so a
-    class subset (``classes_file``, one folder name a line: ImageNet-100) keeps the 1000-class
-    labels of ImageNet models."""
-    from PIL import Image
-
-    folder = Path(root) / split
-    if not folder.is_dir():
-        raise FileNotFoundError(f"dataset folder {folder} does not exist (dataset.root = {root!r} must hold train/ and val/)")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    keep = classes
-    if classes_file:
-        keep = [line.strip() for line in Path(classes_file).read_text().splitlines() if line.strip()]
-        unknown = sorted(set(keep) - set(classes))
-        if unknown:
-            raise ValueError(f"{classes_file}: classes not in {folder}: {unknown[:5]}")
-    files, labels = [], []
-    for name in keep:
-        for f in sorted((folder / name).iterdir()):
-            files.append(f)
-            labels.append(classes.index(name))
-    labels = np.asarray(labels, dtype=np.int64)
-    idx = stratified_subset(labels, limit, seed)
-    images = np.empty((len(idx), 3, image_size, image_size), dtype=np.float32)
-    resize = int(round(image_size * 256 / 224))
-    for j, i in enumerate(idx):
-        img = Image.open(files[i]).convert("RGB")
-        w, h = img.size
-        scale = resize / min(w, h)
-        img = img.resize((max(resize, round(w * scale)), max(resize, round(h * scale))), Image.BILINEAR)
-        left, top = (img.size[0] - image_size) // 2, (img.size[1] - image_size) // 2
-        img = img.crop((left, top, left + image_size, top + image_size))
-        images[j] = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    return images, labels[idx]
 
 
 def stratified_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
@@ -142,16 +116,28 @@ def _cap(images: np.ndarray, labels: np.ndarray, limit: int | None, seed: int) -
 
 def prepare_dataset(spec: dict, root: str | Path = DATASETS_DIR) -> dict[str, np.ndarray]:
     """Build the train/test arrays a dataset spec describes (see ``dataset`` in the schema):
-    sklearn_digits and shapes are split by ``test_fraction``; torchvision datasets and image
-    folders keep their own split, capped by ``max_train``/``max_test``."""
+    sklearn_digits and shapes are split by ``test_fraction`` (float32 images); torchvision
+    datasets and image folders keep their own split, capped by ``max_train``/``max_test``
+    (uint8 images). Image folders: train/ is the training split, val/ the test split; labels
+    index ``classes`` (default ImageNet's list), ``classes_file`` selects a subset."""
     source = spec["source"]
     size, seed = spec["image_size"], spec["split_seed"]
     if source in TORCHVISION or source == "imagefolder":
+        if source == "imagefolder":
+            from robustlens.imagefolder import check_class_folders, class_list, load_imagefolder, read_class_list
+
+            classes = class_list(spec.get("classes"), spec.get("num_classes", 1000))
+            subset = read_class_list(spec["classes_file"], "dataset.classes_file") if spec.get("classes_file") else None
+            outside = [name for name in subset or [] if name not in classes]
+            if outside:
+                raise ValueError(f"dataset.classes_file = {spec['classes_file']!r}: {len(outside)} classes not in dataset.classes: {outside[:5]}")
+            for split in ("train", "val"):  # both checked before any image is read
+                check_class_folders(spec["root"], split, classes, subset)
         parts = {}
         for part, train in (("train", True), ("test", False)):
             limit = spec.get(f"max_{part}")
             if source == "imagefolder":
-                x, y = load_imagefolder(spec["root"], "train" if train else "val", size, spec.get("classes_file"), limit, seed)
+                x, y = load_imagefolder(spec["root"], "train" if train else "val", size, classes, limit, seed, subset)
             else:
                 x, y = _cap(*load_torchvision(source, train, size, root), limit, seed)
             parts[f"x_{part}"], parts[f"y_{part}"] = x, y
@@ -182,10 +168,27 @@ def save_dataset(arrays: dict[str, np.ndarray], path: str | Path) -> None:
     tmp.replace(path)
 
 
-def load_dataset(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a dataset written by :func:`save_dataset`."""
+def as_float(images: np.ndarray) -> np.ndarray:
+    """Stored images as float32 in [0, 1]: uint8 divided by 255, float32 unchanged."""
+    if images.dtype != np.uint8:
+        return images
+    out = images.astype(np.float32)
+    out /= 255.0
+    return out
+
+
+def load_dataset(path: str | Path, split: str | None = None) -> dict[str, np.ndarray]:
+    """Read a dataset written by :func:`save_dataset`, images (``x_*``) as float32 in [0, 1].
+    ``split`` ("train" or "test") reads only that split's images, ``x_<split>``, and the labels
+    (``y_*``) of every split (they are small; a class count needs them all); None reads every
+    array. An .npz is read lazily, so the other images are never loaded."""
     with np.load(path) as data:
-        return {key: data[key] for key in data.files}
+        keys = data.files
+        if split is not None:
+            if f"x_{split}" not in keys:
+                raise ValueError(f"{path} has no split {split!r} (arrays: {', '.join(keys)})")
+            keys = [f"x_{split}"] + [key for key in keys if key.startswith("y_")]
+        return {key: as_float(data[key]) if key.startswith("x_") else data[key] for key in keys}
 
 
 def probe_inputs(dataset: dict[str, np.ndarray], split: str = "test") -> tuple[np.ndarray, np.ndarray]:

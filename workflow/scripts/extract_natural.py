@@ -11,7 +11,7 @@ from robustlens.zoo import load_model
 p = snakemake.params
 configure_torch(snakemake.threads)
 model = load_model(p.spec, snakemake.input.checkpoint, sha256=read_json(snakemake.input.metrics)["sha256"])
-images, labels = probe_inputs(load_dataset(snakemake.input.dataset), p.probe["split"])
+images, labels = probe_inputs(load_dataset(snakemake.input.dataset, p.probe["split"]), p.probe["split"])
 acts = extract_activations(
     model,
     images,

@@ -8,4 +8,4 @@ from robustlens.store import open_store
 
 p = snakemake.params
 probes = {model: open_store(path) for model, path in zip(p.models, snakemake.input.stores)}
-plot_inversions(load_dataset(snakemake.input.dataset), probes, list(snakemake.output), p.figure, p.dpi, p.split)
+plot_inversions(load_dataset(snakemake.input.dataset, p.split), probes, list(snakemake.output), p.figure, p.dpi, p.split)

@@ -16,7 +16,7 @@ models = {
     spec["id"]: load_model(spec, ckpt, sha256=read_json(metrics)["sha256"])
     for spec, ckpt, metrics in zip(p.targets, snakemake.input.checkpoints, snakemake.input.metrics)
 }
-images, labels = probe_inputs(load_dataset(snakemake.input.dataset), p.settings["split"])
+images, labels = probe_inputs(load_dataset(snakemake.input.dataset, p.settings["split"]), p.settings["split"])
 made = make_probe(probe, models[p.source["id"]], images, labels, p.settings, device, p.progress)
 spec = {"probe": probe, "settings": p.settings, "source": p.source}
 write_store(probe_dataset(made), snakemake.output.probe, provenance(spec, "make_probe"))

@@ -5,5 +5,5 @@ redirect_output(snakemake.log[0])
 from robustlens.data import prepare_dataset, save_dataset
 
 arrays = prepare_dataset(snakemake.params.spec)
-print({name: array.shape for name, array in arrays.items()})
+print({name: f"{array.shape} {array.dtype}" for name, array in arrays.items()})
 save_dataset(arrays, snakemake.output[0])

@@ -13,7 +13,7 @@ p = snakemake.params
 configure_torch(snakemake.threads)
 device = resolve_device(p.device, snakemake.resources.get("gpu", 0))
 model = load_model(p.spec)
-metrics = evaluate_with_settings(model, load_dataset(snakemake.input.dataset), p.evaluation, device, p.progress, p.spec["id"])
+metrics = evaluate_with_settings(model, load_dataset(snakemake.input.dataset, "test"), p.evaluation, device, p.progress, p.spec["id"])
 metrics["sha256"] = save_state_dict(model.cpu().state_dict(), snakemake.output.checkpoint)
 metrics["provenance"] = provenance({"model": p.spec, "evaluation": p.evaluation}, "zoo_model")
 print(f"clean accuracy {metrics['clean_accuracy']:.4f}, robust accuracy {metrics['robust_accuracy']}")

@@ -1,0 +1,130 @@
+"""Image folders in ImageNet's layout: ``<root>/<split>/<class>/<image>``.
+
+Labels are indices into a fixed class list, never into the folders a split happens to hold:
+``imagenet`` is ImageNet's 1000 wnids in the standard order (n01440764 ... n15075141, the
+sorted order torchvision's ImageFolder gives the full train/ folder; shipped with robustlens),
+or a text file of class folder names, one a line (label = line index). A subset (``classes_file``,
+e.g. ImageNet-100) selects classes and keeps their labels in the full list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+#: ``dataset.classes`` value that names ImageNet's class list.
+IMAGENET = "imagenet"
+
+
+def imagenet_classes() -> list[str]:
+    """ImageNet-1k's 1000 wnids in the standard label order (package data, from timm's
+    ``imagenet_synsets.txt``)."""
+    from importlib.resources import files
+
+    return files("robustlens").joinpath("imagenet_classes.txt").read_text().split()
+
+
+def read_class_list(path: str | Path, key: str = "dataset.classes") -> list[str]:
+    """Class names from a text file, one a line (blank lines skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{key} = {str(path)!r}: no such file")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if not names or repeated:
+        raise ValueError(f"{key} = {str(path)!r}: " + (f"classes listed twice: {repeated[:5]}" if repeated else "no class names"))
+    return names
+
+
+def class_list(classes: str | None, num_classes: int = 1000) -> list[str]:
+    """The classes whose positions are the labels: ``classes`` is ``"imagenet"`` or a class list
+    file; None means ImageNet's list, which needs ``num_classes`` 1000."""
+    if classes is None:
+        if num_classes != 1000:
+            raise ValueError(
+                f"dataset.classes is not set and dataset.num_classes = {num_classes}: name a file listing the "
+                f"class folders in label order (the default, 'imagenet', has 1000 classes)"
+            )
+        classes = IMAGENET
+    names = imagenet_classes() if classes == IMAGENET else read_class_list(classes)
+    if len(names) > num_classes:
+        raise ValueError(f"dataset.classes = {classes!r} lists {len(names)} classes, more than dataset.num_classes = {num_classes}")
+    return names
+
+
+def check_class_folders(root: str | Path, split: str, classes: list[str], subset: list[str] | None = None) -> list[str]:
+    """The classes to read from ``root/split`` (``subset``, or all of ``classes``), after
+    checking that each has a folder there and that every folder there is a class of the list."""
+    folder = Path(root) / split
+    if not folder.is_dir():
+        raise FileNotFoundError(f"dataset folder {folder} does not exist (dataset.root = {str(root)!r} must hold train/ and val/)")
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    folders = {p.name for p in entries if p.is_dir()}
+    if entries and not folders:
+        raise ValueError(
+            f"{folder} holds {len(entries)} files and no class folders: {split}/ must hold one folder per class "
+            f"(ImageNet's original val/ is flat; see the README on arranging it)"
+        )
+    unknown = sorted(folders - set(classes))
+    if unknown:
+        raise ValueError(f"{folder}: {len(unknown)} folder(s) not in the class list (dataset.classes): {unknown[:5]}")
+    keep = classes if subset is None else subset
+    missing = [name for name in keep if name not in folders]
+    if missing:
+        raise FileNotFoundError(f"{folder}: split {split!r} has no folder for {len(missing)} of its {len(keep)} classes: {missing[:5]}")
+    return keep
+
+
+def list_images(root: str | Path, split: str, classes: list[str], subset: list[str] | None = None) -> tuple[list[Path], np.ndarray]:
+    """Image files of ``root/split`` (sorted within each class) and their labels (indices into
+    ``classes``), for the classes of ``subset`` (all of ``classes`` when None); see
+    :func:`check_class_folders`."""
+    folder = Path(root) / split
+    keep = check_class_folders(root, split, classes, subset)
+    index = {name: i for i, name in enumerate(classes)}
+    files, labels = [], []
+    for name in keep:
+        images = sorted(f for f in (folder / name).iterdir() if f.is_file() and not f.name.startswith("."))
+        if not images:
+            raise FileNotFoundError(f"{folder / name}: no images in class folder {name!r} of split {split!r}")
+        files += images
+        labels += [index[name]] * len(images)
+    return files, np.asarray(labels, dtype=np.int64)
+
+
+def resize_centre_crop(img, image_size: int):
+    """ImageNet's evaluation transform on a PIL image: short side bilinearly resized to
+    round(image_size * 256 / 224) (256 for 224), then a centre crop of image_size x image_size,
+    with torchvision's Resize(int) / CenterCrop rounding."""
+    from PIL import Image
+
+    resize = int(round(image_size * 256 / 224))
+    w, h = img.size
+    if w <= h:
+        size = (resize, int(resize * h / w))
+    else:
+        size = (int(resize * w / h), resize)
+    img = img.resize(size, Image.BILINEAR)
+    left, top = int(round((size[0] - image_size) / 2.0)), int(round((size[1] - image_size) / 2.0))
+    return img.crop((left, top, left + image_size, top + image_size))
+
+
+def load_imagefolder(
+    root: str | Path, split: str, image_size: int, classes: list[str], limit: int | None, seed: int,
+    subset: list[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``limit`` images (stratified, fixed by ``seed``) of ``root/split``, converted to RGB
+    (grayscale and CMYK by PIL), resized and centre cropped (:func:`resize_centre_crop`).
+    Returns images (n, 3, image_size, image_size) uint8 and labels (indices into ``classes``)."""
+    from PIL import Image
+
+    from robustlens.data import stratified_subset
+
+    files, labels = list_images(root, split, classes, subset)
+    idx = stratified_subset(labels, limit, seed)
+    images = np.empty((len(idx), 3, image_size, image_size), dtype=np.uint8)
+    for j, i in enumerate(idx):
+        with Image.open(files[i]) as img:
+            images[j] = np.asarray(resize_centre_crop(img.convert("RGB"), image_size)).transpose(2, 0, 1)
+    return images, labels[idx]
