@@ -236,6 +236,18 @@ def test_cifar_reader_refuses_code_in_a_pickle(tmp_path, capsys):
         read_cifar("cifar10", True, tmp_path)
 
 
+def test_stratified_subset_keeps_class_proportions_and_copes_with_too_few():
+    from robustlens.data import stratified_subset
+
+    labels = np.repeat([0, 1, 2], [10, 20, 30])
+    idx = stratified_subset(labels, 30, seed=1)
+    assert np.bincount(labels[idx]).tolist() == [5, 10, 15] and np.all(np.diff(idx) > 0)
+    assert np.array_equal(idx, stratified_subset(labels, 30, seed=1)) and not np.array_equal(idx, stratified_subset(labels, 30, seed=2))
+    for limit in (2, 58):  # fewer kept / left out than the 3 classes: no stratified subset exists
+        idx = stratified_subset(labels, limit, seed=0)
+        assert len(np.unique(idx)) == limit and np.all(np.diff(idx) > 0) and idx.max() < 60
+
+
 # ---- the dataset cache ---------------------------------------------------------------------
 
 

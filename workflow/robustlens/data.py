@@ -99,12 +99,16 @@ def load_torchvision(source: str, train: bool, image_size: int, root: str | Path
 
 def stratified_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
     """Sorted indices of a stratified subset of ``limit`` items (all when ``limit`` is None or
-    not smaller), fixed by ``seed``."""
+    not smaller), fixed by ``seed``. Where no stratified subset exists (fewer items kept or left
+    out than there are classes, or a class of one item), a uniform random one."""
     if limit is None or limit >= len(labels):
         return np.arange(len(labels))
     from sklearn.model_selection import train_test_split
 
-    idx, _ = train_test_split(np.arange(len(labels)), train_size=limit, stratify=labels, random_state=seed)
+    try:
+        idx, _ = train_test_split(np.arange(len(labels)), train_size=limit, stratify=labels, random_state=seed)
+    except ValueError:
+        idx = np.random.default_rng(seed).permutation(len(labels))[:limit]
     return np.sort(idx)
 
 
