@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CORES ?= all
 
-.PHONY: install run test dry-run clean
+.PHONY: install run test rehearse dry-run clean
 
 install: $(STAMP)
 
@@ -24,6 +24,14 @@ dry-run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# Every paper config in configs/ end to end on this machine, shrunk in size only
+# (tests/rehearsal/<config>.yaml), on inputs made in their real on-disk formats; prints per
+# config the jobs, wall time and largest peak memory against its declaration.
+# `make rehearse DEVICE=cuda` runs the same on a GPU machine.
+DEVICE ?=
+rehearse: $(STAMP)
+	$(PY) tests/rehearsal/rehearse.py $(if $(DEVICE),--device $(DEVICE))
 
 # The tiny study through profiles/slurm on a one-node SLURM cluster started on this machine,
 # compared with a local run (needs root or sudo: installs slurm-wlm and munge, runs the daemons).
