@@ -1,10 +1,12 @@
-"""PGD stays inside its eps-ball and the image range, and raises the loss."""
+"""PGD stays inside its eps-ball and the image range, and raises the loss; in batches it gives
+the images of one batch (per-example random starts)."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from robustlens.attacks import pgd_attack, project
+from robustlens.attacks import example_generators, example_seed, pgd_attack, project, random_start
 from robustlens.runtime import generator
 
 
@@ -42,3 +44,83 @@ def test_pgd_is_reproducible_for_a_seed(linear_model):
     a = pgd_attack(linear_model, x, y, 0.5, "l2", steps=5, gen=generator(7))
     b = pgd_attack(linear_model, x, y, 0.5, "l2", steps=5, gen=generator(7))
     assert torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------- batching: per-example random starts
+
+
+@pytest.fixture(scope="module")
+def conv_model():
+    """A small conv net with batch norm, in eval mode (what every attack runs on)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.BatchNorm2d(6), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(24, 4),
+    )
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-0.1, 0.1)
+        net[1].running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def test_per_example_start_is_the_draw_of_its_own_seeded_generator():
+    """Example i's start is exactly what a CPU generator seeded with example_seed(seed, i) draws
+    for one image: independent of the rows around it."""
+    x = torch.rand(5, 3, 4, 4, generator=generator(1))
+    for norm in ("l2", "linf"):
+        starts = random_start(x, 0.5, norm, example_generators(7, 10, 5))
+        for i in range(5):
+            alone = random_start(x[i : i + 1], 0.5, norm, torch.Generator().manual_seed(example_seed(7, 10 + i)))
+            assert torch.equal(starts[i : i + 1], alone)
+        size = starts.flatten(1).norm(dim=1) if norm == "l2" else starts.flatten(1).abs().amax(dim=1)
+        assert (size <= 0.5 * (1 + 1e-6)).all() and (size > 0).all()
+    assert example_seed(7, 10) != example_seed(7, 11) and example_seed(7, 10) != example_seed(8, 10)
+
+
+@pytest.mark.parametrize("norm,eps", [("l2", 0.5), ("linf", 0.03)])
+def test_pgd_in_batches_equals_pgd_on_all_inputs_at_once(conv_model, norm, eps):
+    x = torch.rand(13, 3, 8, 8, generator=generator(1))
+    y = torch.randint(0, 4, (13,), generator=generator(2))
+    whole = pgd_attack(conv_model, x, y, eps, norm, steps=5, restarts=1, gen=example_generators(3, 0, 13))
+    parts = torch.cat([
+        pgd_attack(conv_model, x[i : i + 5], y[i : i + 5], eps, norm, steps=5, restarts=1, gen=example_generators(3, i, len(x[i : i + 5])))
+        for i in range(0, 13, 5)
+    ])
+    torch.testing.assert_close(parts, whole, atol=1e-6, rtol=0)
+    assert not torch.allclose(whole, x)  # the attack moved the inputs
+    # with one generator for the batch the starts depend on the batching: what per-example
+    # generators are for
+    shared = torch.cat([pgd_attack(conv_model, x[i : i + 5], y[i : i + 5], eps, norm, steps=5, gen=generator(3)) for i in range(0, 13, 5)])
+    assert not torch.allclose(shared, pgd_attack(conv_model, x, y, eps, norm, steps=5, gen=generator(3)), atol=1e-4)
+
+
+class _Extractor(torch.nn.Module):
+    """g = the conv net up to its penultimate layer, h = W g + b: the transfer module's model."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.body, self.head = net[:-1], net[-1]
+
+    def forward_features(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def test_transfer_attacks_in_batches_equal_one_batch(conv_model):
+    from robustlens.transfer import as_score, loss_attack_runs
+
+    model = _Extractor(conv_model).eval()
+    x = torch.rand(11, 3, 8, 8, generator=generator(4))
+    y = torch.randint(0, 4, (11,), generator=generator(5))
+    kw = {"eps": 0.5, "norm": "l2", "steps": 4, "restarts": 1, "seed": 9}
+    score_one, per_one = as_score(model, x, batch_size=11, **kw)
+    score_parts, per_parts = as_score(model, x, batch_size=4, **kw)
+    np.testing.assert_allclose(per_parts, per_one, rtol=1e-5, atol=1e-6)
+    assert score_parts == pytest.approx(score_one, rel=1e-6) and score_one > 0
+    one = loss_attack_runs(model, x, y, "classification", batch_size=11, **kw)
+    parts = loss_attack_runs(model, x, y, "classification", batch_size=3, **kw)
+    for key in ("loss", "change", "change_max"):
+        np.testing.assert_allclose(parts[key], one[key], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(parts["robust"], one["robust"])

@@ -41,7 +41,7 @@ BAD = [
     ({"comparison": {"pairs": [["nope", "smallcnn-l2-eps0-s0"]]}}, "comparison.pairs[0][0]"),
     ({"comparison": {"measures": ["cka_fast"]}}, "comparison.measures[0]"),
     ({"dataset": {"source": "mnist_from_the_moon"}}, "dataset.source"),
-    ({"evaluation": {"steps": 5}}, "evaluation.steps"),
+    ({"evaluation": {"steps": 0}}, "evaluation.steps"),
     ({"figures": {"dpi": "high"}}, "figures.dpi"),
     ({"device": "tpu"}, "device"),
 ]
@@ -139,3 +139,122 @@ def test_paper_config_is_valid_and_builds_its_dag(path, tmp_path):
         expected = config["resources"][job["rule"]]
         assert {k: int(job["resources"][k]) for k in expected} == expected
     assert len(by_rule.get("fetch_weights", [])) == sum(spec["source"] != "train" for spec in models.values())
+
+
+# --------------------------------------------------------------------------- paper configs set their own image-dependent settings
+
+#: Settings of config.yaml tuned for 16x16 one-channel digits (and the smallcnn): a paper config
+#: must set each of them itself, since keys it leaves out come from config.yaml.
+DIGITS_TUNED = [
+    ("probes", "adversarial", "batch_size"),   # images attacked at once
+    ("probes", "inverted", "batch_size"),      # images inverted at once
+    ("evaluation", "batch_size"),              # robust-accuracy attack batch (code default 512)
+    ("activations", "batch_size"),
+    ("heads",),
+    ("transfer", "lp"),                        # epochs / lr picked on digits and shapes-factors
+    ("transfer", "ft"),
+    ("transfer", "lp_ft"),
+    ("transfer", "batch_size"),                # 512: ~60 GB for a ResNet-50 at 224 px
+    ("transfer", "task_settings", "digits"),
+    ("transfer", "attacks", "robust_accuracy"),
+    ("transfer", "attacks", "bounds"),         # Linf 1/16: the cube inside the L2 ball on 16x16
+    ("figures", "dpi"),
+    ("figures", "inversions"),                 # a grid of 16 px images
+]
+#: Nern et al., App. B.4: LP, FT and LP-FT (epochs, lr, batch) at CIFAR (32 px) and ImageNet
+#: (resized, 224/256 px) resolution.
+NERN_FIT = {
+    32: {"lp": (20, 0.01, 128), "ft": (20, 0.001, 128), "lp_ft": (10, 0.001, 128)},
+    224: {"lp": (10, 0.001, 32), "ft": (10, 0.001, 32), "lp_ft": (5, 0.001, 32)},
+}
+#: Salman et al. 2020: the Linf eps of their robust ImageNet models, in units of 1/255.
+SALMAN_LINF_GRID = (0.5, 1, 2, 4, 8)
+
+
+def _get(config: dict, path: tuple):
+    for key in path:
+        if not isinstance(config, dict) or key not in config:
+            return KeyError
+        config = config[key]
+    return config
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=[p.stem for p in PAPER_CONFIGS])
+def test_paper_config_sets_every_digits_tuned_setting_itself(path):
+    overlay = yaml.safe_load(path.read_text())
+    missing = [".".join(key) for key in DIGITS_TUNED if _get(overlay, key) is KeyError]
+    assert not missing, f"{path.name} takes these from config.yaml (tuned for 16x16 digits): {missing}"
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=[p.stem for p in PAPER_CONFIGS])
+def test_paper_config_transfer_attacks_fit_its_image_size(path, default):
+    config = load_config(REPO / "config.yaml", yaml.safe_load(path.read_text()))
+    validate_config(config)
+    size = config["dataset"]["image_size"]
+    assert size in (32, 224)
+    dims = 3 * size * size
+    bounds = config["transfer"]["attacks"]["bounds"]
+    l2 = [b["eps"] for b in bounds if b["norm"] == "l2"]
+    linf = [b["eps"] for b in bounds if b["norm"] == "linf"]
+    assert len(l2) == 1 and len(linf) == 1
+    digits_linf = next(b["eps"] for b in default["transfer"]["attacks"]["bounds"] if b["norm"] == "linf")
+    assert digits_linf == 0.0625 and linf[0] != digits_linf
+    # the Linf ball lies inside the L2 ball (its corner at L2 distance eps * sqrt(d)) and is the
+    # largest of Salman et al.'s grid that does: 2/255 at 32 px (L2 0.5), 0.5/255 at 224 px (L2 1)
+    inside = [k for k in SALMAN_LINF_GRID if k / 255 * dims ** 0.5 <= l2[0]]
+    assert linf[0] == pytest.approx(max(inside) / 255, abs=1e-7)
+    assert linf[0] * dims ** 0.5 <= l2[0]
+    assert {32: 2, 224: 0.5}[size] == max(inside)
+    for method, (epochs, lr, batch) in NERN_FIT[size].items():
+        fit = config["transfer"][method]
+        assert (fit["epochs"], fit["lr"], fit["batch_size"]) == (epochs, lr, batch), method
+    # every attack batch is configured, and at 224 px well below the digits default of 512
+    batches = [config["transfer"]["batch_size"], config["probes"]["adversarial"]["batch_size"],
+               config["probes"]["inverted"]["batch_size"], config["evaluation"]["batch_size"]]
+    assert max(batches) <= (256 if size == 32 else 128)
+    assert config["figures"]["inversions"] != default["figures"]["inversions"]
+
+
+# --------------------------------------------------------------------------- settings that waste work
+
+WASTE = [
+    # every RTD trial would draw all 24 inverted images of the tiny study
+    ({"comparison": {"rtd": {"batch": 30}}}, "comparison.rtd.batch", "30"),
+    # more inversion targets than the 360 test digits
+    ({"probes": {"inverted": {"n_samples": 400}}, "comparison": {"rtd": {"batch": 20}}}, "probes.inverted.n_samples", "400"),
+    # RTD only on the heatmaps' natural probe (360 images)
+    ({"comparison": {"measures": ["cka"], "matrix": {"measures": ["rtd"]}, "rtd": {"batch": 400}}}, "comparison.rtd.batch", "400"),
+    ({"probes": {"adversarial": {"batch_size": 0}}}, "probes.adversarial.batch_size", "0"),
+]
+
+
+def _tiny(override: dict) -> dict:
+    from robustlens.config import deep_update
+
+    return deep_update(load_config(REPO / "config.yaml", yaml.safe_load(TINY.read_text())), copy.deepcopy(override))
+
+
+@pytest.mark.parametrize("override,key,value", WASTE, ids=[f"{k}={v}" for _, k, v in WASTE])
+def test_wasteful_setting_is_refused_naming_key_and_value(override, key, value):
+    with pytest.raises(ConfigError) as err:
+        validate_config(_tiny(override))
+    line = next((ln for ln in str(err.value).splitlines() if f"'{key}' = {value}" in ln), None)
+    assert line is not None, str(err.value)
+
+
+def test_rtd_batch_is_checked_only_where_rtd_runs():
+    """No RTD layers, or RTD not among the measures: any batch is fine (it is never used); a
+    batch below the smallest probe (the tiny study's 24 inverted images) is fine too."""
+    validate_config(_tiny({"comparison": {"rtd": {"batch": 1000, "layers": []}}}))
+    validate_config(_tiny({"comparison": {"measures": ["cka"], "rtd": {"batch": 1000}}}))
+    validate_config(_tiny({"comparison": {"rtd": {"batch": 23}}}))
+    with pytest.raises(ConfigError, match=r"'comparison.rtd.batch' = 25: larger than the 24 samples of the inverted probe"):
+        validate_config(_tiny({"comparison": {"rtd": {"batch": 25}}}))
+
+
+def test_probe_batch_sizes_are_required():
+    for probe in ("adversarial", "inverted"):
+        config = load_config(REPO / "config.yaml")
+        del config["probes"][probe]["batch_size"]
+        with pytest.raises(ConfigError, match=f"probes.{probe}.*'batch_size' is a required property"):
+            validate_config(config)

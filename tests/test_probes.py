@@ -77,3 +77,68 @@ def test_retrained_heads_match_logistic_regression(model, digits):
     logits = head_logits(test, heads["weight"][0], heads["bias"][0])
     assert heads["test_accuracy"][0] == pytest.approx(np.mean(logits.argmax(1) == digits["y_test"]))
     assert not np.allclose(heads["weight"][0], heads["weight"][1])  # seeds give different heads
+
+
+# --------------------------------------------------------------------------- batching and the inversion figure
+
+
+def test_probes_in_batches_equal_one_batch(model, digits):
+    """Attack and inversion are per image (random start seeded per image; per-sample loss,
+    normalised gradient and momentum): batches of 7 give the images of one batch."""
+    x, y = digits["x_test"][:30], digits["y_test"][:30]
+    adv = {"norm": "l2", "eps": 1.0, "steps": 4, "step_size": None, "random_start": True, "seed": 3}
+    one = adversarial_probe(model, x, y, **adv, device=CPU, batch_size=30, progress=False)
+    parts = adversarial_probe(model, x, y, **adv, device=CPU, batch_size=7, progress=False)
+    np.testing.assert_allclose(parts["images"], one["images"], atol=1e-6, rtol=0)
+    assert parts["robust_accuracy"] == one["robust_accuracy"]
+    assert np.abs(one["images"] - x).max() > 0.05
+    inv = {"n_samples": 17, "iterations": 5, "step_size": 0.1, "momentum": 0.9, "seed": 0}
+    one = inverted_probe(model, x, y, **inv, device=CPU, batch_size=None, progress=False)
+    parts = inverted_probe(model, x, y, **inv, device=CPU, batch_size=5, progress=False)
+    for key in ("images", "initial_loss", "final_loss"):
+        np.testing.assert_allclose(parts[key], one[key], atol=1e-5, rtol=1e-5)
+    np.testing.assert_array_equal(parts["target_index"], one["target_index"])
+
+
+def test_make_probe_runs_in_the_configured_batches(model, digits, monkeypatch):
+    import robustlens.probes as probes
+
+    seen = []
+    original = probes.invert_representation
+    monkeypatch.setattr(probes, "invert_representation", lambda m, s, t, **kw: seen.append(len(s)) or original(m, s, t, **kw))
+    settings = {"split": "test", "n_samples": 11, "iterations": 1, "step_size": 0.1, "momentum": 0.9, "seed": 0, "batch_size": 4}
+    probes.make_probe("inverted", model, digits["x_test"], digits["y_test"], settings, CPU, progress=False)
+    assert seen == [4, 4, 3]
+
+
+def _imshow_calls(monkeypatch):
+    import matplotlib.axes
+
+    calls = []
+    original = matplotlib.axes.Axes.imshow
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", lambda self, img, **kw: calls.append((np.asarray(img), kw)) or original(self, img, **kw))
+    return calls
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_inversion_figure_draws_rgb_in_colour_and_one_channel_in_grey(tmp_path, monkeypatch, channels):
+    from robustlens.plots.universality import plot_inversions
+
+    rng = np.random.default_rng(0)
+    x = rng.random((10, channels, 5, 5)).astype(np.float32)
+    inverted = rng.random((4, channels, 5, 5)).astype(np.float32) * 1.2 - 0.1  # a little outside [0, 1]
+    probe = probe_dataset({"images": inverted, "labels": np.arange(4), "target_index": np.array([0, 2, 4, 6]),
+                           "start_index": np.array([1, 3, 5, 7]), "initial_loss": np.ones(4), "final_loss": np.full(4, 0.5)})
+    calls = _imshow_calls(monkeypatch)
+    plot_inversions({"x_test": x}, {"m": probe}, [str(tmp_path / "inv.png")], {"width": 4, "height": 3}, 50, n_examples=4)
+    assert len(calls) == 12 and (tmp_path / "inv.png").stat().st_size > 0
+    # column j: start, target, inverted image of inversion j, each as (y, x, channels) or (y, x)
+    for j in range(4):
+        for k, expected in enumerate((x[1 + 2 * j], x[2 * j], np.clip(inverted[j], 0, 1))):
+            img, kw = calls[3 * j + k]
+            if channels == 3:
+                np.testing.assert_array_equal(img, expected.transpose(1, 2, 0))
+                assert "cmap" not in kw
+            else:
+                np.testing.assert_array_equal(img, expected[0])
+                assert kw["cmap"] == "gray" and (kw["vmin"], kw["vmax"]) == (0, 1)

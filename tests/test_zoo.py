@@ -365,7 +365,8 @@ def test_url_model_through_the_workflow(tmp_path):
                     "image_size": 32, "max_train": 18, "max_test": 18},
         "evaluation": {"eps": [0.5], "steps": 20, "restarts": 1, "batch_size": 64},
         "activations": {"layers": ["layer1", "layer4", "penultimate", "logits"]},
-        "comparison": {"knn_k": 5},
+        "probes": {"inverted": {"n_samples": 12}},  # at most the 18 test images
+        "comparison": {"knn_k": 5, "rtd": {"batch": 10}},
     })
     targets = ["results/tables/models.csv", "results/activations/natural/folder/madry-r18-eps3.zarr"]
     snakemake(run, *targets, "--cores", "2", configfiles=(config,))

@@ -1,13 +1,17 @@
 """Adversarial attacks: projected gradient descent (Madry et al. 2018) under L2 and Linf.
 
 Images live in [0, 1]; every perturbed input is clamped to that range. Randomness comes from
-an explicit ``torch.Generator`` so attacks are reproducible for a seed.
+an explicit ``torch.Generator`` so attacks are reproducible for a seed: either one generator for
+the whole batch (its random starts then depend on which examples share the batch), or one
+generator per example (:func:`example_generators`), so that an attack run in batches of any
+size gives the same images as one run on all inputs at once (up to float rounding).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -28,8 +32,29 @@ def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
 
 
-def random_start(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) -> torch.Tensor:
-    """A uniform sample from the ``norm`` ball of radius ``eps`` (L2: uniform in volume)."""
+def example_seed(seed: int, index: int) -> int:
+    """The seed of example ``index`` of an attack seeded with ``seed``: a 32-bit hash of the pair
+    (numpy's ``SeedSequence``; torch's CPU generator keeps 32 bits of a seed)."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint32)[0])
+
+
+def example_generators(seed: int, start: int, n: int) -> list[torch.Generator]:
+    """One CPU generator per example for examples ``start, ..., start + n - 1`` of the inputs an
+    attack runs over (their index in the whole probe, not in a batch), each seeded with
+    :func:`example_seed`. An example's random starts then depend on the seed and its index alone,
+    never on the batch it falls in, nor on the device (they are drawn on the CPU)."""
+    return [torch.Generator().manual_seed(example_seed(seed, i)) for i in range(start, start + n)]
+
+
+def random_start(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator | Sequence[torch.Generator]) -> torch.Tensor:
+    """A uniform sample from the ``norm`` ball of radius ``eps`` (L2: uniform in volume). ``gen``:
+    one generator for the batch, or a sequence of per-example generators (one per row of ``x``,
+    from :func:`example_generators`; drawn on the CPU, then moved to ``x``'s device)."""
+    if isinstance(gen, (list, tuple)):
+        if len(gen) != len(x):
+            raise ValueError(f"{len(gen)} per-example generators for {len(x)} inputs")
+        one = torch.empty((1, *x.shape[1:]), dtype=x.dtype)
+        return torch.cat([random_start(one, eps, norm, g) for g in gen]).to(x.device)
     if norm == "linf":
         return (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1) * eps
     direction = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
@@ -55,13 +80,16 @@ def pgd_maximize(
     step_size: float | None = None,
     random_init: bool = True,
     restarts: int = 0,
-    gen: torch.Generator | None = None,
+    gen: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> torch.Tensor:
     """Inputs in the eps-ball around ``x`` (and in [0, 1]) that maximise a per-sample objective.
 
     ``objective(x_adv)`` returns one value per sample. Runs ``1 + restarts`` PGD runs (each
     restart from a fresh random start) and keeps, per sample, the run with the highest final
-    objective. ``step_size`` defaults to 2.5 * eps / steps (Madry et al. 2018).
+    objective. ``step_size`` defaults to 2.5 * eps / steps (Madry et al. 2018). ``gen``: see
+    :func:`random_start`; with per-example generators (and an objective that treats samples
+    independently, as a model in eval mode does) the result for a sample does not depend on the
+    other samples of the batch, so batching does not change it.
     """
     if eps == 0 or steps == 0:
         return x.detach().clone()
@@ -99,7 +127,7 @@ def pgd_attack(
     step_size: float | None = None,
     random_init: bool = True,
     restarts: int = 0,
-    gen: torch.Generator | None = None,
+    gen: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> torch.Tensor:
     """Untargeted PGD on the cross-entropy loss (Madry et al. 2018, Eq. 2's inner maximisation)."""
 
@@ -135,7 +163,7 @@ def pgd_regression_attack(
     step_size: float | None = None,
     random_init: bool = True,
     restarts: int = 0,
-    gen: torch.Generator | None = None,
+    gen: torch.Generator | Sequence[torch.Generator] | None = None,
     error: str = "squared",
 ) -> torch.Tensor:
     """Untargeted PGD on a regression error (:func:`regression_error`) of ``model(x)`` against

@@ -199,6 +199,7 @@ def _semantic_errors(config: dict) -> list[str]:
     n_probe = min(probe_sample_counts(config).values())
     if k >= n_probe:
         errors.append(f"key 'comparison.knn_k' = {k}: must be smaller than the smallest probe's {n_probe} samples")
+    errors += _wasted_work_errors(config)
     pairs = config["comparison"]["pairs"]
     if isinstance(pairs, list):
         for i, pair in enumerate(pairs):
@@ -209,6 +210,33 @@ def _semantic_errors(config: dict) -> list[str]:
                 errors.append(f"key 'comparison.pairs[{i}]' = {pair!r}: a model is not compared with itself")
     elif not select_pairs(models, pairs):
         errors.append(f"key 'comparison.pairs' = {pairs!r}: selects no pair of models (need two seeds of one eps)")
+    return errors
+
+
+def _wasted_work_errors(config: dict) -> list[str]:
+    """Settings whose work would be thrown away or silently capped: RTD trials that each draw a
+    whole probe (every trial then gives the same value), and more inversion targets than test
+    images."""
+    errors = []
+    comparison, rtd = config["comparison"], config["comparison"]["rtd"]
+    counts = probe_sample_counts(config)
+    # pairs are compared on every probe; the heatmaps on the matrix probe only
+    rtd_probes = counts if "rtd" in comparison["measures"] else (
+        {"natural": counts["natural"]} if "rtd" in comparison["matrix"]["measures"] else {})
+    if rtd["layers"] and rtd_probes:
+        probe, n = min(rtd_probes.items(), key=lambda item: item[1])
+        if rtd["batch"] > n:
+            errors.append(
+                f"key 'comparison.rtd.batch' = {rtd['batch']}: larger than the {n} samples of the {probe} probe, so "
+                f"each of the {rtd['n_trials']} trials would draw all {n} and give the same value; use a batch below {n}"
+            )
+    inverted = config["probes"].get("inverted")
+    n_test = n_test_images(config["dataset"])
+    if inverted and inverted["n_samples"] > n_test:
+        errors.append(
+            f"key 'probes.inverted.n_samples' = {inverted['n_samples']}: more than the {n_test} images of the "
+            f"test split its targets are drawn from"
+        )
     return errors
 
 
@@ -223,6 +251,20 @@ def n_test_images(dataset: dict) -> int:
         return min(official, dataset.get("max_test", official))
     size = dataset.get("n_samples", 2000) if source == "shapes" else DATASET_SIZES[source]
     return math.ceil(size * dataset["test_fraction"])
+
+
+def n_train_images(dataset: dict) -> int:
+    """Images in the training split: the rest of a pooled source; the official training split
+    (capped by ``max_train``) of the others; an image folder's ``max_train`` (its size is
+    unknown before the folder is read: 1.3 million, ImageNet's, without a cap)."""
+    source = dataset["source"]
+    if source in OFFICIAL_TEST_SIZES:
+        official = DATASET_SIZES[source] - OFFICIAL_TEST_SIZES[source]
+        return min(official, dataset.get("max_train", official))
+    if source == "imagefolder":
+        return dataset.get("max_train", 1_281_167)
+    size = dataset.get("n_samples", 2000) if source == "shapes" else DATASET_SIZES[source]
+    return size - n_test_images(dataset)
 
 
 def probe_sample_counts(config: dict) -> dict[str, int]:

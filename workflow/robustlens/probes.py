@@ -11,8 +11,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from robustlens.attacks import pgd_attack
-from robustlens.runtime import generator
+from robustlens.attacks import example_generators, pgd_attack
 from robustlens.train import predict
 
 
@@ -33,17 +32,22 @@ def adversarial_probe(
     desc: str = "attack",
 ) -> dict:
     """PGD adversarial examples of ``model`` on (x, y) (Madry et al. 2018) and the attack's
-    success: the fraction of inputs the model classified correctly before and wrongly after."""
+    success: the fraction of inputs the model classified correctly before and wrongly after.
+
+    Runs in batches of ``batch_size``; the random start of input i comes from its own generator
+    (seed, i) (:func:`robustlens.attacks.example_generators`), so the images do not depend on
+    the batch size."""
     model = model.to(device).eval()
-    gen = generator(seed, device)
     xt, yt = torch.as_tensor(x).to(device), torch.as_tensor(y).to(device)
     out = []
     for i in tqdm(range(0, len(xt), batch_size), desc=desc, disable=not progress):
         xb, yb = xt[i : i + batch_size], yt[i : i + batch_size]
-        out.append(pgd_attack(model, xb, yb, eps, norm, steps=steps, step_size=step_size, random_init=random_start, gen=gen))
+        gens = example_generators(seed, i, len(xb))
+        out.append(pgd_attack(model, xb, yb, eps, norm, steps=steps, step_size=step_size, random_init=random_start, gen=gens))
     x_adv = torch.cat(out)
-    correct_before = predict(model, xt).argmax(1) == yt
-    correct_after = predict(model, x_adv).argmax(1) == yt
+    with torch.no_grad():
+        correct_before = predict(model, xt, batch_size).argmax(1) == yt
+        correct_after = predict(model, x_adv, batch_size).argmax(1) == yt
     flipped = (correct_before & ~correct_after).sum().item()
     return {
         "images": x_adv.cpu().numpy(),
@@ -115,18 +119,28 @@ def inverted_probe(
     momentum: float,
     seed: int,
     device: torch.device,
+    batch_size: int | None = None,
     progress: bool = True,
     desc: str = "invert",
 ) -> dict:
     """Inverted images of ``model``: for ``n_samples`` targets, the image its representation
-    cannot tell from the target's, started from an image of another class."""
+    cannot tell from the target's, started from an image of another class.
+
+    Inverts ``batch_size`` pairs at a time (``None``: all at once). The inversion treats each
+    pair on its own (per-sample loss, gradient normalised per sample, per-sample momentum, the
+    model in eval mode), so the images do not depend on the batch size."""
     model = model.to(device).eval()
     targets, starts = draw_inversion_pairs(y, n_samples, seed)
-    xt = torch.as_tensor(x).to(device)
-    images, initial, final = invert_representation(
-        model, xt[starts], xt[targets], iterations=iterations, step_size=step_size, momentum=momentum,
-        progress=progress, desc=desc,
-    )
+    batch_size = batch_size or len(targets)
+    xt = torch.as_tensor(x)
+    parts = []
+    for i in range(0, len(targets), batch_size):
+        s, t = starts[i : i + batch_size], targets[i : i + batch_size]
+        parts.append(invert_representation(
+            model, xt[s].to(device), xt[t].to(device), iterations=iterations, step_size=step_size, momentum=momentum,
+            progress=progress, desc=f"{desc} {i // batch_size + 1}/{-(-len(targets) // batch_size)}",
+        ))
+    images, initial, final = (torch.cat([part[k] for part in parts]) for k in range(3))
     return {
         "images": images.cpu().numpy(),
         "labels": np.asarray(y)[targets],
@@ -159,12 +173,12 @@ def make_probe(kind: str, model: torch.nn.Module, x: np.ndarray, y: np.ndarray, 
         return adversarial_probe(
             model, x, y, norm=settings["norm"], eps=settings["eps"], steps=settings["steps"],
             step_size=settings["step_size"], random_start=settings["random_start"], seed=settings["seed"],
-            device=device, progress=progress,
+            device=device, batch_size=settings["batch_size"], progress=progress,
         )
     if kind == "inverted":
         return inverted_probe(
             model, x, y, n_samples=settings["n_samples"], iterations=settings["iterations"],
             step_size=settings["step_size"], momentum=settings["momentum"], seed=settings["seed"],
-            device=device, progress=progress,
+            device=device, batch_size=settings["batch_size"], progress=progress,
         )
     raise ValueError(f"unknown probe {kind!r}; known: adversarial, inverted")

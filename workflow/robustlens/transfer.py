@@ -159,14 +159,16 @@ def fit_head(
 
 def linear_probe(
     model: "torch.nn.Module", x: "torch.Tensor", y: "torch.Tensor", kind: str, n_outputs: int, settings: dict, seed: int,
+    feature_batch: int = 512,
 ) -> "torch.nn.Module":
     """LP: a copy of ``model`` with its extractor frozen (eval mode, no gradients, so batch-norm
-    statistics stay too) and a new linear head fitted on g(x). ``settings``: epochs, lr,
-    weight_decay, batch_size. The extractor's weights are those of ``model``, bit for bit."""
+    statistics stay too) and a new linear head fitted on g(x) (extracted ``feature_batch``
+    images at a time). ``settings``: epochs, lr, weight_decay, batch_size. The extractor's
+    weights are those of ``model``, bit for bit."""
     probe = copy.deepcopy(model).eval()
     for p in probe.parameters():
         p.requires_grad_(False)
-    probe.head = fit_head(features(probe, x), y, kind, n_outputs, seed=seed, **_fit_kwargs(settings))
+    probe.head = fit_head(features(probe, x, feature_batch), y, kind, n_outputs, seed=seed, **_fit_kwargs(settings))
     return probe.eval()
 
 
@@ -217,8 +219,9 @@ def _fit_kwargs(settings: dict) -> dict:
 def transfer_models(model, x, y, kind: str, n_outputs: int, settings: dict, seed: int) -> dict:
     """The three transferred models {lp, ft, lp_ft} of ``model`` on (x, y). ``settings``: the
     config's ``transfer`` block (``lp``, ``ft``, ``lp_ft``: epochs, lr, weight_decay,
-    batch_size); LP-FT fine-tunes the LP model (its head included) with ``lp_ft``."""
-    lp = linear_probe(model, x, y, kind, n_outputs, settings["lp"], seed)
+    batch_size; ``batch_size``: the batch LP extracts features in); LP-FT fine-tunes the LP
+    model (its head included) with ``lp_ft``."""
+    lp = linear_probe(model, x, y, kind, n_outputs, settings["lp"], seed, feature_batch=int(settings.get("batch_size", 512)))
     ft = fine_tune(model, x, y, kind, n_outputs, settings["ft"], seed)
     lp_ft = fine_tune(lp, x, y, kind, n_outputs, settings["lp_ft"], seed, head=lp.head)
     return {"lp": lp, "ft": ft, "lp_ft": lp_ft}
@@ -233,11 +236,13 @@ def representation_change(model, x: "torch.Tensor", x_adv: "torch.Tensor", batch
 
 
 def as_attack(
-    model, x: "torch.Tensor", *, eps: float, norm: str, steps: int, restarts: int, gen: "torch.Generator",
+    model, x: "torch.Tensor", *, eps: float, norm: str, steps: int, restarts: int, gen,
     step_size: float | None = None,
 ) -> "torch.Tensor":
     """The AS attack: PGD (random start, ``1 + restarts`` runs, the best kept per sample) that
-    maximises ||g(x + d) - g(x)||_2 over the ``norm`` ball of radius ``eps`` (and [0, 1])."""
+    maximises ||g(x + d) - g(x)||_2 over the ``norm`` ball of radius ``eps`` (and [0, 1]).
+    ``gen``: a ``torch.Generator`` or per-example generators
+    (:func:`robustlens.attacks.example_generators`)."""
     from robustlens.attacks import pgd_maximize
 
     torch = _torch()
@@ -254,16 +259,17 @@ def as_score(
     model, x, *, eps: float, norm: str, steps: int, restarts: int, seed: int, step_size: float | None = None, batch_size: int = 512,
 ) -> tuple[float, np.ndarray]:
     """AS score (Nern et al., Eq. 2): mean over ``x`` of the AS attack's representation change,
-    and the per-input changes (a lower bound of each max, from PGD)."""
-    from robustlens.runtime import generator
+    and the per-input changes (a lower bound of each max, from PGD). Runs in batches of
+    ``batch_size``; input i's random starts come from its own generator (seed, i), so the
+    values do not depend on the batch size."""
+    from robustlens.attacks import example_generators
 
-    gen = generator(seed, x.device)
-    per = _batched(
-        lambda s: representation_change(
-            model, x[s], as_attack(model, x[s], eps=eps, norm=norm, steps=steps, restarts=restarts, gen=gen, step_size=step_size)
-        ),
-        len(x), batch_size,
-    ).double().cpu().numpy()
+    def batch(s: slice):
+        gens = example_generators(seed, s.start, len(x[s]))
+        x_adv = as_attack(model, x[s], eps=eps, norm=norm, steps=steps, restarts=restarts, gen=gens, step_size=step_size)
+        return representation_change(model, x[s], x_adv, batch_size)
+
+    per = _batched(batch, len(x), batch_size).double().cpu().numpy()
     return float(per.mean()), per
 
 
@@ -274,15 +280,16 @@ def loss_attack_runs(
     """The loss attack: ``1 + restarts`` PGD runs from random starts on the per-sample task loss
     (``objective`` as in :func:`task_loss`). Per input: ``loss`` (the largest loss over the
     runs), ``change`` (||g(x + d) - g(x)||_2 of the run with that loss), ``change_max`` (the
-    largest over all runs), ``robust`` (classification: correct in every run)."""
-    from robustlens.attacks import pgd_maximize
-    from robustlens.runtime import generator
+    largest over all runs), ``robust`` (classification: correct in every run). Runs in batches
+    of ``batch_size``; input i's random starts come from its own generator (seed, i), so the
+    values do not depend on the batch size."""
+    from robustlens.attacks import example_generators, pgd_maximize
 
     torch = _torch()
-    gen = generator(seed, x.device)
     best_loss, best_change, change_max, robust = [], [], [], []
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        gen = example_generators(seed, i, len(xb))
         with torch.no_grad():
             g0 = model.forward_features(xb)
         bl = bc = cm = None

@@ -164,20 +164,32 @@ def plot_universality(table: pd.DataFrame, paths: list[str], figure: dict, dpi: 
     _save(fig, paths, dpi)
 
 
+def _imshow_chw(ax, img) -> None:
+    """Draw a (channel, y, x) image in [0, 1]: RGB for 3 channels, grey for 1."""
+    img = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
+    if img.shape[0] == 3:
+        ax.imshow(img.transpose(1, 2, 0))
+    elif img.shape[0] == 1:
+        ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
+    else:
+        raise ValueError(f"an image of {img.shape[0]} channels: only 1 (grey) or 3 (RGB) can be drawn")
+
+
 def plot_inversions(dataset: dict, probes: dict[str, "xr.Dataset"], paths: list[str], figure: dict, dpi: int,
                     split: str = "test", n_examples: int = 6) -> None:
     """For each model: start images (another class), target images and the inverted images, with
-    the final relative representation loss of each inversion."""
+    the final relative representation loss of each inversion. Images are (channel, y, x) in
+    [0, 1]: three channels are drawn in colour (RGB), one in grey."""
     images = dataset[f"x_{split}"]
     fig, axes = plt.subplots(3 * len(probes), n_examples, figsize=(figure.get("width", 8), figure.get("height", 5)), squeeze=False)
     for m, (model, ds) in enumerate(probes.items()):
         for j in range(min(n_examples, ds.sizes["sample"])):
-            start = images[int(ds["start_index"][j])][0]
-            target = images[int(ds["target_index"][j])][0]
-            inverted = ds["images"].values[j][0]
+            start = images[int(ds["start_index"][j])]
+            target = images[int(ds["target_index"][j])]
+            inverted = ds["images"].values[j]
             for k, (img, name) in enumerate(((start, "start"), (target, "target"), (inverted, "inverted"))):
                 ax = axes[3 * m + k][j]
-                ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+                _imshow_chw(ax, img)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if j == 0:
