@@ -13,7 +13,7 @@ A rehearsal passes only when every target of ``rule all`` is built and is real:
 It also dry-runs each full config (no overlay) and checks the jobs per rule against what the
 config implies (counted by hand in EXPECTED_JOBS).
 
-Usage: python tests/rehearsal/rehearse.py [--device cpu|cuda] [--keep DIR] [name ...]
+Usage: python tests/rehearsal/rehearse.py [--device cpu|cuda] [--cores N] [--keep DIR] [--no-growth] [name ...]
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+#: Snakemake beside this interpreter (the project's venv), or the one $SNAKEMAKE names.
+SNAKEMAKE = Path(os.environ.get("SNAKEMAKE") or Path(sys.executable).with_name("snakemake"))
 CONFIGS = ["cifar10-universality", "imagenet-universality", "imagenet-transfer", "robustbench-filters"]
 PEAK = re.compile(r"^robustlens: peak memory (\d+) MB$", re.M)
 
@@ -137,7 +138,16 @@ def make_inputs(name: str, workdir: Path, inputs: Path) -> None:
 
 
 def overlay(name: str, inputs: Path) -> dict:
-    return yaml.safe_load((HERE / f"{name}.yaml").read_text().replace("@INPUTS@", str(inputs)))
+    """The overlay of config ``name`` with its inputs' folder filled in, and the transfer bounds
+    of the config itself (same norms and eps) with their attacks shrunk to 2 steps (the first
+    bound keeps one restart, so the restart path runs): a list in an overlay would replace the
+    config's list, eps included."""
+    spec = yaml.safe_load((HERE / f"{name}.yaml").read_text().replace("@INPUTS@", str(inputs)))
+    full = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
+    bounds = [{**bound, "as_attack": {"steps": 2, "restarts": int(i == 0)}, "loss_attack": {"steps": 2, "restarts": int(i == 0)}}
+              for i, bound in enumerate(full["transfer"]["attacks"]["bounds"])]
+    spec.setdefault("transfer", {}).setdefault("attacks", {})["bounds"] = bounds
+    return spec
 
 
 # --------------------------------------------------------------------------- checks
@@ -272,7 +282,7 @@ def growth_check(base: Path, device: str | None, n: int = 1500, tolerance: float
 # --------------------------------------------------------------------------- one rehearsal
 
 
-def rehearse(name: str, base: Path, device: str | None) -> dict:
+def rehearse(name: str, base: Path, device: str | None, cores: int = 2) -> dict:
     workdir, inputs = base / name, base / f"{name}-inputs"
     shutil.rmtree(workdir, ignore_errors=True)
     shutil.rmtree(inputs, ignore_errors=True)
@@ -283,7 +293,7 @@ def rehearse(name: str, base: Path, device: str | None) -> dict:
     overlay_path.write_text(yaml.safe_dump(overlay(name, inputs)))
     configfiles = [REPO / "configs" / f"{name}.yaml", overlay_path]
     start = time.monotonic()
-    proc = snakemake(workdir, "--cores", "2", "--printshellcmds", configfiles=configfiles, device=device,
+    proc = snakemake(workdir, "--cores", str(cores), "--keep-going", "--printshellcmds", configfiles=configfiles, device=device,
                      log=workdir / "snakemake.log")
     wall = time.monotonic() - start
     output = proc.stdout + proc.stderr
@@ -316,13 +326,14 @@ def main(argv=None) -> int:
     parser.add_argument("names", nargs="*", default=CONFIGS, choices=CONFIGS)
     parser.add_argument("--device", default=None, help="the config's device (default: the config's own, auto)")
     parser.add_argument("--keep", type=Path, default=None, help="working directory to keep (default: a temporary one)")
+    parser.add_argument("--cores", type=int, default=2, help="Snakemake's --cores for each rehearsal (default 2)")
     parser.add_argument("--no-growth", action="store_true", help="skip the memory-growth check at n and 4n images")
     args = parser.parse_args(argv)
     base = args.keep or Path(tempfile.mkdtemp(prefix="rehearsal-"))
     results, failed = [], False
     for name in args.names:
         print(f"== rehearsal {name} (in {base / name})", flush=True)
-        result = rehearse(name, base, args.device)
+        result = rehearse(name, base, args.device, args.cores)
         results.append(result)
         for problem in result["problems"]:
             print(f"  FAIL {problem}", flush=True)

@@ -1,0 +1,67 @@
+"""Declared memory (issue 12, item 7): every rule's mem_mb is computed from what its jobs read,
+grows on retry, and at paper scale covers the data a job holds (computed here by hand from the
+config's image counts and sizes, not through robustlens.resources)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO, planned_job_details
+from robustlens import resources as rs
+
+MB = 2**20
+
+
+def test_retries_ask_for_more_memory():
+    assert [rs.with_attempt(1000, a) for a in (1, 2, 3)] == [1000, 1500, 2250]
+
+
+def test_image_memory_is_the_bytes_of_the_images():
+    images = np.zeros((7, 3, 224, 224), dtype=np.float32)
+    assert rs.images_mb(7, 3, 224) == pytest.approx(images.nbytes / MB)
+    assert rs.images_mb(7, 3, 224, bytes_per_value=1) == pytest.approx(images.astype(np.uint8).nbytes / MB)
+
+
+def test_activation_memory_grows_with_pixels_and_batch():
+    arch = {"name": "resnet50"}
+    assert rs.activation_mb(arch, 224, 8) == pytest.approx(8 * 49 * rs.activation_mb(arch, 32, 1))
+
+
+def test_tree_bytes_counts_every_file_of_a_store_and_nothing_for_missing_paths(tmp_path):
+    store = tmp_path / "a.zarr"
+    (store / "x" / "c").mkdir(parents=True)
+    (store / "zarr.json").write_bytes(b"1" * 10)
+    (store / "x" / "c" / "0").write_bytes(b"1" * 100)
+    (tmp_path / "f.json").write_bytes(b"1" * 7)
+    assert rs.tree_bytes([store, tmp_path / "f.json", tmp_path / "missing"]) == 117
+
+
+@pytest.fixture(scope="module")
+def imagenet_jobs(tmp_path_factory) -> list[dict]:
+    """Every job of a dry run of the full ImageNet universality config."""
+    return planned_job_details(tmp_path_factory.mktemp("plan"), configfiles=(REPO / "configs" / "imagenet-universality.yaml",))
+
+
+def test_every_job_declares_memory(imagenet_jobs):
+    missing = sorted({j["rule"] for j in imagenet_jobs if "mem_mb" not in j["resources"] and j["rule"] != "all"})
+    assert not missing
+
+
+def test_imagenet_jobs_declare_the_images_they_hold(imagenet_jobs):
+    """The config's 5,000 validation images (max_test) at 3 x 224 x 224 float32 are 2.9 GB; a
+    job holding them (a model's evaluation, activations, a probe) declares at least that, and the
+    transfer task (six copies: clean and corrupted, their splits) at least six times as much.
+    Before item 7 every one of them declared the 16 GB or 4 GB of the config's resources block,
+    whatever the image count."""
+    config = yaml.safe_load((REPO / "configs" / "imagenet-universality.yaml").read_text())["dataset"]
+    test_split_mb = config["max_test"] * 3 * config["image_size"] ** 2 * 4 / MB
+    by_rule: dict[str, list[int]] = {}
+    for job in imagenet_jobs:
+        if "mem_mb" in job["resources"]:
+            by_rule.setdefault(job["rule"], []).append(int(job["resources"]["mem_mb"]))
+    for rule in ("zoo_model", "extract_natural", "retrain_heads"):
+        assert min(by_rule[rule]) > test_split_mb, rule
+    assert min(by_rule["make_probe"]) > 4 * test_split_mb  # images, perturbed copies, batches
+    assert min(by_rule["transfer_task"]) > 6 * test_split_mb
