@@ -322,6 +322,24 @@ def test_autoattack_column_through_pyautoattack():
     assert (row.attack_eps.tolist(), row.value.tolist(), row.attack_norm.tolist()) == ([50.0], [0.0], ["l2"])
 
 
+def test_autoattack_iterations_shrink_every_attack_and_default_to_autoattacks_own():
+    """evaluation.autoattack.iterations sets the iterations of APGD-CE, APGD-T and FAB-T and
+    Square's queries (a rehearsal's shrink); without it the standard version keeps AutoAttack's
+    100 iterations and 5000 queries."""
+    from robustlens.autoattack_eval import make_autoattack
+    from robustlens.sources import import_robustbench
+
+    import_robustbench()  # registers pyautoattack as autoattack where needed
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 10))
+    settings = {"eps": [0.5], "version": "standard", "n_samples": 4}
+    own = make_autoattack(model, settings, "l2", 0.5, torch.device("cpu"))
+    shrunk = make_autoattack(model, {**settings, "iterations": 3}, "l2", 0.5, torch.device("cpu"))
+    parts = lambda a: (a.apgd.n_iter, a.apgd_targeted.n_iter, a.fab.n_iter, a.square.n_queries)
+    assert parts(own) == (100, 100, 100, 5000)
+    assert parts(shrunk) == (3, 3, 3, 3)
+    assert own.attacks_to_run == shrunk.attacks_to_run == ["apgd-ce", "apgd-t", "fab-t", "square"]
+
+
 # --------------------------------------------------------------------------- the workflow, end to end
 
 

@@ -24,23 +24,38 @@ def import_autoattack():
     raise ImportError("AutoAttack is not installed: `pip install pyautoattack`")
 
 
+def make_autoattack(model: torch.nn.Module, settings: dict, norm: str, eps: float, device: torch.device, seed: int = 0):
+    """AutoAttack of ``settings["version"]`` at ``eps`` (either package's API). ``settings``
+    may set ``iterations``: the iterations of each APGD and FAB run and the queries of Square
+    (AutoAttack's own: 100 and 5000); fewer only to rehearse, since the result is then not the
+    RobustBench standard evaluation."""
+    AutoAttack = import_autoattack()
+    norm_name = {"l2": "L2", "linf": "Linf"}[settings.get("norm", norm)]
+    options = dict(norm=norm_name, eps=eps, version=settings["version"], device=str(device), seed=seed)
+    if "verbose" in inspect.signature(AutoAttack.__init__).parameters:  # the original autoattack API
+        options["verbose"] = False
+    attack = AutoAttack(model, **options)
+    if settings.get("iterations"):
+        for name in ("apgd", "apgd_targeted", "fab"):
+            getattr(attack, name).n_iter = int(settings["iterations"])
+        attack.square.n_queries = int(settings["iterations"])
+    return attack
+
+
 def autoattack_accuracy(model: torch.nn.Module, x_test: np.ndarray, y_test: np.ndarray, settings: dict, norm: str, device: torch.device, seed: int = 0) -> dict:
     """Robust accuracy under AutoAttack at every eps of ``settings`` on the first
     ``settings["n_samples"]`` test images: ``{str(eps): accuracy}``."""
-    AutoAttack = import_autoattack()
     n = settings["n_samples"]
     x = torch.as_tensor(x_test[:n]).to(device)
     y = torch.as_tensor(y_test[:n]).to(device)
     model = model.to(device).eval()
-    norm_name = {"l2": "L2", "linf": "Linf"}[settings.get("norm", norm)]
     out = {}
     for eps in settings["eps"]:
         batch = settings.get("batch_size", 256)
-        if "verbose" in inspect.signature(AutoAttack.__init__).parameters:  # the original autoattack API
-            attack = AutoAttack(model, norm=norm_name, eps=eps, version=settings["version"], device=str(device), seed=seed, verbose=False)
+        attack = make_autoattack(model, settings, norm, eps, device, seed)
+        if "verbose" in inspect.signature(type(attack).__init__).parameters:  # the original autoattack API
             x_adv = attack.run_standard_evaluation(x, y, bs=batch)
         else:  # pyautoattack 0.2: keyword-only options, batch_size
-            attack = AutoAttack(model, norm=norm_name, eps=eps, version=settings["version"], device=str(device), seed=seed)
             x_adv, _ = attack.run_standard_evaluation(x, y, batch_size=batch)  # returns (x_adv, y_adv)
         with torch.no_grad():
             correct = torch.cat([model(x_adv[i : i + 256]).argmax(1) == y[i : i + 256] for i in range(0, len(y), 256)])
