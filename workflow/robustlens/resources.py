@@ -43,6 +43,15 @@ ACTIVATION_MB_AT_32 = {
     "robustbench": 64.0,  # WideResNet-28-10 and DMWideResNet-28-10: 47 and 59 MB measured
     "timm": 16.0,
 }
+#: A filter extraction job holds about this many bytes per byte of the network's weights beyond
+#: its base: per-filter coordinates (model, layer, depth) beside each 3x3 filter's 36 bytes of
+#: coefficients (measured in the rehearsals: 10.9 for a WRN-28-10, 3.0 for a CIFAR ResNet-18).
+FILTER_EXTRACTION_PER_WEIGHT_BYTE = 12
+#: A job reading filter stores (filters_tables, the first-layer figure) holds about this many
+#: bytes per byte of the stores it reads: the stores decompressed with their per-filter
+#: coordinates, concatenated, and the per-depth groups and histograms of the shift statistics
+#: (measured in the rehearsals: 20.4 for ResNet-50s, 21.9 for CIFAR ResNet-18s).
+FILTER_TABLE_PER_STORE_BYTE = 24
 #: Parameters (millions) of the architectures robustlens builds itself; zoo models are read
 #: from their checkpoint files, whose size gives theirs.
 PARAMETERS_M = {"smallcnn": 0.05, "resnet18_cifar": 11.2}

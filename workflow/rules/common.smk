@@ -121,6 +121,10 @@ CHANNELS = dataset_shape(config["dataset"])["in_channels"]
 IMAGE_SIZE = config["dataset"]["image_size"]
 N_TRAIN = n_train_images(config["dataset"])
 N_TEST = n_test_images(config["dataset"])
+# The dataset cache: 8-bit sources (CIFAR, Fashion-MNIST, image folders) stored as uint8, the
+# others as float32 (robustlens.data); preparing it holds two copies (as read, as stored).
+STORED_BYTES = 4 if config["dataset"]["source"] in ("sklearn_digits", "shapes") else 1
+STORED_IMAGE_COPIES = 2
 # Batches never hold more images than the split they run over.
 EVAL_BATCH = min(config["evaluation"].get("batch_size", 512), N_TEST)
 ACTIVATION_BATCH = min(config["activations"]["batch_size"], N_TEST)
@@ -157,14 +161,14 @@ def torch_base(model):
 
 
 MEMORY = {
-    "prepare_dataset": lambda wc, input: rs.TABLE_BASE_MB + images_mb(N_TRAIN + N_TEST, copies=3),
+    "prepare_dataset": lambda wc, input: rs.TABLE_BASE_MB + STORED_IMAGE_COPIES * rs.images_mb(N_TRAIN + N_TEST, CHANNELS, IMAGE_SIZE, STORED_BYTES),
     "train_model": lambda wc, input: torch_base(wc.model) + images_mb(N_TRAIN + N_TEST) + 4 * weights_mb(wc.model)
     + activations_mb(wc.model, TRAIN_BATCH) + activations_mb(wc.model, EVAL_BATCH),
     "zoo_model": lambda wc, input: torch_base(wc.model) + images_mb(N_TEST) + 3 * weights_mb(wc.model, input.weights)
     + activations_mb(wc.model, EVAL_BATCH),
     "extract_natural": lambda wc, input: torch_base(wc.model) + images_mb(N_TEST) + 2 * weights_mb(wc.model, input.checkpoint)
     + activations_mb(wc.model, ACTIVATION_BATCH),
-    "make_probe": lambda wc, input: torch_base(wc.model) + images_mb(N_TEST, copies=4)
+    "make_probe": lambda wc, input: torch_base(wc.model) + images_mb(N_TEST, copies=2)
     + sum(2 * weights_mb(m, checkpoint_path(m)) for m in probe_targets(wc.model))
     + activations_mb(wc.model, min(config["probes"][wc.probe].get("batch_size", EVAL_BATCH), N_TEST)),
     "retrain_heads": lambda wc, input: torch_base(wc.model) + images_mb(N_TRAIN + N_TEST) + 2 * weights_mb(wc.model, input.checkpoint)
@@ -174,7 +178,9 @@ MEMORY = {
     "transfer_task": lambda wc, input: rs.TABLE_BASE_MB + images_mb(N_TEST, copies=6),
     "compare_similarity": lambda wc, input: rs.TORCH_BASE_MB + read_mb(input, 4),
     "similarity_matrix": lambda wc, input: rs.TORCH_BASE_MB + read_mb(input, 4),
-    "extract_filters": lambda wc, input: torch_base(wc.model) + 3 * weights_mb(wc.model, input.checkpoint),
+    "extract_filters": lambda wc, input: torch_base(wc.model)
+    + rs.FILTER_EXTRACTION_PER_WEIGHT_BYTE * weights_mb(wc.model, input.checkpoint),
+    "figure_first_layer_filters": lambda wc, input: rs.TABLE_BASE_MB + read_mb(input, rs.FILTER_TABLE_PER_STORE_BYTE),
 }
 
 
@@ -182,4 +188,4 @@ def table_memory(wildcards, input, attempt):
     """A table or figure job: pandas and matplotlib, and its inputs several times over."""
     return rs.with_attempt(rs.TABLE_BASE_MB + read_mb(input, 6), attempt)
 MEMORY["compare_predictive"] = lambda wc, input: rs.TABLE_BASE_MB + read_mb(input.stores, 1.5) + read_mb(input.heads, 2)
-MEMORY["filters_tables"] = lambda wc, input: rs.TABLE_BASE_MB + read_mb(input, 4)
+MEMORY["filters_tables"] = lambda wc, input: rs.TABLE_BASE_MB + read_mb(input, rs.FILTER_TABLE_PER_STORE_BYTE)

@@ -105,7 +105,7 @@ rule figure_first_layer_filters:
         "logs/figure_first_layer_filters/figure.log",
     threads: 1
     resources:
-        mem_mb=table_memory,
+        **resources_of("figure_first_layer_filters"),
     conda:
         "../../envs/robustlens.yaml"
     script:
