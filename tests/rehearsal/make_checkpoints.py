@@ -8,6 +8,11 @@ random weights (nothing here can be downloaded):
   ``<model_dir>/<dataset>/<threat_model>/<name>.pt``, where ``robustbench.utils.load_model``
   looks;
 - a timm safetensors file at the path robustlens' timm loader reads.
+
+Each network's batch-norm running statistics are set from its own activations on random inputs
+(:func:`calibrate_batch_norm`), as training leaves them: with the default statistics (mean 0,
+variance 1) a random ResNet-50's activations grow block by block until its logits overflow, and
+fine-tuning it gives NaN losses, a property of the stand-in that no trained checkpoint has.
 """
 
 from __future__ import annotations
@@ -16,6 +21,22 @@ import argparse
 from pathlib import Path
 
 import torch
+
+
+@torch.no_grad()
+def calibrate_batch_norm(net: torch.nn.Module, image_size: int = 32, batches: int = 4, batch_size: int = 16) -> torch.nn.Module:
+    """Running means and variances of every batch-norm layer set to the averages over
+    ``batches`` random normal batches (momentum None: a cumulative average); weights unchanged."""
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    net.train()
+    for _ in range(batches):
+        net(torch.randn(batch_size, 3, image_size, image_size))
+    for m in norms:
+        m.momentum = 0.1
+    return net.eval()
 
 
 def robustness_library_checkpoint(net: torch.nn.Module, arch: str, eps: float, seed: int) -> dict:
@@ -36,7 +57,7 @@ def make_url_checkpoint(path: str | Path, arch: str, eps: float, seed: int) -> P
     import torchvision
 
     torch.manual_seed(seed)
-    net = getattr(torchvision.models, arch)(weights=None, num_classes=1000)
+    net = calibrate_batch_norm(getattr(torchvision.models, arch)(weights=None, num_classes=1000))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(robustness_library_checkpoint(net, arch, eps, seed), path)
@@ -51,7 +72,7 @@ def make_robustbench_checkpoint(model_dir: str | Path, name: str, dataset: str =
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
     torch.manual_seed(seed)
-    net = rb.all_models[BenchmarkDataset(dataset)][ThreatModel(threat_model)][name]["model"]()
+    net = calibrate_batch_norm(rb.all_models[BenchmarkDataset(dataset)][ThreatModel(threat_model)][name]["model"]())
     path = Path(robustbench_weights(str(model_dir), name, dataset, threat_model))
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, path)
@@ -64,7 +85,7 @@ def make_timm_safetensors(path: str | Path, name: str, tag: str, seed: int = 0) 
     import timm
 
     torch.manual_seed(seed)
-    net = timm.create_model(f"{name}.{tag}", pretrained=False)
+    net = calibrate_batch_norm(timm.create_model(f"{name}.{tag}", pretrained=False))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     safetensors.torch.save_file(net.state_dict(), str(path))

@@ -57,10 +57,11 @@ EXPECTED_JOBS = {
     "imagenet-transfer": {"fetch_weights": 20, "zoo_model": 20, "extract_natural": 20, "make_probe": 8,
                           "retrain_heads": 4, "compare_similarity": 3, "extract_filters": 20, "transfer": 20,
                           "transfer_task": 4},
-    # 3 trained + 7 RobustBench = 10 models, all 45 pairs, transfer on all (seed 0), 2 tasks.
+    # 3 trained + 7 RobustBench = 10 models, all 45 pairs; transfer on the models of seed 0 (the
+    # trained one of seed 0 and the 7 zoo models, whose seed is 0), 2 tasks.
     "robustbench-filters": {"fetch_dataset": 1, "train_model": 3, "fetch_weights": 7, "zoo_model": 7,
                             "extract_natural": 10, "make_probe": 20, "retrain_heads": 10, "compare_similarity": 45,
-                            "extract_filters": 10, "transfer": 10, "transfer_task": 2},
+                            "extract_filters": 10, "transfer": 8, "transfer_task": 2},
 }
 
 
@@ -139,12 +140,12 @@ def make_inputs(name: str, workdir: Path, inputs: Path) -> None:
 
 def overlay(name: str, inputs: Path) -> dict:
     """The overlay of config ``name`` with its inputs' folder filled in, and the transfer bounds
-    of the config itself (same norms and eps) with their attacks shrunk to 2 steps (the first
-    bound keeps one restart, so the restart path runs): a list in an overlay would replace the
-    config's list, eps included."""
+    of the config itself (same norms and eps) with their attacks shrunk to one step from a random
+    start (the first bound keeps one restart, so the restart path runs): a list in an overlay
+    would replace the config's list, eps included."""
     spec = yaml.safe_load((HERE / f"{name}.yaml").read_text().replace("@INPUTS@", str(inputs)))
     full = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
-    bounds = [{**bound, "as_attack": {"steps": 2, "restarts": int(i == 0)}, "loss_attack": {"steps": 2, "restarts": int(i == 0)}}
+    bounds = [{**bound, "as_attack": {"steps": 1, "restarts": int(i == 0)}, "loss_attack": {"steps": 1, "restarts": int(i == 0)}}
               for i, bound in enumerate(full["transfer"]["attacks"]["bounds"])]
     spec.setdefault("transfer", {}).setdefault("attacks", {})["bounds"] = bounds
     return spec
@@ -153,8 +154,26 @@ def overlay(name: str, inputs: Path) -> dict:
 # --------------------------------------------------------------------------- checks
 
 
+def undefined_values(name: str, table: pd.DataFrame) -> pd.Series:
+    """Rows whose value is undefined by its own definition, shown in the same table:
+    ``robust_among_fulfilled`` of bounds.csv where no input fulfils the bound (its
+    ``n_fulfilled`` row is 0); a filter statistic of a group without filters (``n_filters_a``
+    or ``n_filters_b`` is 0, e.g. the first layer of a ResNet-50, whose first conv is 7x7)."""
+    undefined = pd.Series(False, index=table.index)
+    if name == "bounds.csv":
+        keys = [c for c in table.columns if c not in ("metric", "value")]
+        empty = table[(table["metric"] == "n_fulfilled") & (table["value"] == 0)][keys]
+        rows = table.reset_index().merge(empty, on=keys)["index"]
+        undefined |= table.index.isin(rows) & (table["metric"] == "robust_among_fulfilled")
+    for column in ("n_filters_a", "n_filters_b"):
+        if column in table:
+            undefined |= table[column] == 0
+    return undefined
+
+
 def check_tables(workdir: Path) -> list[str]:
-    """Every table has rows; every statistic defined by the design is finite."""
+    """Every table has rows; every statistic defined by the design is finite (NaN only with a
+    reason in the statistics tables, or where :func:`undefined_values` shows why)."""
     problems = []
     for path in sorted((workdir / "results" / "tables").glob("*.csv")):
         table = pd.read_csv(path)
@@ -168,9 +187,9 @@ def check_tables(workdir: Path) -> list[str]:
             if len(bad):
                 problems.append(f"{path.name}: {len(bad)} non-finite statistics without a reason, e.g. {bad.iloc[0].to_dict()}")
         elif "value" in table:
-            n_bad = int((~np.isfinite(pd.to_numeric(table["value"], errors="coerce"))).sum())
-            if n_bad:
-                problems.append(f"{path.name}: {n_bad} non-finite values")
+            bad = table[~np.isfinite(pd.to_numeric(table["value"], errors="coerce")) & ~undefined_values(path.name, table)]
+            if len(bad):
+                problems.append(f"{path.name}: {len(bad)} non-finite values, e.g. {bad.iloc[0].to_dict()}")
     return problems
 
 
@@ -220,6 +239,11 @@ def peak_memory(workdir: Path, jobs: list[dict]) -> tuple[list[dict], list[str]]
 
 
 def check_full_dry_run(name: str, workdir: Path) -> list[str]:
+    """A dry run of the full config in an empty directory (the rehearsal's has its inputs and
+    results already) plans the jobs per rule that EXPECTED_JOBS counts."""
+    workdir = workdir.parent / f"{workdir.name}-full-dry-run"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir()
     proc = snakemake(workdir, "-n", "--cores", "1", configfiles=[REPO / "configs" / f"{name}.yaml"])
     if proc.returncode != 0:
         return [f"dry run of the full config failed:\n{proc.stderr[-3000:]}"]
@@ -243,9 +267,11 @@ GROWTH_OVERLAY = {
 }
 
 
-def growth_check(base: Path, device: str | None, n: int = 1500, tolerance: float = 0.3) -> tuple[list[dict], list[str]]:
+def growth_check(base: Path, device: str | None, n: int = 1500, tolerance: float = 0.3, floor_mb: int = 50) -> tuple[list[dict], list[str]]:
     """Run GROWTH_RULES at n and 4n test images; the measured growth of each job's peak memory
-    must match the growth of its declared ``mem_mb`` within ``tolerance``."""
+    must match the growth of its declared ``mem_mb`` within ``tolerance`` of the declared
+    growth, or within ``floor_mb`` where that is larger: a peak reading does not resolve tens of
+    MB (the allocator keeps freed pages; a small data term can hide under the import peak)."""
     from make_inputs import make_cifar
 
     peaks: dict[str, dict[int, int]] = {}
@@ -273,7 +299,7 @@ def growth_check(base: Path, device: str | None, n: int = 1500, tolerance: float
         expected = declared[rule][4] - declared[rule][1]
         table.append({"rule": rule, "n": n, "peak_n": peaks[rule][1], "peak_4n": peaks[rule][4], "measured_growth_mb": measured,
                       "declared_n": declared[rule][1], "declared_4n": declared[rule][4], "declared_growth_mb": expected})
-        if abs(measured - expected) > tolerance * expected:
+        if abs(measured - expected) > max(tolerance * expected, floor_mb):
             problems.append(f"memory growth of {rule} from {n} to {4 * n} test images: measured {measured} MB, "
                             f"its mem_mb grows by {expected} MB (more than {tolerance:.0%} apart)")
     return table, problems
@@ -323,15 +349,17 @@ def rehearse(name: str, base: Path, device: str | None, cores: int = 2) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="*", default=CONFIGS, choices=CONFIGS)
+    parser.add_argument("names", nargs="*", help=f"configs to rehearse, of {', '.join(CONFIGS)} (default: all)")
     parser.add_argument("--device", default=None, help="the config's device (default: the config's own, auto)")
     parser.add_argument("--keep", type=Path, default=None, help="working directory to keep (default: a temporary one)")
     parser.add_argument("--cores", type=int, default=2, help="Snakemake's --cores for each rehearsal (default 2)")
     parser.add_argument("--no-growth", action="store_true", help="skip the memory-growth check at n and 4n images")
     args = parser.parse_args(argv)
+    if unknown := sorted(set(args.names) - set(CONFIGS)):
+        parser.error(f"unknown configs {unknown}; known: {CONFIGS}")
     base = args.keep or Path(tempfile.mkdtemp(prefix="rehearsal-"))
     results, failed = [], False
-    for name in args.names:
+    for name in args.names or CONFIGS:
         print(f"== rehearsal {name} (in {base / name})", flush=True)
         result = rehearse(name, base, args.device, args.cores)
         results.append(result)
