@@ -38,6 +38,10 @@ GFLOPS = {"resnet18_cifar": 0.56, "resnet18": 1.82 * 2, "resnet50": 4.09 * 2,
 THROUGHPUT = 0.5 * 19.5e12
 #: A backward pass (to the input and the weights) costs about twice a forward pass.
 FWD_BWD = 3
+#: Measured on one NVIDIA H200 (2026-12-04, benchmarks/gpu_throughput.py, batch 128): TFLOP/s
+#: of a forward and backward pass in robustlens' settings (float32, deterministic, no TF32).
+#: Architectures not measured there keep THROUGHPUT.
+MEASURED_H200 = {"resnet18_cifar": 9.7e12, "resnet18": 24.8e12, "resnet50": 18.3e12}
 
 
 def merged(name: str) -> dict:
@@ -81,8 +85,10 @@ def estimate(name: str) -> dict:
     n_train, n_test = n_train_images(config["dataset"]), n_test_images(config["dataset"])
     ev, probes, tr = config["evaluation"], config["probes"], config["transfer"]
     flops = {"train": 0.0, "evaluate": 0.0, "probes": 0.0, "activations": 0.0, "transfer": 0.0}
+    h200_seconds = dict.fromkeys(flops, 0.0)
     n_inverted = min(n_test, probes["inverted"]["n_samples"])
     for mid, spec in models.items():
+        before = dict(flops)
         f = gflops(spec, size) * 1e9
         if spec["source"] == "train":
             t = config["training"]
@@ -99,11 +105,15 @@ def estimate(name: str) -> dict:
                           for b in tr["attacks"]["bounds"]) + tr["attacks"]["robust_accuracy"]["steps"]
             per_task += 3 * n_task * attacks * FWD_BWD  # LP, FT and LP-FT models are attacked
             flops["transfer"] += len(tr["tasks"]) * per_task * f
+        rate = MEASURED_H200.get(spec["arch"]["name"], THROUGHPUT)
+        for stage in flops:
+            h200_seconds[stage] += (flops[stage] - before[stage]) / rate
     checkpoints_gb = sum(rs.model_mb(s["arch"]) if s["source"] == "train" else 4 * 1e3 * gflops(s, 224) / 8 for s in models.values()) / 1e3
     return {"config": name, "models": len(models), "pairs": len(pairs), "n_train": n_train, "n_test": n_test,
             "dataset_gb": (n_train + n_test) * channels * size * size / 1e9,  # uint8
             "probe_images_gb": len(in_pairs) * (n_test + n_inverted) * channels * size * size * 4 / 1e9,
-            "gpu_hours": {k: v / THROUGHPUT / 3600 for k, v in flops.items()}, "jobs": planned_jobs(name)}
+            "gpu_hours": {k: v / THROUGHPUT / 3600 for k, v in flops.items()},
+            "h200_hours": {k: v / 3600 for k, v in h200_seconds.items()}, "jobs": planned_jobs(name)}
 
 
 #: Rules whose declared memory grows with the size of inputs that a dry run does not have yet
@@ -115,8 +125,10 @@ INPUT_SIZED = {"compare_similarity", "similarity_matrix", "compare_predictive", 
 def main() -> None:
     print("# Paper-scale cost of each config\n")
     print("Made by `benchmarks/paper_scale.py` (see its docstring for the arithmetic and the cited FLOP")
-    print("counts). GPU hours are **estimates** (forward FLOPs x passes / 9.75 TFLOP/s sustained float32 on")
-    print("one A100-class GPU), not measurements: this code has not yet run on a GPU. Checkpoint sizes of")
+    print("counts). GPU hours are **estimates**: forward FLOPs x passes / 9.75 TFLOP/s sustained float32 on")
+    print("one A100-class GPU, and, in the second column, / the TFLOP/s measured for the same networks on")
+    print("one H200 in robustlens' deterministic float32 (benchmarks/gpu_throughput.py; architectures not")
+    print("measured there keep 9.75). No paper config has run at full scale. Checkpoint sizes of")
     print("zoo models are not estimated here (download sizes: ResNet-18 45 MB, ResNet-50 98 MB (robustness")
     print("library files hold two copies: about twice that), WRN-28-10 146 MB, WRN-70-16 1.07 GB).\n")
     for name in CONFIGS:
@@ -124,10 +136,11 @@ def main() -> None:
         hours = e["gpu_hours"]
         print(f"## {name}\n")
         print(f"{e['models']} models, {e['pairs']} compared pairs, {e['n_train']} training and {e['n_test']} test images.\n")
-        print("| stage | GPU hours (estimate) |\n|---|---|")
+        h200 = e["h200_hours"]
+        print("| stage | GPU hours at 9.75 TFLOP/s (estimate) | H200 hours at measured TFLOP/s (estimate) |\n|---|---|---|")
         for stage, h in hours.items():
-            print(f"| {stage} | {h:.1f} |")
-        print(f"| **total** | **{sum(hours.values()):.1f}** |\n")
+            print(f"| {stage} | {h:.1f} | {h200[stage]:.1f} |")
+        print(f"| **total** | **{sum(hours.values()):.1f}** | **{sum(h200.values()):.1f}** |\n")
         print(f"Disk: dataset cache {e['dataset_gb']:.2f} GB (uint8); probe images {e['probe_images_gb']:.2f} GB (float32).\n")
         jobs, memory = e["jobs"]
         print("| rule | jobs | declared mem_mb per job |\n|---|---|---|")
