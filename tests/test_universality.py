@@ -13,14 +13,15 @@ from scipy.stats import false_discovery_control, pearsonr
 
 from robustlens.plots import similarity as similarity_plots
 from robustlens.plots import universality as universality_plots
-from robustlens.stats import bootstrap_over_units
 from robustlens.universality import correlations_table, universality_table
 
 SETTINGS = {"n_permutations": 500, "n_bootstrap": 200, "ci": 0.95, "seed": 0}
 EPS = [0.0, 0.5, 1.0, 2.0]
 SEEDS = [0, 1, 2]
-UNIVERSALITY_COLUMNS = ["study", "design", "x", "probe", "head", "measure", "n_pairs", "n_units", "statistic", "value", "reason"]
-CORRELATIONS_COLUMNS = ["study", "design", "x", "probe", "measure", "layer", "n_pairs", "n_units", "statistic", "value", "reason"]
+UNIVERSALITY_COLUMNS = ["study", "design", "x", "probe", "head", "measure", "n_pairs", "n_units", "n_levels", "statistic",
+                        "value", "test", "reason"]
+CORRELATIONS_COLUMNS = ["study", "design", "x", "probe", "measure", "layer", "n_pairs", "n_units", "n_levels", "statistic",
+                        "value", "test", "reason"]
 
 
 def trained(eps, seed):
@@ -79,21 +80,66 @@ def mean_pairs(frame, keys=("probe", "head", "measure", "model_a", "model_b", "e
 # --------------------------------------------------------------------------- same-eps design (trained seeds)
 
 
-def test_universality_table_recovers_the_planted_signs():
+def group_relabeling_p(x, values) -> float:
+    """Exact p of the eps-group test written out: every assignment of the k eps values to the k
+    groups of pairs, Pearson r over the pairs, two-sided, the identity included."""
+    levels = sorted(set(x))
+    observed = np.corrcoef(x, values)[0, 1]
+    null = [np.corrcoef([dict(zip(levels, order))[e] for e in x], values)[0, 1] for order in itertools.permutations(levels)]
+    return float(np.mean(np.abs(null) >= abs(observed) - 1e-10))
+
+
+def group_slope_interval(x, values, ci=0.95):
+    """OLS slope of the per-eps means with scipy's standard error and a t quantile, k - 2 df."""
+    from scipy.stats import linregress, t
+
+    means = pd.Series(values).groupby(np.asarray(x)).mean()
+    fit = linregress(means.index.to_numpy(float), means.to_numpy())
+    half = t.ppf((1 + ci) / 2, len(means) - 2) * fit.stderr
+    return fit.slope, fit.slope - half, fit.slope + half
+
+
+def freedman_lane_p(x, values, covariate, index_rows) -> float:
+    """Freedman-Lane written out with lstsq: values = a + b covariate + e; for each row of
+    ``index_rows`` the null values fitted + e[row]; partial r of x with them given the covariate."""
+    x, values, covariate = (np.asarray(v, dtype=float) for v in (x, values, covariate))
+    design = np.column_stack([np.ones(len(values)), covariate])
+    fitted = design @ np.linalg.lstsq(design, values, rcond=None)[0]
+    observed = lstsq_partial_r(x, values, covariate)
+    null = [lstsq_partial_r(x, fitted + (values - fitted)[list(row)], covariate) for row in index_rows]
+    return float(np.mean(np.abs(null) >= abs(observed) - 1e-10))
+
+
+def test_universality_table_same_eps_tests_match_their_definitions():
     models = grid_models()
-    table = universality_table("t", predictive_frame(models, same_eps_pairs(models), lambda a, b: -0.1 * a,
-                                                     np.random.default_rng(0)), SETTINGS, models)
+    frame = predictive_frame(models, same_eps_pairs(models), lambda a, b: -0.1 * a, np.random.default_rng(0))
+    table = universality_table("t", frame, SETTINGS, models)
     assert list(table.columns) == UNIVERSALITY_COLUMNS
     assert set(table["design"]) == {"same_eps"} and set(table["x"]) == {"eps"}
     w = wide(table, ["probe", "head", "measure"])
-    assert w.loc[("natural", "original", "agreement"), "r"] < -0.9
+    row = w.loc[("natural", "original", "agreement")]
+    pairs = mean_pairs(frame[(frame["probe"] == "natural") & (frame["head"] == "original")])
+    x, v = pairs["eps_a"].to_numpy(), pairs["value"].to_numpy()
+    assert row["r"] == pytest.approx(pearsonr(x, v)[0], abs=1e-12) and row["r"] < -0.9
     assert w.loc[("inverted", "original", "agreement"), "r"] > 0.9
-    assert w.loc[("natural", "original", "agreement"), "p_value"] < 0.01
+    # 4 eps levels: 4! = 24 relabelings of the groups; the planted effect reaches the smallest p
+    assert row["p_value"] == pytest.approx(group_relabeling_p(x, v)) and row["p_value"] == pytest.approx(1 / 24)
+    assert row["min_p"] == pytest.approx(group_relabeling_p(x, x)) == pytest.approx(1 / 24)
+    assert (row["slope"], row["slope_ci_low"], row["slope_ci_high"]) == pytest.approx(group_slope_interval(x, v), abs=1e-12)
+    assert row["slope_ci_low"] < -0.1 < row["slope_ci_high"]  # the planted slope
+    # partial r: Freedman-Lane over the 4 eps groups, residuals of the group means permuted
+    covariate = (pairs["accuracy_a"] + pairs["accuracy_b"]) / 2
+    assert row["partial_r"] == pytest.approx(lstsq_partial_r(x, v, covariate), abs=1e-10)
+    groups = pd.DataFrame({"x": x, "v": v, "c": covariate}).groupby("x").mean()
+    assert row["partial_p_value"] == pytest.approx(freedman_lane_p(groups.index, groups["v"], groups["c"],
+                                                                   itertools.permutations(range(4))))
+    assert row["covariate_r2"] == pytest.approx(pearsonr(groups.index, groups["c"])[0] ** 2)
     assert abs(w.loc[("natural", "retrained", "agreement"), "r"]) < 0.7  # no planted effect after retraining
-    low, high = w.loc[("natural", "original", "agreement"), ["ci_low", "ci_high"]]
-    assert low - 1e-9 <= w.loc[("natural", "original", "agreement"), "r"] <= high + 1e-9
-    assert (table["n_pairs"] == len(EPS) * 3).all() and (table["n_units"] == 3).all()  # units: the 3 seeds
+    assert (table["n_pairs"] == len(EPS) * 3).all() and (table["n_units"] == 3).all() and (table["n_levels"] == 4).all()
     assert table["value"].notna().all() and (table["reason"] == "").all()
+    tests = table.set_index("statistic")["test"].groupby(level=0).first()
+    assert tests["p_value"] == "eps_groups_permutation" and tests["slope_ci_low"] == "t_interval_group_means"
+    assert tests["partial_p_value"] == "freedman_lane_eps_groups" and tests["r"] == "pearson_r_over_pairs"
 
 
 def test_correlations_table_has_q_values_per_layer():
@@ -102,21 +148,26 @@ def test_correlations_table_has_q_values_per_layer():
                                                      np.random.default_rng(1)), SETTINGS, models)
     assert list(table.columns) == CORRELATIONS_COLUMNS
     w = wide(table, "layer")
-    assert w.loc["penultimate", "r"] > 0.9 and w.loc["penultimate", "q_value"] < 0.05
+    assert w.loc["penultimate", "r"] > 0.9 and w.loc["penultimate", "p_value"] == pytest.approx(1 / 24)
     np.testing.assert_allclose(w["q_value"], false_discovery_control(w["p_value"], method="bh"))
 
 
-def test_three_eps_by_two_seeds_gives_finite_statistics():
-    """The smallest same-eps design: 3 pairs, 2 seeds. A bootstrap draw that keeps both seeds
-    keeps every pair once, so the CI collapses onto r."""
+def test_three_eps_levels_give_r_and_a_slope_but_no_p_value():
+    """The smallest same-eps design: 3 eps x 2 seeds. A p-value needs 4 eps levels (with 3 the
+    group test cannot go below 1/3); the slope interval has 1 degree of freedom."""
     models = grid_models([0.0, 1.0, 2.0], [0, 1])
     frame = predictive_frame(models, same_eps_pairs(models), lambda a, b: -0.1 * a, np.random.default_rng(2))
-    w = wide(universality_table("t", frame, SETTINGS, models), ["probe", "head", "measure"])
+    table = universality_table("t", frame, SETTINGS, models)
+    w = wide(table, ["probe", "head", "measure"])
     row = w.loc[("natural", "original", "agreement")]
     pairs = mean_pairs(frame[(frame["probe"] == "natural") & (frame["head"] == "original")])
     assert row["r"] == pytest.approx(pearsonr(pairs["eps_a"], pairs["value"])[0], abs=1e-12)
-    assert row["ci_low"] == pytest.approx(row["r"]) and row["ci_high"] == pytest.approx(row["r"])
-    assert np.isfinite(w[["r", "p_value", "ci_low", "ci_high"]].to_numpy()).all()
+    assert (row["slope"], row["slope_ci_low"], row["slope_ci_high"]) == pytest.approx(
+        group_slope_interval(pairs["eps_a"].to_numpy(), pairs["value"].to_numpy()), abs=1e-12)
+    no_p = table[table["statistic"].isin(["p_value", "min_p"])]
+    assert no_p["value"].isna().all() and (no_p["reason"] == "3 eps levels: a p-value needs at least 4").all()
+    partial = table[table["statistic"].str.startswith("partial")]  # 3 pairs: partial r itself is +-1
+    assert partial["value"].isna().all() and partial["reason"].str.startswith("fewer than 4 pairs").all()
 
 
 # --------------------------------------------------------------------------- trained + zoo models (seed 0)
@@ -130,25 +181,22 @@ def robustbench_like():
 
 
 def test_zoo_models_sharing_seed_0_with_trained_models_are_their_own_units():
+    """The robustbench config's shape: two eps levels (0 and 0.5), so r and the slope but no
+    p-value and no slope interval (it needs 3 levels)."""
     models, pairs = robustbench_like()
     frame = predictive_frame(models, pairs, lambda a, b: -0.2 * (a + b), np.random.default_rng(3))
     table = universality_table("t", frame, SETTINGS, models)
-    assert set(table["design"]) == {"same_eps"}
+    assert set(table["design"]) == {"same_eps"} and (table["n_levels"] == 2).all()
     w = wide(table, ["probe", "head", "measure"])
     same = mean_pairs(frame[(frame["eps_a"] == frame["eps_b"]) & (frame["probe"] == "natural") & (frame["head"] == "original")])
     row = w.loc[("natural", "original", "agreement")]
     assert row["r"] == pytest.approx(pearsonr(same["eps_a"], same["value"])[0], abs=1e-12) and row["r"] < -0.9
-    # units written out by hand: the three trained seeds and each of the five zoo models
-    unit = {"m-eps0.0-s0": "s0", "m-eps0.0-s1": "s1", "m-eps0.0-s2": "s2"} | {m: m for m in models if m.startswith("rb-")}
-    boot = same.assign(unit_a=same["model_a"].map(unit), unit_b=same["model_b"].map(unit), x=same["eps_a"])
-    low, high, _ = bootstrap_over_units(boot, "pearson", n_boot=SETTINGS["n_bootstrap"], seed=SETTINGS["seed"], ci=SETTINGS["ci"], x="x")
-    assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high), abs=1e-12)
-    assert np.isfinite(w[["r", "p_value", "ci_low", "ci_high", "partial_r"]].to_numpy()).all()
+    means = same.groupby("eps_a")["value"].mean()
+    assert row["slope"] == pytest.approx((means[0.5] - means[0.0]) / 0.5, abs=1e-12)
+    undefined = table[table["statistic"].isin(["p_value", "min_p", "slope_ci_low", "slope_ci_high", "partial_p_value"])]
+    assert undefined["value"].isna().all() and (undefined["reason"].str.len() > 0).all()
+    # units: the three trained seeds and each of the five zoo models
     assert (table["n_units"] == 8).all() and (table["n_pairs"] == len(same)).all()
-
-    correlations = correlations_table("t", similarity_frame(models, pairs, lambda a, b: a + b, np.random.default_rng(4)),
-                                      SETTINGS, models)
-    assert np.isfinite(wide(correlations, "layer").loc["penultimate", ["r", "p_value", "ci_low", "ci_high", "q_value"]].to_numpy(float)).all()
 
 
 # --------------------------------------------------------------------------- one model per eps, all pairs
@@ -192,17 +240,25 @@ def test_one_model_per_eps_correlates_with_eps_distance_and_min_eps():
     w = wide(table, ["x", "probe", "head", "measure"])
     pairs_df = mean_pairs(frame[(frame["probe"] == "natural") & (frame["head"] == "original")])
     covariate = (pairs_df["accuracy_a"] + pairs_df["accuracy_b"]) / 2
+    names = sorted(models)
+    index = {frozenset(p): i for i, p in enumerate(zip(pairs_df["model_a"], pairs_df["model_b"]))}
+    # Freedman-Lane over model relabelings: pair {a, b} takes the residual of pair {pi(a), pi(b)}
+    relabelings = [[index[frozenset((dict(zip(names, order))[a], dict(zip(names, order))[b]))]
+                    for a, b in zip(pairs_df["model_a"], pairs_df["model_b"])] for order in itertools.permutations(names)]
     for x, x_of in (("eps_distance", lambda a, b: abs(a - b)), ("min_eps", min)):
         row = w.loc[(x, "natural", "original", "agreement")]
         xs = [x_of(a, b) for a, b in zip(pairs_df["eps_a"], pairs_df["eps_b"])]
         assert row["r"] == pytest.approx(pearsonr(xs, pairs_df["value"])[0], abs=1e-12)
         assert row["p_value"] == pytest.approx(brute_force_p(pairs_df, x_of))
+        assert row["min_p"] == pytest.approx(brute_force_p(pairs_df.assign(value=xs), x_of))
         assert row["partial_r"] == pytest.approx(lstsq_partial_r(xs, pairs_df["value"], covariate), abs=1e-10)
-        assert row["ci_low"] <= row["r"] + 1e-9 and row["r"] - 1e-9 <= row["ci_high"]
+        assert row["partial_p_value"] == pytest.approx(freedman_lane_p(xs, pairs_df["value"], covariate, relabelings))
+        assert row["covariate_r2"] == pytest.approx(pearsonr(xs, covariate)[0] ** 2)
     assert w.loc[("eps_distance", "natural", "original", "agreement"), "r"] < -0.9
     assert w.loc[("eps_distance", "natural", "original", "agreement"), "p_value"] < 0.01
-    assert np.isfinite(w[["r", "p_value", "ci_low", "ci_high", "partial_r", "partial_p_value"]].to_numpy()).all()
-    assert (table["n_pairs"] == 15).all() and (table["n_units"] == 6).all()
+    assert np.isfinite(w[["r", "p_value", "min_p", "partial_r", "partial_p_value"]].to_numpy()).all()
+    assert "slope" not in w.columns  # no slope interval without several models per eps
+    assert (table["n_pairs"] == 15).all() and (table["n_units"] == 6).all() and (table["n_levels"] == 6).all()
 
 
 def test_one_model_per_eps_correlations_table():
@@ -211,7 +267,7 @@ def test_one_model_per_eps_correlations_table():
                                SETTINGS, models)
     assert list(table.columns) == CORRELATIONS_COLUMNS
     w = wide(table, ["x", "layer"])
-    assert len(w) == 4 and np.isfinite(w[["r", "p_value", "ci_low", "ci_high", "q_value"]].to_numpy(float)).all()
+    assert len(w) == 4 and np.isfinite(w[["r", "p_value", "q_value"]].to_numpy(float)).all()
     assert w.loc[("min_eps", "penultimate"), "r"] > 0.9
     np.testing.assert_allclose(w["q_value"], false_discovery_control(w["p_value"], method="bh"))
 
@@ -298,7 +354,7 @@ def test_every_figure_plots_data_in_every_design(design, captured):
     universality_plots.plot_cka_by_layer(similarity, [], {}, 50)
     universality_plots.plot_heads_agreement(predictive, [], {}, 50)
     universality_plots.plot_universality(universality_table("t", predictive, SETTINGS, models), [], {}, 50)
-    similarity_plots.plot_similarity_vs_eps(similarity, [], {}, 50, SETTINGS, models)
+    similarity_plots.plot_similarity_vs_eps(similarity, [], {}, 50)
     assert len(captured) == 5
     for fig in captured:
         panels = [ax for ax in fig.axes if ax.axison]

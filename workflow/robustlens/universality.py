@@ -3,11 +3,12 @@ agreement of models fall with eps (r = -0.578 on CIFAR-10 in the paper), and doe
 the heads remove it?
 
 Per probe, head setting (original, retrained) and predictive measure: Pearson r of x vs the
-pairwise value over pairs, its p-value from permuting eps labels across models, a CI from a
-bootstrap over resampling units (:func:`robustlens.stats.resampling_unit`: seeds of trained
-models, each zoo model on its own), and the partial correlation controlling for the pair's
-mean clean accuracy (agreement falls mechanically with accuracy: two models with accuracies
-a and b agree on at least a + b - 1 of the inputs).
+pairwise value over pairs (a description: the paper's number), a p-value from a permutation
+test calibrated for the design, the slope of the eps-group means with a t interval, and the
+partial correlation controlling for the pair's mean clean accuracy (agreement falls
+mechanically with accuracy: two models with accuracies a and b agree on at least a + b - 1 of
+the inputs) with a Freedman-Lane p-value. Each row names its test (:data:`robustlens.stats.TESTS`);
+benchmarks/calibration.py shows by simulation that each holds its level and coverage.
 
 Which x (the design, chosen from the pairs, :func:`pair_design`):
 
@@ -24,16 +25,20 @@ unit, ...) is NaN and its row says why (``reason``; empty when defined).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
 from robustlens.stats import (
+    MIN_EPS_LEVELS,
     benjamini_hochberg,
-    bootstrap_over_units,
-    partial_eps_permutation,
+    eps_group_means,
+    freedman_lane_eps_groups,
+    freedman_lane_models,
+    group_mean_slope,
+    is_complete_pair_graph,
+    partial_correlation,
     pearson_eps_permutation,
     resampling_unit,
 )
@@ -89,55 +94,114 @@ def clean_accuracy_by_pair(values: pd.DataFrame) -> pd.Series:
     return pd.Series(acc.to_numpy(), index=pd.MultiIndex.from_frame(natural[["head", "model_a", "model_b"]]))
 
 
-def eps_correlation(df: pd.DataFrame, settings: dict, x: str = "eps",
-                    covariate: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, str]]:
+def _undefined_p(n_levels: int, complete: bool, design: str) -> str:
+    """Why the design gives no calibrated p-value ('' when it does)."""
+    if n_levels < MIN_EPS_LEVELS:
+        return f"{n_levels} eps levels: a p-value needs at least {MIN_EPS_LEVELS}"
+    if design == "all_pairs" and not complete:
+        return "the pairs are not every pair of their models: no permutation of models keeps them, no calibrated test"
+    return ""
+
+
+def eps_correlation(df: pd.DataFrame, settings: dict, x: str = "eps", covariate: np.ndarray | None = None,
+                    design: str = "same_eps") -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
     """Statistics of x vs ``value`` over the pairs of ``df`` (columns model_a, model_b, eps_a,
-    eps_b, unit_a, unit_b, x, value; ``x`` names the analysis, see :data:`PAIR_X`): Pearson r
-    with its permutation p-value (eps labels permuted across models, ``settings["permute"]``,
-    default "models", x recomputed from the relabeled eps), a bootstrap-over-units CI of r, the
-    mean value, and, with a covariate per pair, the partial correlation and its permutation
-    p-value. Returns (statistics, reason why each NaN statistic is undefined)."""
+    eps_b, x, value; ``x`` names the analysis, see :data:`PAIR_X`), each from a test or interval
+    calibrated for the design (benchmarks/calibration.py):
+
+    * ``r``: Pearson r over the pairs (a description, the paper's number);
+    * ``p_value`` and ``min_p`` (the smallest p the test can give here): same_eps, the eps values
+      permuted among the k eps groups (``eps_groups_permutation``: the eps effect is identified
+      across groups only, so k, not the number of pairs, is the sample size); all_pairs, eps
+      permuted across models (``model_permutation``), only when the pairs are every pair of their
+      models. NaN with fewer than :data:`~robustlens.stats.MIN_EPS_LEVELS` eps levels;
+    * ``slope``, ``slope_ci_low``, ``slope_ci_high`` (same_eps): OLS slope of the eps-group means
+      on eps with a t interval, k - 2 df (``t_interval_group_means``);
+    * ``mean_value``;
+    * with a covariate per pair: ``partial_r`` (over the pairs, a description), its Freedman-Lane
+      ``partial_p_value`` and ``partial_min_p`` (over eps groups, or model relabelings for all
+      pairs), and ``covariate_r2``, the R^2 of x on the covariate where the test is made (eps-group
+      means; pairs): near 1, eps and the covariate cannot be told apart.
+
+    Returns (statistics, reason why each NaN statistic is undefined, test of each statistic)."""
     v, ma, mb = df["value"].to_numpy(dtype=float), df["model_a"].tolist(), df["model_b"].tolist()
+    xs = df["x"].to_numpy(dtype=float)
     eps_by_model = dict(zip(df["model_a"], df["eps_a"])) | dict(zip(df["model_b"], df["eps_b"]))
     n, n_x = len(df), df["x"].nunique()
-    test_args = dict(n_permutations=settings["n_permutations"], seed=settings["seed"],
-                     permute=settings.get("permute", "models"), pair_x=PAIR_X[x])
-    out = {"r": np.nan, "p_value": np.nan, "ci_low": np.nan, "ci_high": np.nan, "mean_value": float(v.mean()) if n else np.nan}
+    n_levels = len(set(eps_by_model.values())) if design == "all_pairs" else n_x
+    complete = is_complete_pair_graph(ma, mb)
+    permute = "eps_groups" if design == "same_eps" else "models"
+    out = {"r": np.nan, "p_value": np.nan, "min_p": np.nan, "mean_value": float(v.mean()) if n else np.nan}
+    name = "eps_groups_permutation" if design == "same_eps" else "model_permutation"
+    tests = {"r": "pearson_r_over_pairs", "p_value": name, "min_p": name}
     undefined = ("fewer than 3 pairs" if n < 3 else f"{x} takes fewer than 2 distinct values" if n_x < 2
                  else "pair values are not finite" if not np.isfinite(v).all() else "")
     if not undefined:
-        test = pearson_eps_permutation(v, ma, mb, eps_by_model, **test_args)
-        out |= {"r": test.r, "p_value": test.p_value}
-        undefined = "" if np.isfinite(test.r) else "r undefined: the pair values are constant"
-    reasons = {"r": undefined, "p_value": undefined}
-    if undefined:
-        reasons |= {"ci_low": undefined, "ci_high": undefined}
-    else:
-        boot_table = df[["unit_a", "unit_b", "x", "value"]]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            boot = bootstrap_over_units(boot_table, "pearson", n_boot=settings["n_bootstrap"], seed=settings["seed"],
-                                        ci=settings["ci"], x="x")
-        out |= {"ci_low": boot.low, "ci_high": boot.high}
-        n_units = len(set(df["unit_a"]) | set(df["unit_b"]))
-        why = (f"bootstrap: {n_units} resampling unit(s), need 2" if n_units < 2
-               else f"bootstrap: r undefined in every one of {boot.n_boot} draws")
-        reasons |= {"ci_low": "" if np.isfinite(boot.low) else why, "ci_high": "" if np.isfinite(boot.high) else why}
+        out["r"] = float(np.corrcoef(xs, v)[0, 1]) if np.ptp(v) > 0 else np.nan
+        undefined = "" if np.isfinite(out["r"]) else "r undefined: the pair values are constant"
+    reasons = {"r": undefined}
+    no_p = undefined or _undefined_p(n_levels, complete, design)
+    if not no_p:
+        test = pearson_eps_permutation(v, ma, mb, eps_by_model, n_permutations=settings["n_permutations"],
+                                       seed=settings["seed"], permute=permute, pair_x=PAIR_X[x])
+        out |= {"p_value": test.p_value, "min_p": test.min_p}
+    reasons |= {"p_value": no_p, "min_p": no_p}
+    if design == "same_eps":
+        slope = group_mean_slope(xs, v, settings["ci"]) if not undefined else None
+        out |= {"slope": slope.slope if slope else np.nan, "slope_ci_low": slope.low if slope else np.nan,
+                "slope_ci_high": slope.high if slope else np.nan}
+        why = undefined or ("" if n_x >= 3 else f"{n_x} eps levels: a slope interval needs at least 3")
+        reasons |= {"slope": undefined, "slope_ci_low": why, "slope_ci_high": why}
+        tests |= {"slope": "t_interval_group_means", "slope_ci_low": "t_interval_group_means",
+                  "slope_ci_high": "t_interval_group_means"}
     reasons["mean_value"] = "" if np.isfinite(out["mean_value"]) else "no finite pair value"
     if covariate is not None:
-        out |= {"partial_r": np.nan, "partial_p_value": np.nan}
-        why = (undefined or ("fewer than 4 pairs (partial r of 3 pairs is +-1)" if n < 4 else "")
-               or ("no clean accuracy (natural-probe agreement row) for some pair" if not np.isfinite(covariate).all() else ""))
-        if not why:
-            partial = partial_eps_permutation(v, ma, mb, eps_by_model, covariate, **test_args)
-            out |= {"partial_r": partial.r, "partial_p_value": partial.p_value}
-            why = "" if np.isfinite(partial.r) else f"partial r undefined: {x} or the values are linear in clean accuracy"
-        reasons |= {"partial_r": why, "partial_p_value": why}
-    return {k: float(val) for k, val in out.items()}, reasons
+        out |= _partial(df, v, xs, covariate, settings, x, design, eps_by_model, reasons, tests, undefined,
+                        no_p or ("" if complete or design == "same_eps" else "not every pair"))
+    return {k: float(val) for k, val in out.items()}, reasons, tests
 
 
-def _rows(base: dict, stats: dict, reasons: dict) -> list[dict]:
-    return [{**base, "statistic": k, "value": val, "reason": reasons.get(k, "")} for k, val in stats.items()]
+def _partial(df, v, xs, covariate, settings, x, design, eps_by_model, reasons, tests, undefined, no_p) -> dict:
+    """partial_r, partial_p_value, partial_min_p and covariate_r2 of :func:`eps_correlation`
+    (fills ``reasons`` and ``tests``)."""
+    out = {"partial_r": np.nan, "partial_p_value": np.nan, "partial_min_p": np.nan, "covariate_r2": np.nan}
+    n = len(df)
+    why = (undefined or ("fewer than 4 pairs (partial r of 3 pairs is +-1)" if n < 4 else "")
+           or ("no clean accuracy (natural-probe agreement row) for some pair" if not np.isfinite(covariate).all() else ""))
+    if not why:
+        out["partial_r"] = partial_correlation(xs, v, covariate)
+        why = "" if np.isfinite(out["partial_r"]) else f"partial r undefined: {x} or the values are linear in clean accuracy"
+    name = "freedman_lane_eps_groups" if design == "same_eps" else "freedman_lane_models"
+    why_p = why or no_p
+    if not why_p:
+        args = dict(n_permutations=settings["n_permutations"], seed=settings["seed"])
+        if design == "same_eps":
+            test = freedman_lane_eps_groups(v, xs, covariate, **args)
+            levels, c = eps_group_means(xs, covariate)
+            r2 = np.corrcoef(levels, c)[0, 1] ** 2 if np.ptp(c) > 0 else np.nan
+        else:
+            test = freedman_lane_models(v, df["model_a"], df["model_b"], eps_by_model, covariate, pair_x=PAIR_X[x], **args)
+            r2 = np.corrcoef(xs, covariate)[0, 1] ** 2 if np.ptp(covariate) > 0 else np.nan
+        out |= {"partial_p_value": test.p_value, "partial_min_p": test.min_p, "covariate_r2": r2}
+        why_p = "" if np.isfinite(test.p_value) else f"{test.test}: partial r of the eps-group means undefined"
+    why_r2 = "" if np.isfinite(out["covariate_r2"]) else (why_p or "the covariate is constant")
+    reasons |= {"partial_r": why, "partial_p_value": why_p, "partial_min_p": why_p, "covariate_r2": why_r2}
+    tests |= {"partial_r": "partial_r_over_pairs", "partial_p_value": name, "partial_min_p": name, "covariate_r2": name}
+    return out
+
+
+def _rows(base: dict, stats: dict, reasons: dict, tests: dict) -> list[dict]:
+    return [{**base, "statistic": k, "value": val, "test": tests.get(k, ""), "reason": reasons.get(k, "")}
+            for k, val in stats.items()]
+
+
+def _base(study: str, design: str, x: str, df: pd.DataFrame, **keys) -> dict:
+    """The identifying columns of a table row: study, design, x, the group's keys, n_pairs,
+    n_units (resampling units) and n_levels (distinct eps of the analysis: the same-eps groups,
+    or the eps of the models of all pairs)."""
+    eps = set(df["eps_a"]) if design == "same_eps" else set(df["eps_a"]) | set(df["eps_b"])
+    return {"study": study, "design": design, "x": x, **keys, "n_pairs": len(df),
+            "n_units": len(set(df["unit_a"]) | set(df["unit_b"])), "n_levels": len(eps)}
 
 
 def _require_pairs(values: pd.DataFrame, table: str) -> None:
@@ -147,9 +211,11 @@ def _require_pairs(values: pd.DataFrame, table: str) -> None:
 
 
 def universality_table(study: str, predictive: pd.DataFrame, settings: dict, models: Mapping[str, Mapping]) -> pd.DataFrame:
-    """Rows per (probe, head, measure, x, statistic): r, p_value, ci_low, ci_high, mean_value,
-    partial_r, partial_p_value (covariate: the pair's mean clean accuracy), with the design
-    (``same_eps`` or ``all_pairs``), x (eps; eps_distance, min_eps), n_pairs, n_units and the
+    """Rows per (probe, head, measure, x, statistic): the statistics of :func:`eps_correlation`
+    (r, p_value, min_p, slope and its interval, mean_value, partial_r, partial_p_value,
+    partial_min_p, covariate_r2; covariate: the pair's mean clean accuracy), with the design
+    (``same_eps`` or ``all_pairs``), x (eps; eps_distance, min_eps), n_pairs, n_units, n_levels,
+    the test behind each statistic (``test``, see :data:`robustlens.stats.TESTS`) and the
     reason of each undefined (NaN) statistic. ``models``: id -> model spec (for the units)."""
     values = pair_values(predictive)
     _require_pairs(values, "universality_table")
@@ -160,10 +226,8 @@ def universality_table(study: str, predictive: pd.DataFrame, settings: dict, mod
     for x, pairs in design_analyses(values, design):
         for (probe, head, measure), df in pairs.groupby(["probe", "head", "measure"], sort=True):
             covariate = np.array([clean.get((head, a, b), np.nan) for a, b in zip(df["model_a"], df["model_b"])], dtype=float)
-            stats, reasons = eps_correlation(df, settings, x, covariate)
-            base = {"study": study, "design": design, "x": x, "probe": probe, "head": head, "measure": measure,
-                    "n_pairs": len(df), "n_units": len(set(df["unit_a"]) | set(df["unit_b"]))}
-            rows += _rows(base, stats, reasons)
+            stats, reasons, tests = eps_correlation(df, settings, x, covariate, design)
+            rows += _rows(_base(study, design, x, df, probe=probe, head=head, measure=measure), stats, reasons, tests)
     return pd.DataFrame(rows)
 
 
@@ -179,12 +243,11 @@ def correlations_table(study: str, similarity: pd.DataFrame, settings: dict, mod
     rows = []
     for x, pairs in design_analyses(values, design):
         for (probe, measure, layer), df in pairs.groupby(["probe", "measure", "layer"], sort=True):
-            stats, reasons = eps_correlation(df, settings, x)
-            base = {"study": study, "design": design, "x": x, "probe": probe, "measure": measure, "layer": layer,
-                    "n_pairs": len(df), "n_units": len(set(df["unit_a"]) | set(df["unit_b"]))}
-            rows.append((base, stats, reasons))
-    q = benjamini_hochberg(np.array([stats["p_value"] for _, stats, _ in rows]))
+            stats, reasons, tests = eps_correlation(df, settings, x, design=design)
+            rows.append((_base(study, design, x, df, probe=probe, measure=measure, layer=layer), stats, reasons, tests))
+    q = benjamini_hochberg(np.array([stats["p_value"] for _, stats, _, _ in rows]))
     out = []
-    for (base, stats, reasons), q_value in zip(rows, q):
-        out += _rows(base, {**stats, "q_value": float(q_value)}, {**reasons, "q_value": reasons["p_value"]})
+    for (base, stats, reasons, tests), q_value in zip(rows, q):
+        out += _rows(base, {**stats, "q_value": float(q_value)}, {**reasons, "q_value": reasons["p_value"]},
+                     {**tests, "q_value": "benjamini_hochberg"})
     return pd.DataFrame(out)

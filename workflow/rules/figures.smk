@@ -99,7 +99,7 @@ ALL_TARGETS.extend(f"results/figures/{name}.{ext}" for name in ("heads_agreement
 
 
 rule figure_similarity_vs_eps:
-    """Each representational measure vs eps per layer and probe, with bootstrap CIs."""
+    """Each representational measure vs eps per layer and probe: mean and range of the pair values."""
     input:
         similarity="results/tables/similarity.csv",
     output:
@@ -107,8 +107,6 @@ rule figure_similarity_vs_eps:
         pdf="results/figures/similarity_vs_eps.pdf",
     params:
         figure=config["figures"]["similarity_vs_eps"],
-        statistics=config["statistics"],
-        models=MODELS,
         dpi=config["figures"]["dpi"],
         version=VERSION,
     log:

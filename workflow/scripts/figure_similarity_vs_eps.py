@@ -7,4 +7,4 @@ import pandas as pd
 from robustlens.plots.similarity import plot_similarity_vs_eps
 
 p = snakemake.params
-plot_similarity_vs_eps(pd.read_csv(snakemake.input.similarity), list(snakemake.output), p.figure, p.dpi, p.statistics, p.models)
+plot_similarity_vs_eps(pd.read_csv(snakemake.input.similarity), list(snakemake.output), p.figure, p.dpi)

@@ -4,8 +4,6 @@ and the pairwise heatmaps. matplotlib only (no torch)."""
 
 from __future__ import annotations
 
-import warnings
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -15,25 +13,19 @@ import pandas as pd
 
 from robustlens.measures import MEASURES
 from robustlens.plots.universality import _save
-from robustlens.stats import bootstrap_over_units
-from robustlens.universality import X_LABEL, design_analyses, pair_design, with_units
+from robustlens.universality import X_LABEL, design_analyses, pair_design
 
 
-def mean_with_unit_ci(df: pd.DataFrame, settings: dict) -> tuple[float, float, float]:
-    """Mean of a group's pair values with a bootstrap-over-units percentile CI (columns unit_a,
-    unit_b, value; :func:`robustlens.stats.bootstrap_over_units`); NaN bounds when the group
-    has fewer than two units or no draw keeps a pair."""
-    boot = df[["unit_a", "unit_b", "value"]]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        low, high, _ = bootstrap_over_units(boot, "mean", n_boot=settings["n_bootstrap"], seed=settings["seed"], ci=settings["ci"])
-    return float(df["value"].mean()), float(low), float(high)
+def mean_and_range(df: pd.DataFrame) -> tuple[float, float, float]:
+    """Mean, smallest and largest pair value of a group (a description of the spread: no
+    interval is claimed; the tables report the calibrated slope interval of the eps trend)."""
+    values = df["value"].to_numpy(dtype=float)
+    return float(values.mean()), float(values.min()), float(values.max())
 
 
-def plot_similarity_vs_eps(similarity: pd.DataFrame, paths: list[str], figure: dict, dpi: int, settings: dict,
-                           models: dict[str, dict]) -> None:
-    """One panel per (measure, layer): the mean pair value vs x with a bootstrap-over-units CI
-    (units: seeds of trained models, each zoo model on its own; ``models``: id -> spec), one
+def plot_similarity_vs_eps(similarity: pd.DataFrame, paths: list[str], figure: dict, dpi: int) -> None:
+    """One panel per (measure, layer): the mean pair value vs x with the range of the pair
+    values (band; with 2-5 seeds a bootstrap interval of the mean does not hold its level), one
     colour per probe (values of made probes averaged over both models' images). x follows the
     design (:func:`robustlens.universality.design_analyses`): the eps of same-eps pairs (solid
     lines); with one model per eps, all pairs against min(eps_a, eps_b) (solid) and
@@ -42,7 +34,6 @@ def plot_similarity_vs_eps(similarity: pd.DataFrame, paths: list[str], figure: d
     values = similarity.groupby(keys, as_index=False, sort=False)["value"].mean()
     if values.empty:
         raise ValueError("no rows to plot: the similarity table is empty")
-    values = with_units(values, models)
     design = pair_design(values)
     analyses = design_analyses(values, design)[::-1]  # all_pairs: min_eps (solid) first
     measures = list(dict.fromkeys(values["measure"]))
@@ -56,7 +47,7 @@ def plot_similarity_vs_eps(similarity: pd.DataFrame, paths: list[str], figure: d
                 sub = pairs[(pairs["measure"] == measure) & (pairs["layer"] == layer)]
                 for k, (probe, group) in enumerate(sub.groupby("probe", sort=False)):
                     xs, groups = zip(*sorted(group.groupby("x")))
-                    stats = np.array([mean_with_unit_ci(g, settings) for g in groups])
+                    stats = np.array([mean_and_range(g) for g in groups])
                     label = probe if design == "same_eps" else f"{probe}, {X_LABEL[x]}"
                     ax.plot(xs, stats[:, 0], marker="o", ls=style, color=f"C{k}", label=label)
                     ax.fill_between(xs, stats[:, 1], stats[:, 2], color=f"C{k}", alpha=0.15)
@@ -74,7 +65,7 @@ def plot_similarity_vs_eps(similarity: pd.DataFrame, paths: list[str], figure: d
     handles, labels = next(ax for ax in axes.ravel() if ax.lines).get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(labels)))
     pairs = "same-eps models vs eps" if design == "same_eps" else "all pairs vs min eps (solid) and eps distance (dashed)"
-    fig.suptitle(figure.get("title", f"Similarity of {pairs} (mean, bootstrap-over-units CI)"))
+    fig.suptitle(figure.get("title", f"Similarity of {pairs} (mean and range of the pair values)"))
     _save(fig, paths, dpi)
 
 

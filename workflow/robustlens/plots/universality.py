@@ -13,8 +13,7 @@ import numpy as np
 import pandas as pd
 
 from robustlens.plots import save_figure
-from robustlens.stats import pearson_eps_permutation
-from robustlens.universality import PAIR_X, X_LABEL, design_analyses, pair_design
+from robustlens.universality import X_LABEL, design_analyses, eps_correlation, pair_design
 
 
 def _save(fig, paths: list[str], dpi: int) -> None:
@@ -38,20 +37,23 @@ def _require(df: pd.DataFrame, what: str) -> None:
         raise ValueError(f"no rows to plot: {what}")
 
 
-def _r_text(sub: pd.DataFrame, x: str) -> str:
-    """Pearson r of x vs value with its permutation p-value (eps labels permuted across models),
-    or why it is undefined."""
-    if len(sub) < 3 or sub["x"].nunique() < 2:
-        return f"r undefined ({len(sub)} pairs, {sub['x'].nunique()} distinct x)"
-    eps_by_model = dict(zip(sub["model_a"], sub["eps_a"])) | dict(zip(sub["model_b"], sub["eps_b"]))
-    test = pearson_eps_permutation(sub["value"].to_numpy(), sub["model_a"].tolist(), sub["model_b"].tolist(), eps_by_model,
-                                   seed=0, pair_x=PAIR_X[x])
-    return f"Pearson r = {test.r:.3f}, p = {test.p_value:.3g} (permutation)"
+#: The statistics settings of the printed p-values (the config's defaults).
+_TEST_SETTINGS = {"n_permutations": 10000, "seed": 0, "ci": 0.95}
+
+
+def _r_text(sub: pd.DataFrame, x: str, design: str) -> str:
+    """Pearson r of x vs value with the p-value of the universality table's test for the design
+    (:func:`robustlens.universality.eps_correlation`), or why it is undefined."""
+    stats, reasons, tests = eps_correlation(sub, _TEST_SETTINGS, x, design=design)
+    if not np.isfinite(stats["r"]):
+        return f"r undefined: {reasons['r']}"
+    p = f"p = {stats['p_value']:.3g} ({tests['p_value'].replace('_', ' ')})" if np.isfinite(stats["p_value"]) else "no p-value"
+    return f"Pearson r = {stats['r']:.3f}, {p}"
 
 
 def plot_agreement_vs_eps(predictive: pd.DataFrame, paths: list[str], figure: dict, dpi: int, probe: str = "natural") -> None:
     """Agreement of every pair (points) and the mean per x (line), with Pearson r of x vs
-    agreement and its p-value from permuting eps labels across models. x as in the universality
+    agreement and the p-value of the universality table's test. x as in the universality
     table (:func:`robustlens.universality.design_analyses`): same-eps designs, one panel with the
     pair's eps; one model per eps, two panels: |eps_a - eps_b| and min(eps_a, eps_b)."""
     df = _agreement_pairs(predictive, probe, "original")
@@ -65,7 +67,7 @@ def plot_agreement_vs_eps(predictive: pd.DataFrame, paths: list[str], figure: di
         ax.scatter(sub["x"], sub["value"], alpha=0.6, label="pair of models")
         mean = sub.groupby("x")["value"].mean()
         ax.plot(mean.index, mean.values, marker="o", color="black", label="mean")
-        ax.text(0.02, 0.04, _r_text(sub, x), transform=ax.transAxes)
+        ax.text(0.02, 0.04, _r_text(sub, x, design), transform=ax.transAxes)
         ax.set_xlabel(X_LABEL[x])
     axes[0][0].set_ylabel("agreement rate")
     axes[0][-1].legend(loc="upper right")
@@ -133,12 +135,13 @@ def plot_heads_agreement(predictive: pd.DataFrame, paths: list[str], figure: dic
 
 def plot_universality(table: pd.DataFrame, paths: list[str], figure: dict, dpi: int) -> None:
     """Pearson r of x (eps; or |eps_a - eps_b| and min eps, see the table's ``x``) vs each
-    predictive measure with its bootstrap CI, per probe and head setting; filled markers where
-    the permutation p-value is below 0.05. An undefined r is listed with its reason."""
+    predictive measure, per probe and head setting; filled markers where the p-value of the
+    table's test is below 0.05. r is a description (no interval: the table's slope interval is
+    the calibrated one). An undefined r is listed with its reason."""
     _require(table, "the universality table is empty")
     keys = ["probe", "head", "measure", "x"]
     wide = (table.groupby([*keys, "statistic"], sort=False)["value"].mean().unstack("statistic")
-            .reindex(columns=["r", "p_value", "ci_low", "ci_high"]).reset_index())
+            .reindex(columns=["r", "p_value"]).reset_index())
     measures = list(dict.fromkeys(wide["measure"]))
     several_x = wide["x"].nunique() > 1
     n_rows = int(wide.groupby("measure").size().max())
@@ -149,11 +152,11 @@ def plot_universality(table: pd.DataFrame, paths: list[str], figure: dict, dpi: 
         labels = [f"{r.probe}, {r.head}" + (f", {r.x}" if several_x else "") + ("" if np.isfinite(r.r) else " (r undefined)")
                   for r in sub.itertuples()]
         y = np.arange(len(sub))
-        err = np.vstack([sub["r"] - sub["ci_low"], sub["ci_high"] - sub["r"]]).clip(min=0)
-        ax.errorbar(sub["r"], y, xerr=np.nan_to_num(err), fmt="none", ecolor="gray", capsize=3)
         significant = (sub["p_value"] < 0.05).to_numpy()
+        ax.hlines(y, 0, sub["r"].fillna(0), color="gray", lw=1)
         ax.scatter(sub["r"][significant], y[significant], color="C3", zorder=3, label="p < 0.05")
-        ax.scatter(sub["r"][~significant], y[~significant], facecolor="white", edgecolor="C3", zorder=3, label="p >= 0.05 or undefined")
+        ax.scatter(sub["r"][~significant], y[~significant], facecolor="white", edgecolor="C3", zorder=3,
+                   label="p >= 0.05 or no p-value")
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(y, labels, fontsize=7)
         ax.set_xlim(-1.05, 1.05)
