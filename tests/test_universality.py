@@ -15,7 +15,7 @@ from robustlens.plots import similarity as similarity_plots
 from robustlens.plots import universality as universality_plots
 from robustlens.universality import correlations_table, universality_table
 
-SETTINGS = {"n_permutations": 500, "n_bootstrap": 200, "ci": 0.95, "seed": 0}
+SETTINGS = {"n_permutations": 500, "ci": 0.95, "seed": 0}
 EPS = [0.0, 0.5, 1.0, 2.0]
 SEEDS = [0, 1, 2]
 UNIVERSALITY_COLUMNS = ["study", "design", "x", "probe", "head", "measure", "n_pairs", "n_units", "n_levels", "statistic",
@@ -301,6 +301,19 @@ def test_explicit_pair_list_is_defined_or_says_why_not():
     r_rows = two_pairs[two_pairs["statistic"] == "r"]
     assert r_rows["value"].isna().all() and (r_rows["reason"] == "fewer than 3 pairs").all()
     assert two_pairs.loc[two_pairs["statistic"] == "mean_value", "value"].notna().all()
+
+
+def test_a_pair_list_that_is_not_every_pair_gets_no_p_value():
+    """Pairs with the eps-0 model only (a star), 6 eps levels: relabeling models would move the
+    star's centre, so no permutation of models keeps the pairs and no calibrated test exists."""
+    models, _ = one_per_eps()
+    star = [("r50-eps0", m) for m in models if m != "r50-eps0"]
+    table = universality_table("t", predictive_frame(models, star, lambda a, b: -0.05 * abs(a - b), np.random.default_rng(10)),
+                               SETTINGS, models)
+    table = table[table["x"] == "eps_distance"]  # min eps is 0 for every pair of the star: r undefined
+    p = table[table["statistic"].isin(["p_value", "min_p", "partial_p_value"])]
+    assert p["value"].isna().all() and p["reason"].str.contains("not every pair of their models").all()
+    assert table.loc[table["statistic"] == "r", "value"].notna().all()
 
 
 def test_tables_fail_clearly_without_pairs_or_specs():

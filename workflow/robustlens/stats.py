@@ -1,5 +1,6 @@
-"""Statistics of pairwise measures: correlation of eps with a pairwise value and its
-permutation test over models, bootstrap over seeds, Benjamini-Hochberg, partial correlation.
+"""Statistics of pairwise measures: correlation of eps with a pairwise value, permutation tests
+calibrated for the design, the slope of the eps-group means with its t interval, Freedman-Lane
+for the partial correlation, bootstrap over units, Benjamini-Hochberg.
 numpy, scipy and pandas only (no torch): table jobs import this module.
 
 Why not scipy's p-values: a pairwise value (agreement, CKA, ...) belongs to a *pair* of models
@@ -9,13 +10,17 @@ pairs). Pair values therefore share model-level noise and are not independent ob
 small (here the effective sample size is closer to the number of models than to the number of
 pairs). The unit that was randomised is the model, so here:
 
-* p-values permute the eps labels across *models* (:func:`pearson_eps_permutation`,
-  :func:`partial_eps_permutation`), recomputing every pair's x from its two models; when the
-  pairs themselves were chosen by eps (same-eps pairs only), use ``permute="eps_groups"`` for a
-  calibrated test (see the caveat in :func:`pearson_eps_permutation`);
-* confidence intervals resample *units* (:func:`bootstrap_over_units`): the seed for models
-  trained in the workflow (models of one seed share it across eps), each zoo model its own
-  unit; never pairs or inputs. :func:`bootstrap_over_seeds` is the seed-only special case.
+* p-values permute eps labels, and which relabelings are allowed depends on the design
+  (:data:`TESTS`): with same-eps pairs only, the eps values among the k groups of models that
+  share an eps (``permute="eps_groups"``; permuting single models is anti-conservative there,
+  see :func:`pearson_eps_permutation`); with every pair of a set of models, eps across models
+  (``permute="models"``, a Mantel test); the partial correlation by Freedman-Lane
+  (:func:`freedman_lane_eps_groups`, :func:`freedman_lane_models`), valid when the covariate
+  depends on eps;
+* the interval of the trend is the slope of the eps-group means with a t interval
+  (:func:`group_mean_slope`); :func:`bootstrap_over_units` (the seed for models trained in the
+  workflow, each zoo model its own unit; never pairs or inputs) remains for other statistics,
+  but its percentile interval of r under-covers with 3-5 seeds (benchmarks/calibration.py).
 
 The pair's x is its mean eps (same-eps pairs: their eps) by default; for designs with one
 model per eps, ``pair_x="distance"`` (|eps_a - eps_b|) or ``"min"`` (min(eps_a, eps_b)).

@@ -156,8 +156,7 @@ def eps_correlation(df: pd.DataFrame, settings: dict, x: str = "eps", covariate:
                   "slope_ci_high": "t_interval_group_means"}
     reasons["mean_value"] = "" if np.isfinite(out["mean_value"]) else "no finite pair value"
     if covariate is not None:
-        out |= _partial(df, v, xs, covariate, settings, x, design, eps_by_model, reasons, tests, undefined,
-                        no_p or ("" if complete or design == "same_eps" else "not every pair"))
+        out |= _partial(df, v, xs, covariate, settings, x, design, eps_by_model, reasons, tests, undefined, no_p)
     return {k: float(val) for k, val in out.items()}, reasons, tests
 
 
