@@ -44,6 +44,9 @@ BAD = [
     ({"evaluation": {"steps": 0}}, "evaluation.steps"),
     ({"figures": {"dpi": "high"}}, "figures.dpi"),
     ({"device": "tpu"}, "device"),
+    ({"comparison": {"knn_center": "yes"}}, "comparison.knn_center"),
+    ({"filters": {"histogram_range": "local"}}, "filters.histogram_range"),
+    ({"filters": {"zero_banks": "zero"}}, "filters.zero_banks"),
 ]
 
 
@@ -53,6 +56,14 @@ def test_bad_config_names_the_key(default, override, key):
     with pytest.raises(ConfigError) as err:
         validate_config(config)
     assert f"'{key}'" in str(err.value)
+
+
+def test_authors_conventions_are_options_and_robustlens_defaults_are_the_defaults(default):
+    assert default["comparison"]["knn_center"] is False
+    assert default["filters"]["histogram_range"] == "pooled"
+    assert default["filters"]["zero_banks"] == "drop"
+    authors = {"comparison": {"knn_center": True}, "filters": {"histogram_range": "global", "zero_banks": "keep"}}
+    validate_config(load_config(REPO / "config.yaml", authors))
 
 
 def test_same_eps_needs_two_seeds(default):

@@ -115,6 +115,36 @@ def test_orthogonality_hand_case_and_zero_banks_left_out_and_counted():
     assert math.isnan(orthogonality(np.zeros((4, 2, 3, 3))))
 
 
+def test_orthogonality_zero_banks_keep_is_the_authors_formula_and_drop_leaves_the_bank_out():
+    rng = np.random.default_rng(31)
+    banks = rng.normal(size=(4, 18))
+    banks[2] = 0.0  # one all-zero filter bank
+    w = banks.reshape(4, 2, 3, 3)
+
+    def eq9(rows):  # Eq. 9 on unit-normalised rows, a zero row left as zeros (the authors' ortho_cond)
+        n = rows.shape[0]
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        unit = rows / np.where(norms == 0, 1.0, norms)
+        return 1.0 - np.abs(unit @ unit.T - np.eye(n)).sum() / (n * (n - 1))
+
+    live = np.delete(banks, 2, axis=0)
+    unit = live / np.linalg.norm(live, axis=1, keepdims=True)
+    off = np.abs(unit @ unit.T - np.eye(3)).sum()  # off-diagonal |cos| of the 3 live banks
+    keep, drop = orthogonality(w, zero_banks="keep"), orthogonality(w, zero_banks="drop")
+    assert keep == pytest.approx(eq9(banks), abs=1e-12)
+    # the zero bank adds no off-diagonal term but |0 - 1| = 1 on the diagonal; c = c_out = 4
+    assert keep == pytest.approx(1.0 - (off + 1.0) / (4 * 3), abs=1e-12)
+    assert drop == pytest.approx(eq9(live), abs=1e-12) and drop == pytest.approx(1.0 - off / (3 * 2), abs=1e-12)
+    assert orthogonality(w) == drop  # the default leaves it out
+    assert abs(keep - drop) > 0.005  # 0.842 vs 0.851 here
+    # without zero banks the two agree; an all-zero layer: NaN when dropped, the formula when kept
+    assert orthogonality(live.reshape(3, 2, 3, 3), "keep") == pytest.approx(drop, abs=1e-12)
+    assert math.isnan(orthogonality(np.zeros((4, 2, 3, 3)), "drop"))
+    assert orthogonality(np.zeros((4, 2, 3, 3)), "keep") == pytest.approx(1.0 - 4 / 12)
+    with pytest.raises(ValueError, match="zero_banks"):
+        orthogonality(w, zero_banks="ignore")
+
+
 def test_variance_entropy_isotropic_gaussian_is_close_to_log10_9():
     rng = np.random.default_rng(3)
     w = rng.normal(size=(64, 64, 3, 3))
@@ -335,7 +365,8 @@ def test_quality_table_matches_direct_metrics():
     records, (w0, w1, w2) = _small_records()
     q = quality_table(filters_dataset(records))
     assert list(q.columns) == ["model", "eps", "robust", "seed", "layer", "depth_index", "normalised_depth", "n_conv",
-                               "n_filters", "n_banks", "metric", "value"]
+                               "n_filters", "n_banks", "zero_banks", "metric", "value"]
+    assert set(q["zero_banks"]) == {"drop"}
     assert len(q) == 5 * 4
     row = q[(q.model == "normal_s0") & (q.layer == "conv2")].set_index("metric")["value"]
     w1_32 = w1.astype(np.float32)
@@ -348,6 +379,14 @@ def test_quality_table_matches_direct_metrics():
     first = q[(q.model == "normal_s0") & (q.metric == "sparsity")].iloc[0]
     assert first["layer"] == "conv0" and first["value"] == pytest.approx(1 / 12)
     assert not q[q.model == "robust_s0"]["robust"].eq(False).any()
+    # zero_banks="keep" reaches orthogonality (conv2 has an all-zero bank) and is recorded
+    kept = quality_table(filters_dataset(records), zero_banks="keep")
+    assert set(kept["zero_banks"]) == {"keep"}
+    ortho = kept[(kept.model == "normal_s0") & (kept.layer == "conv2") & (kept.metric == "orthogonality")]["value"].item()
+    assert ortho == pytest.approx(orthogonality(w1_32, "keep"), abs=1e-12)
+    assert ortho != pytest.approx(row["orthogonality"], abs=1e-3)
+    other = (kept.metric != "orthogonality") | (kept.layer != "conv2") | (kept.model != "normal_s0")
+    np.testing.assert_array_equal(kept[other]["value"].to_numpy(), q[other]["value"].to_numpy())
 
 
 def test_depth_bins_hand_checked_case_has_no_empty_bin():
@@ -439,6 +478,88 @@ def test_shift_table_robust_vs_normal_exceeds_null_baselines_with_exact_permutat
     # first-layer scope holds exactly the depth-0 filters: 4 models x 256 filters per side
     first = rvn.xs("first_layer", level="scope").iloc[0]
     assert first["n_filters_a"] == 4 * 256 and first["n_filters_b"] == 4 * 256
+
+
+def _global_range_case():
+    """A normal and a robust model of one layer each; the robust one has a sparse filter (a
+    checkerboard scaled down 10^4: scaled by its own max it is the +-1 checkerboard)."""
+    rng = np.random.default_rng(2)
+    wn = 0.3 * rng.normal(size=(6, 4, 9))
+    wn[..., 4] += 2.0
+    wr = rng.normal(size=(6, 4, 9))
+    wr[1, 2] = 1e-4 * np.array([1, -1, 1, -1, 1, -1, 1, -1, 1.0])
+    return wn.reshape(6, 4, 3, 3), wr.reshape(6, 4, 3, 3)
+
+
+def authors_global_range_shift(weights, robust, bins=70, drop_upper_edge=False):
+    """The authors' pca notebook in plain numpy/scipy: scale every filter by its own max|F|, PCA
+    of the non-sparse ones (largest-magnitude entry of each component positive), project every
+    filter (sparse ones included), ONE range = (min, max) of all those coefficients on all axes;
+    per axis a 70-bin density histogram of each group's non-sparse filters over that range,
+    empty bins = float32 eps, renormalised; symmetric KL (scipy, nats) weighted by the
+    explained variance ratio. Returns (shift, range, range of the non-sparse filters only,
+    whether the largest coefficient is a non-sparse filter's)."""
+    rows, sparse, is_robust = [], [], []
+    for w, r in zip(weights, robust):
+        f = np.asarray(w, np.float32).astype(np.float64).reshape(-1, 9)
+        rows.append(f)
+        sparse.append(np.abs(f).max(axis=1) <= np.abs(f).max() / 100)
+        is_robust.append(np.full(len(f), r))
+    f, sparse, is_robust = np.vstack(rows), np.concatenate(sparse), np.concatenate(is_robust)
+    den = np.abs(f).max(axis=1, keepdims=True)
+    z = f / np.where(den == 0, 1.0, den)
+    fit = z[~sparse]
+    values, vectors = np.linalg.eigh(np.cov(fit.T))
+    order = np.argsort(values)[::-1]
+    values, components = values[order], vectors[:, order].T
+    components *= np.sign(components[np.arange(9), np.abs(components).argmax(axis=1)])[:, None]
+    ratio = values / values.sum()
+    c = (z - fit.mean(axis=0)) @ components.T
+    lo, hi = c.min(), c.max()
+
+    def distribution(x):
+        if drop_upper_edge:
+            x = x[x < hi]
+        v, _ = np.histogram(x, range=(lo, hi), bins=bins, density=True)
+        v[v == 0] = np.finfo(np.float32).eps
+        return v / v.sum()
+
+    shift = 0.0
+    for i in range(9):
+        p = distribution(c[is_robust & ~sparse, i])
+        q = distribution(c[~is_robust & ~sparse, i])
+        shift += ratio[i] * (scipy.stats.entropy(p, q) + scipy.stats.entropy(q, p))
+    top = np.unravel_index(np.argmax(c), c.shape)[0]
+    return shift, (lo, hi), (c[~sparse].min(), c[~sparse].max()), not sparse[top]
+
+
+def test_shift_table_global_range_is_the_authors_one_range_over_every_projected_filter():
+    wn, wr = _global_range_case()
+    ds = filters_dataset([make_record("normal_s0", 0.0, 0, [wn]), make_record("robust_s0", 1.0, 0, [wr])])
+    assert int(ds["sparse"].values.sum()) == 1
+    expected, (lo, hi), (lo_kept, hi_kept), top_is_counted = authors_global_range_shift([wn, wr], [False, True])
+    # the case is one that tells the conventions apart: the sparse filter widens the range (its
+    # coefficient is the minimum), and the maximum, exactly on the upper edge, is a counted filter's
+    assert lo < lo_kept - 0.5 and hi == hi_kept and top_is_counted
+    dropped, *_ = authors_global_range_shift([wn, wr], [False, True], drop_upper_edge=True)
+    assert abs(dropped - expected) > 1e-3 * expected
+
+    table = shift_table(ds, n_bins_depth=10, histogram_range="global")
+    overall = table[(table.comparison == "robust_vs_normal") & (table.scope == "overall")].iloc[0]
+    assert overall["histogram_range"] == "global"
+    assert overall["value"] == pytest.approx(expected, rel=1e-9)
+    # the same one range fixed by hand gives the same value; the pooled default differs
+    fixed = shift_table(ds, n_bins_depth=10, value_range=(lo, hi))
+    assert fixed.loc[(fixed.comparison == "robust_vs_normal") & (fixed.scope == "overall"), "value"].item() == pytest.approx(expected, rel=1e-9)
+    pooled = shift_table(ds, n_bins_depth=10)
+    assert set(pooled["histogram_range"]) == {"pooled"}
+    pooled_value = pooled.loc[(pooled.comparison == "robust_vs_normal") & (pooled.scope == "overall"), "value"].item()
+    assert abs(pooled_value - expected) > 0.05 * expected
+    assert list(table.columns) == F.SHIFT_COLUMNS
+    with pytest.raises(ValueError, match="histogram_range"):
+        shift_table(ds, histogram_range="local")
+    with pytest.raises(ValueError, match="value_range"):
+        shift_table(ds, histogram_range="global", value_range=(-1.0, 1.0))
 
 
 def test_shift_table_random_permutations_and_missing_seed_halves():

@@ -204,6 +204,66 @@ def test_knn_jaccard_matches_sklearn_nearest_neighbours():
     assert S.knn_jaccard(X, Y, k=k) == pytest.approx(expected, rel=1e-12)
 
 
+def brute_force_knn_jaccard(X, Y, k, center):
+    """Written from the definition: optionally subtract column means, cosine of every pair, the
+    k most similar other rows, mean Jaccard of the two neighbour sets."""
+    def neighbour_sets(A):
+        A = np.asarray(A, dtype=np.float64)
+        if center:
+            A = A - A.mean(axis=0)
+        unit = A / np.linalg.norm(A, axis=1, keepdims=True)
+        cos = unit @ unit.T
+        np.fill_diagonal(cos, -np.inf)
+        return [set(np.argsort(-row)[:k].tolist()) for row in cos]
+
+    return float(np.mean([len(a & b) / len(a | b) for a, b in zip(neighbour_sets(X), neighbour_sets(Y))]))
+
+
+def test_knn_jaccard_center_equals_brute_force_centred_cosine_neighbours():
+    # a large common feature mean (as in post-ReLU activations): uncentred cosine neighbours are
+    # dominated by it; the universality paper's code centres the columns first
+    X, Y = related_pair(n=120, p=6, q=8, noise=0.3, seed=21)
+    g = rng(22)
+    X = X + 8.0 + g.uniform(0, 4, size=6)
+    Y = Y + 20.0 + g.uniform(0, 4, size=8)
+    k = 6
+    centred = S.knn_jaccard(X, Y, k=k, center=True)
+    plain = S.knn_jaccard(X, Y, k=k)
+    assert centred == pytest.approx(brute_force_knn_jaccard(X, Y, k, center=True), abs=1e-12)
+    assert plain == pytest.approx(brute_force_knn_jaccard(X, Y, k, center=False), abs=1e-12)
+    assert S.knn_jaccard(X, Y, k=k, center=False) == plain  # the default is no centring
+    assert centred - plain > 0.1  # the mean hides the shared structure from uncentred neighbours
+    # centring makes the value translation invariant; without it a shift changes it
+    shift = 100.0 * g.standard_normal(6)
+    assert S.knn_jaccard(X + shift, Y, k=k, center=True) == pytest.approx(centred, abs=1e-12)
+    assert S.knn_jaccard(X + shift, Y, k=k) != pytest.approx(plain, abs=1e-3)
+
+
+def test_knn_center_setting_reaches_the_measure_and_is_recorded_on_knn_rows_only():
+    from robustlens.comparisons import measure_kwargs, similarity_matrix_rows, similarity_rows
+
+    X, Y = related_pair(n=60, p=6, q=5, noise=0.5, seed=23)
+    X, Y = X + 10.0, Y + 10.0
+    labels = np.arange(60) % 3
+
+    def store(A):
+        return xr.Dataset({"block1": (("sample", "feature"), A), "label": ("sample", labels)})
+
+    base = {"measures": ["cka", "knn_jaccard"], "knn_k": 4, "rtd": {"layers": []},
+            "baseline": {"measures": ["knn_jaccard"], "n_permutations": 3, "seed": 0}}
+    for center in (False, True):
+        settings = {**base, "knn_center": center}
+        assert measure_kwargs("knn_jaccard", settings) == {"k": 4, "center": center}
+        assert "center" not in measure_kwargs("cka", settings)
+        rows = {r["measure"]: r for r in similarity_rows(store(X), store(Y), ["block1"], settings, {"probe": "natural"})}
+        assert rows["knn_jaccard"]["knn_center"] is center and "knn_center" not in rows["cka"]
+        assert rows["knn_jaccard"]["value"] == pytest.approx(brute_force_knn_jaccard(X, Y, 4, center), abs=1e-12)
+        null = S.permutation_baseline("knn_jaccard", X, Y, n_permutations=3, seed=0, measure_kwargs={"k": 4, "center": center})
+        assert rows["knn_jaccard"]["baseline_mean"] == pytest.approx(null.mean())
+        matrix = similarity_matrix_rows({"a": store(X), "b": store(Y)}, ["block1"], ["knn_jaccard"], settings, {})
+        assert [(r["knn_center"], r["value"]) for r in matrix] == [(center, rows["knn_jaccard"]["value"])]
+
+
 def test_rtd_matches_definition_with_textbook_persistence():
     g = rng(9)
     X = g.standard_normal((7, 3))

@@ -19,17 +19,25 @@ def _check_aligned(a: xr.Dataset, b: xr.Dataset, where: str) -> None:
 
 def measure_kwargs(name: str, settings: dict, device: str | None = None) -> dict:
     """Keyword arguments of a representational measure from the ``comparison`` settings:
-    ``k`` for k-NN Jaccard, trials/batch/seed for RTD, the device where the function takes one."""
+    ``k`` and ``center`` (``knn_k``, ``knn_center``) for k-NN Jaccard, trials/batch/seed for
+    RTD, the device where the function takes one."""
     import inspect
 
     kwargs = {}
     if name == "knn_jaccard":
         kwargs["k"] = settings["knn_k"]
+        kwargs["center"] = bool(settings.get("knn_center", False))
     if name == "rtd":
         kwargs.update({k: settings["rtd"][k] for k in ("n_trials", "batch", "seed")})
     if device is not None and "device" in inspect.signature(get_function(name)).parameters:
         kwargs["device"] = device
     return kwargs
+
+
+def recorded_settings(name: str, kwargs: dict) -> dict:
+    """Columns recording a measure's convention options beside its value: ``knn_center`` on
+    k-NN Jaccard rows (absent, i.e. empty, on the other measures' rows)."""
+    return {"knn_center": bool(kwargs["center"])} if name == "knn_jaccard" else {}
 
 
 def measures_for_layer(layer: str, measures: list[str], settings: dict) -> list[str]:
@@ -41,7 +49,8 @@ def measures_for_layer(layer: str, measures: list[str], settings: dict) -> list[
 def similarity_rows(store_a: xr.Dataset, store_b: xr.Dataset, layers: list[str], settings: dict, context: dict,
                     device: str | None = None) -> list[dict]:
     """One row per (layer, measure): the value, the mean and sd of its permutation baseline
-    (shuffled sample correspondence) where configured, and RTD's spread across trials."""
+    (shuffled sample correspondence) where configured, RTD's spread across trials, and
+    ``knn_center`` on k-NN Jaccard rows (see :func:`recorded_settings`)."""
     from robustlens.similarity import permutation_baseline, rtd_trials, validate_representation
 
     probe = context.get("probe", "?")
@@ -55,7 +64,7 @@ def similarity_rows(store_a: xr.Dataset, store_b: xr.Dataset, layers: list[str],
         validate_representation(Y, f"model {context.get('model_b')}, layer {layer}, probe {probe}, source {context.get('source')}")
         for name in measures_for_layer(layer, settings["measures"], settings):
             kwargs = measure_kwargs(name, settings, device)
-            row = {**context, "layer": layer, "measure": name}
+            row = {**context, "layer": layer, "measure": name, **recorded_settings(name, kwargs)}
             if name == "rtd":
                 trials = rtd_trials(X, Y, **kwargs)
                 row |= {"value": float(trials.mean()), "trial_sd": float(trials.std(ddof=1)) if len(trials) > 1 else 0.0}
@@ -79,8 +88,10 @@ def similarity_matrix_rows(stores: dict[str, xr.Dataset], layers: list[str], mea
         values = {m: store[layer].values.astype(np.float64) for m, store in stores.items()}
         for a, b in itertools.combinations(stores, 2):
             for name in measures_for_layer(layer, measures, settings):
-                value = get_function(name)(values[a], values[b], **measure_kwargs(name, settings, device))
-                rows.append({**context, "layer": layer, "measure": name, "model_a": a, "model_b": b, "value": float(value)})
+                kwargs = measure_kwargs(name, settings, device)
+                value = get_function(name)(values[a], values[b], **kwargs)
+                rows.append({**context, "layer": layer, "measure": name, "model_a": a, "model_b": b, "value": float(value),
+                             **recorded_settings(name, kwargs)})
     return rows
 
 

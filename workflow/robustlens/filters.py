@@ -25,10 +25,13 @@ the paper's sentence we follow the code and say so):
 - **Orthogonality**: ``1 - sum|Ŵ Ŵᵀ - I| / (c(c - 1))`` over the unit-normalised filter banks
   Ŵ (one row of ``c_in * 9`` weights per output channel); all-zero banks are left out (and
   counted by :func:`n_zero_banks`), c is the number of banks kept. 1 = orthogonal banks,
-  0 = parallel banks. NaN when fewer than two non-zero banks.
+  0 = parallel banks. NaN when fewer than two non-zero banks. Option ``zero_banks="keep"``:
+  the authors' code (zero rows kept in Ŵ, c = c_out; see :func:`orthogonality`).
 - **Coefficient shift**: both samples are projected on one shared basis (fitted on all filters of
   the comparison); per PCA axis a 70-bin histogram over the pooled range of the two samples'
-  coefficients on that axis, taken as a *density* (``numpy.histogram(..., density=True)``),
+  coefficients on that axis (option ``histogram_range="global"``: the authors' code, one range
+  for all axes over every projected filter of the dataset, sparse ones included), taken as a
+  *density* (``numpy.histogram(..., density=True)``),
   empty bins set to ``numpy.finfo(numpy.float32).eps``, renormalised to sum 1 (exactly the
   authors' ``get_discrete_probability_distribution``); symmetric KL ``KL(p||q) + KL(q||p)`` in
   **nats** (natural log, as ``scipy.stats.entropy`` in the authors' code); weighted by the
@@ -74,10 +77,17 @@ MAX_VARIANCE_ENTROPY = math.log10(N_TAPS)
 QUALITY_METRICS = ("sparsity", "variance_entropy", "orthogonality", "n_zero_banks")
 #: Name of the measure in :func:`shift_table`.
 SHIFT_MEASURE = "weighted_symmetric_kl_nats"
+#: What :func:`orthogonality` does with all-zero filter banks: ``drop`` (robustlens) or
+#: ``keep`` (the authors' code).
+ZERO_BANKS = ("drop", "keep")
+#: Histogram range of the coefficient shift: ``pooled`` (per axis, the two samples' pooled
+#: range; robustlens) or ``global`` (one range over every projected filter of the dataset, all
+#: axes; the authors' code).
+HISTOGRAM_RANGES = ("pooled", "global")
 
 QUALITY_COLUMNS = [
     "model", "eps", "robust", "seed", "layer", "depth_index", "normalised_depth", "n_conv",
-    "n_filters", "n_banks", "metric", "value",
+    "n_filters", "n_banks", "zero_banks", "metric", "value",
 ]
 QUALITY_BY_DEPTH_COLUMNS = [
     "model", "eps", "robust", "seed", "group", "scope", "depth_lo", "depth_hi", "n_depth_bins",
@@ -89,7 +99,7 @@ QUALITY_BY_DEPTH_COLUMNS = [
 QUALITY_WEIGHTS = {"sparsity": "n_filters", "variance_entropy": "n_filters", "orthogonality": "n_banks", "n_zero_banks": None}
 SHIFT_COLUMNS = [
     "comparison", "group_a", "group_b", "scope", "bin", "depth_lo", "depth_hi", "n_depth_bins",
-    "measure", "value", "n_filters_a", "n_filters_b", "n_models_a", "n_models_b",
+    "measure", "histogram_range", "value", "n_filters_a", "n_filters_b", "n_models_a", "n_models_b",
     "n_permutations", "permutation_exact", "p_value", "null_mean", "null_q95",
 ]
 BASIS_COLUMNS = ["subset", "component", "explained_variance_ratio", "tap", "value"]
@@ -218,22 +228,34 @@ def _bank_matrix(weight: Any) -> np.ndarray:
 
 def n_zero_banks(weight: Any) -> int:
     """Number of all-zero filter banks (output channels) of a conv layer: the banks that
-    :func:`orthogonality` leaves out."""
+    :func:`orthogonality` leaves out (with its default ``zero_banks="drop"``)."""
     return int((np.abs(_bank_matrix(weight)).max(axis=1) == 0).sum())
 
 
-def orthogonality(weight: Any) -> float:
+def orthogonality(weight: Any, zero_banks: str = "drop") -> float:
     """Orthogonality of the filter banks of a conv layer (Gavrikov & Keuper Eq. 9):
     ``1 - sum|Ŵ Ŵᵀ - I| / (c (c - 1))`` with Ŵ the (c, c_in * 9) matrix of unit-normalised
     banks (one row per output channel).
 
-    All-zero banks are left out (see :func:`n_zero_banks`) and c counts the banks kept. 1 = all
-    banks orthogonal; 0 = parallel banks (feature maps identical up to scale and sign).
-    NaN when fewer than two non-zero banks. Grouped convs: the stored (c_in / groups) banks.
+    ``zero_banks="drop"`` (default): all-zero banks are left out (see :func:`n_zero_banks`) and
+    c counts the banks kept; NaN when fewer than two non-zero banks. ``zero_banks="keep"``: the
+    authors' code (``ortho_cond`` in their orthogonality notebook) and Eq. 9 read literally: an
+    all-zero bank stays a zero row of Ŵ and c = c_out. Such a row is orthogonal to every bank
+    (zero off-diagonal terms) but its diagonal term is ``|0 - 1| = 1``, so z zero banks give
+    ``1 - (S + z) / (c_out (c_out - 1))`` with S the off-diagonal sum of the non-zero banks;
+    NaN only when c_out < 2. The default differs because a dead channel is no evidence about
+    the diversity of the live ones, and the literal formula both penalises it (diagonal) and
+    dilutes the others (denominator). 1 = all banks orthogonal; 0 = parallel banks (feature
+    maps identical up to scale and sign). Grouped convs: the stored (c_in / groups) banks.
     """
+    if zero_banks not in ZERO_BANKS:
+        raise ValueError(f"zero_banks must be one of {ZERO_BANKS}, got {zero_banks!r}")
     banks = _bank_matrix(weight)
     norms = np.linalg.norm(banks, axis=1)
-    kept = banks[norms > 0] / norms[norms > 0, None]
+    if zero_banks == "keep":
+        kept = banks / np.where(norms > 0, norms, 1.0)[:, None]
+    else:
+        kept = banks[norms > 0] / norms[norms > 0, None]
     c = kept.shape[0]
     if c < 2:
         return float("nan")
@@ -577,12 +599,16 @@ def _rebuild_weight(coefficients: np.ndarray, out_channel: np.ndarray, in_channe
     return w.reshape(c_out, c_in, 3, 3)
 
 
-def quality_table(ds: "xr.Dataset") -> pd.DataFrame:
+def quality_table(ds: "xr.Dataset", zero_banks: str = "drop") -> pd.DataFrame:
     """Layer quality (Gavrikov & Keuper Sec. 4.3, Fig. 7), tidy: one row per (model, layer,
     metric) with columns ``model, eps, robust, seed, layer, depth_index, normalised_depth,
-    n_conv, n_filters, n_banks, metric, value``; metrics ``sparsity``, ``variance_entropy``,
-    ``orthogonality`` (see their functions) and ``n_zero_banks`` (banks orthogonality left
-    out). ``n_filters`` = c_out * c_in, ``n_banks`` = c_out. Rows ordered by model, then depth."""
+    n_conv, n_filters, n_banks, zero_banks, metric, value``; metrics ``sparsity``,
+    ``variance_entropy``, ``orthogonality`` (see their functions; ``zero_banks`` is passed to
+    :func:`orthogonality` and recorded on every row) and ``n_zero_banks`` (all-zero banks,
+    which orthogonality leaves out under ``drop``). ``n_filters`` = c_out * c_in, ``n_banks`` =
+    c_out. Rows ordered by model, then depth."""
+    if zero_banks not in ZERO_BANKS:
+        raise ValueError(f"zero_banks must be one of {ZERO_BANKS}, got {zero_banks!r}")
     a = _FilterArrays.from_dataset(ds)
     if a.model.size == 0:
         return pd.DataFrame(columns=QUALITY_COLUMNS)
@@ -596,12 +622,12 @@ def quality_table(ds: "xr.Dataset") -> pd.DataFrame:
             "model": model, "eps": float(a.eps[i0]), "robust": bool(a.robust[i0]),
             "seed": int(a.seed[i0]), "layer": layer, "depth_index": int(a.depth_index[i0]),
             "normalised_depth": float(a.normalised_depth[i0]), "n_conv": int(a.n_conv[i0]),
-            "n_filters": int(w.shape[0] * w.shape[1]), "n_banks": int(w.shape[0]),
+            "n_filters": int(w.shape[0] * w.shape[1]), "n_banks": int(w.shape[0]), "zero_banks": zero_banks,
         }
         values = {
             "sparsity": sparsity(w),
             "variance_entropy": variance_entropy(w),
-            "orthogonality": orthogonality(w),
+            "orthogonality": orthogonality(w, zero_banks),
             "n_zero_banks": float(n_zero_banks(w)),
         }
         rows += [{**meta, "metric": m, "value": values[m]} for m in QUALITY_METRICS]
@@ -814,6 +840,11 @@ def _distributions(counts: np.ndarray, widths: np.ndarray) -> np.ndarray:
 
 
 def _axis_ranges(ya: np.ndarray, yb: np.ndarray, value_range: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) histogram range per axis: the pooled (min, max) of the two samples' coefficients
+    on each axis (``histogram_range="pooled"``), or the one ``value_range`` for every axis (how
+    ``histogram_range="global"`` arrives here: :func:`global_coefficient_range`). A flat range
+    is widened by 0.5 on each side. ``numpy.histogram`` counts a value equal to ``hi`` in the
+    last bin, so the extreme coefficients that define a range are never dropped."""
     n_axes = ya.shape[1]
     if value_range is not None:
         lo = np.full(n_axes, float(value_range[0]))
@@ -824,6 +855,14 @@ def _axis_ranges(ya: np.ndarray, yb: np.ndarray, value_range: tuple[float, float
     flat = hi <= lo
     lo, hi = np.where(flat, lo - 0.5, lo), np.where(flat, hi + 0.5, hi)
     return lo, hi
+
+
+def global_coefficient_range(coefficients: np.ndarray) -> tuple[float, float]:
+    """One (min, max) over every projected coefficient on every axis: the authors' histogram
+    range (``dX_trans.min(), dX_trans.max()`` in their pca notebook, over their whole filter
+    database, sparse filters included)."""
+    y = np.asarray(coefficients, dtype=np.float64)
+    return float(y.min()), float(y.max())
 
 
 def _axis_counts(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, bins: int) -> np.ndarray:
@@ -923,6 +962,7 @@ def shift_table(
     n_permutations: int = 0,
     seed: int = 0,
     value_range: tuple[float, float] | None = None,
+    histogram_range: str = "pooled",
 ) -> pd.DataFrame:
     """Coefficient distribution shifts (Gavrikov & Keuper Sec. 4.2, Fig. 1) with null baselines.
 
@@ -948,6 +988,16 @@ def shift_table(
     share of assignments with a shift >= the observed one, the observed included), else
     ``n_permutations`` random ones drawn with ``seed`` (p = (1 + #>=) / (1 + n)).
 
+    Histogram range (recorded in the ``histogram_range`` column): ``"pooled"`` (default) bins
+    each axis over the pooled (min, max) of the two compared samples on that axis;
+    ``"global"`` is the authors' code: one (min, max) over all projected coefficients (all nine
+    axes) of every model and layer in ``ds``, sparse filters included (scaled by their own
+    max|F| like the others), projected on the comparison's basis; the same range for every
+    scope of the comparison. The default differs because a global range spends most of the 70
+    bins on the tails of the widest axis and of filters the comparison leaves out, so narrow
+    axes get few occupied bins and a shift depends on which other models are in ``ds``.
+    ``value_range`` (a fixed range for all axes) cannot be combined with ``"global"``.
+
     Small samples: the histogram estimator is biased upwards when a scope holds few filters
     (with 70 bins, a bin empty on one side only adds about p ln(p / 1.2e-7) ~ 15 p nats), so
     shifts are comparable only at similar filter counts; read them against the seed-half and
@@ -955,15 +1005,27 @@ def shift_table(
     time (the paper's numbers are per dataset): subset ``ds`` first.
 
     Columns: ``comparison, group_a, group_b, scope, bin`` (nullable int), ``depth_lo, depth_hi,
-    n_depth_bins, measure`` (``weighted_symmetric_kl_nats``), ``value, n_filters_a, n_filters_b,
-    n_models_a, n_models_b, n_permutations, permutation_exact, p_value, null_mean, null_q95``
+    n_depth_bins, measure`` (``weighted_symmetric_kl_nats``), ``histogram_range, value,
+    n_filters_a, n_filters_b, n_models_a, n_models_b, n_permutations, permutation_exact,
+    p_value, null_mean, null_q95``
     (the last five empty/NaN where no permutation test ran).
     """
-    a = _FilterArrays.from_dataset(ds)
-    a = a.subset(~a.sparse)
+    if histogram_range not in HISTOGRAM_RANGES:
+        raise ValueError(f"histogram_range must be one of {HISTOGRAM_RANGES}, got {histogram_range!r}")
+    if histogram_range == "global" and value_range is not None:
+        raise ValueError("value_range and histogram_range='global' both fix the histogram range; give one")
+    every = _FilterArrays.from_dataset(ds)
+    a = every.subset(~every.sparse)
     if a.model.size == 0:
         return pd.DataFrame(columns=SHIFT_COLUMNS)
-    x = scale_filters(a.coefficients)
+    if histogram_range == "global":
+        # every filter, sparse ones included, for the range; x_rows[i]: row of a's filter i in x
+        x = scale_filters(every.coefficients)
+        x_rows = np.flatnonzero(~every.sparse)
+    else:
+        x = scale_filters(a.coefficients)
+        x_rows = np.arange(a.model.size)
+    del every
     layers = pd.DataFrame({"model": a.model, "depth_index": a.depth_index, "n_conv": a.n_conv})
     n_depth = choose_n_depth_bins(layers, n_bins_depth)
     scopes = _scopes(a, n_depth)
@@ -989,19 +1051,24 @@ def shift_table(
         in_b = np.isin(models, models_b)
         comp_models = np.flatnonzero(in_a | in_b)
         in_comp = np.isin(model_code, comp_models)
-        basis = filter_basis(x[in_comp], scale=False)
+        basis = filter_basis(x[x_rows[in_comp]], scale=False)
+        comparison_range = value_range
+        if histogram_range == "global":
+            y_every = basis.project(x)  # the scopes' coefficients are rows of it: the range's ends are among them
+            comparison_range = global_coefficient_range(y_every)
         labels, exact = (None, False)
         if permute and n_permutations > 0:
             labels, exact = _label_matrix(comp_models.size, int(in_a[comp_models].sum()), n_permutations, seed)
         for scope in scopes:
             sel = in_comp & scope["rows"]
-            y = basis.project(x[sel])
+            y = y_every[x_rows[sel]] if histogram_range == "global" else basis.project(x[x_rows[sel]])
             codes = model_code[sel]
             is_a = in_a[codes]
             row = {
                 "comparison": name, "group_a": group_a, "group_b": group_b,
                 "scope": scope["scope"], "bin": scope["bin"], "depth_lo": scope["depth_lo"],
                 "depth_hi": scope["depth_hi"], "n_depth_bins": n_depth, "measure": SHIFT_MEASURE,
+                "histogram_range": histogram_range,
                 "n_filters_a": int(is_a.sum()), "n_filters_b": int((~is_a).sum()),
                 "n_models_a": int(np.unique(codes[is_a]).size), "n_models_b": int(np.unique(codes[~is_a]).size),
                 "n_permutations": 0, "permutation_exact": pd.NA, "p_value": np.nan,
@@ -1010,7 +1077,7 @@ def shift_table(
             if row["n_filters_a"] == 0 or row["n_filters_b"] == 0:
                 rows.append({**row, "value": np.nan})
                 continue
-            lo, hi = _axis_ranges(y[is_a], y[~is_a], value_range)
+            lo, hi = _axis_ranges(y[is_a], y[~is_a], comparison_range)
             widths = (hi - lo) / bins
             per_model = np.stack([_axis_counts(y[codes == m], lo, hi, bins) for m in comp_models])
             observed = _shift_from_counts(per_model[in_a[comp_models]].sum(0),

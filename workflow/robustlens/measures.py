@@ -95,7 +95,9 @@ _REPRESENTATIONAL = (
         invariances="orthogonal transformation, isotropic scaling (cosine neighbours); not translation",
         description=(
             "Mean over samples of the Jaccard similarity of the k = 10 nearest-neighbour sets "
-            "(cosine similarity, the sample itself excluded) in X and in Y."
+            "(cosine similarity, the sample itself excluded) in X and in Y. With center=True "
+            "(comparison.knn_center; the universality paper's code) columns are centred first, "
+            "which adds translation invariance; recorded in the tables' knn_center column."
         ),
     ),
     Measure(

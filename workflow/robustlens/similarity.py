@@ -647,7 +647,7 @@ def _mean_jaccard_of_index_sets(A: torch.Tensor, B: torch.Tensor) -> float:
     return float(torch.mean(intersection / (2 * k - intersection)))
 
 
-def knn_jaccard(X, Y, k: int = 10, device=None) -> float:
+def knn_jaccard(X, Y, k: int = 10, device=None, *, center: bool = False) -> float:
     """Mean Jaccard similarity of the k-nearest-neighbour sets of each sample in X and in Y.
 
     For each sample i, N_X(i) are the k samples with the highest cosine similarity to x_i
@@ -656,11 +656,19 @@ def knn_jaccard(X, Y, k: int = 10, device=None) -> float:
     pairing of neighbourhoods gives about k / (2(n-1)). Invariant to orthogonal transformations
     and isotropic scaling (cosine), *not* to translation. Requires 1 <= k < n (``ValueError``).
     Torch float64 on ``device``; memory O(n * block), not n^2.
+
+    ``center``: subtract each feature's (column's) mean over the n inputs from X and from Y
+    before taking cosine neighbours, as the universality paper's code does; the value is then
+    also invariant to translation. Default False (robustlens' convention, DESIGN.md): with a
+    large common feature mean (e.g. post-ReLU activations) uncentred cosine neighbours are
+    dominated by that mean, and centred ones are not, so the two can differ a lot.
     """
     n = X.shape[0]
     if not 1 <= k < n:
         raise ValueError(f"k must satisfy 1 <= k < n_samples = {n}, got k={k}")
     Xt, Yt = _validated_pair(X, Y, device)
+    if center:
+        Xt, Yt = _centre_columns(Xt), _centre_columns(Yt)
     norms_x, norms_y = _row_norms(Xt), _row_norms(Yt)
     _require_finite(float(norms_x.sum()) + float(norms_y.sum()), Xt, Yt)
     return _mean_jaccard_of_index_sets(_cosine_neighbours(Xt, norms_x, k), _cosine_neighbours(Yt, norms_y, k))

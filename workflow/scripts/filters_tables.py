@@ -12,8 +12,9 @@ p = snakemake.params
 s = p.settings
 ds = xr.concat([open_store(path) for path in snakemake.input.stores], dim="filter", combine_attrs="drop_conflicts")
 for name, table in {
-    "quality": quality_table(ds),
-    "shift": shift_table(ds, s["depth_bins"], bins=s["histogram_bins"], n_permutations=s["n_permutations"], seed=s["seed"]),
+    "quality": quality_table(ds, zero_banks=s["zero_banks"]),
+    "shift": shift_table(ds, s["depth_bins"], bins=s["histogram_bins"], n_permutations=s["n_permutations"], seed=s["seed"],
+                         histogram_range=s["histogram_range"]),
     "basis": basis_table(filter_bases(ds)),
 }.items():
     table.insert(0, "study", p.study)
