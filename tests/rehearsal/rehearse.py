@@ -157,14 +157,16 @@ def overlay(name: str, inputs: Path) -> dict:
 def undefined_values(name: str, table: pd.DataFrame) -> pd.Series:
     """Rows whose value is undefined by its own definition, shown in the same table:
     ``robust_among_fulfilled`` of bounds.csv where no input fulfils the bound (its
-    ``n_fulfilled`` row is 0); a filter statistic of a group without filters (``n_filters_a``
+    ``n_fulfilled`` row is 0), and ``robust_among_fulfilled_best`` where its ``n_fulfilled_best``
+    row is 0; a filter statistic of a group without filters (``n_filters_a``
     or ``n_filters_b`` is 0, e.g. the first layer of a ResNet-50, whose first conv is 7x7)."""
     undefined = pd.Series(False, index=table.index)
     if name == "bounds.csv":
         keys = [c for c in table.columns if c not in ("metric", "value")]
-        empty = table[(table["metric"] == "n_fulfilled") & (table["value"] == 0)][keys]
-        rows = table.reset_index().merge(empty, on=keys)["index"]
-        undefined |= table.index.isin(rows) & (table["metric"] == "robust_among_fulfilled")
+        for count, ratio in (("n_fulfilled", "robust_among_fulfilled"), ("n_fulfilled_best", "robust_among_fulfilled_best")):
+            empty = table[(table["metric"] == count) & (table["value"] == 0)][keys]
+            rows = table.reset_index().merge(empty, on=keys)["index"]
+            undefined |= table.index.isin(rows) & (table["metric"] == ratio)
     for column in ("n_filters_a", "n_filters_b"):
         if column in table:
             undefined |= table[column] == 0

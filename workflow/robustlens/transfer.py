@@ -22,10 +22,20 @@ representation (``model.forward_features``) and (W, b) the linear head (``model.
   among every perturbation tried, the AS attack's and the loss attack's: since the LHS is
   attained by the loss attack's perturbations, rhs_best >= lhs holds exactly, a consistency
   check of the implementation, not a finding).
-- **Thm 2**: an input with label y is robust if min_{j != y} (h_y(x) - h_j(x)) / ||W_y - W_j||_2
-  > AS(x) with that input's own AS(x). With AS(x) from PGD (a lower bound) the fraction that
-  fulfils it is empirical, not certified; ``robust_among_fulfilled`` is the robust accuracy,
-  under the loss attack, among those inputs (the theorem says 100%).
+- **Thm 2** (Sec. 4; proof App. A.2): the classifier F(x) = argmax_j h_j(x) is robust in x
+  (F(x + d) = F(x) for every ||d|| <= eps) if, with y = F(x),
+  min_{j != y} (h_y(x) - h_j(x)) / ||W_y - W_j||_2 > max_{||d|| <= eps} ||g(x + d) - g(x)||_2.
+  The proof writes h_y(x + d) - h_j(x + d) = (h_y(x) - h_j(x)) + (W_y - W_j)(g(x + d) - g(x))
+  and bounds the second term by Cauchy-Schwarz, so (i) the comparison is strict (equality
+  allows a tie h_y = h_j, which is not a robust argmax), (ii) the representation change is the
+  L2 norm in representation space (the dual of the L2 norm of W_y - W_j) whatever the input
+  norm of the ball, and (iii) the max runs over the same input ball (norm and eps) in which
+  robustness is claimed. See :func:`thm2_margin` (true or predicted label) and
+  :func:`thm2_criterion`: ``robust_among_fulfilled`` uses AS(x) from the AS attack alone (the
+  paper's empirical certificate; a lower bound of the max, so the "certificate" can be wrong:
+  a finding), ``robust_among_fulfilled_best`` the largest change of every perturbation tried in
+  that ball (the AS attack's and every loss-attack run's), which makes the theorem's
+  conclusion checkable exactly on the perturbations tried: it must be 1.
 
 Every function takes explicit devices and seeds; no global random state is used.
 """
@@ -45,6 +55,14 @@ if TYPE_CHECKING:  # pragma: no cover
 LIPSCHITZ = {"classification": 2.0, "regression": 1.0}
 #: Transfer methods, in table order: linear probing, full fine-tuning, LP then FT.
 METHODS = ("lp", "ft", "lp_ft")
+#: AS attacks (:func:`as_attack`): robustlens' PGD (the default), the PGD of Nern et al.'s App.
+#: B.1 (20 steps of 0.7 eps) and the one FGSM step of the authors' released code.
+AS_METHODS = ("pgd", "pgd_20x0.7eps", "fgsm")
+#: Thm 2's label: the true label (robustlens' default) or the clean prediction F(x) (the paper's).
+THM2_LABELS = ("true_label", "predicted")
+#: Exponent of the authors' offset of the clean representation in their FGSM loss (see
+#: :func:`as_attack`).
+FGSM_OFFSET_POWER = 1.00001
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -237,13 +255,31 @@ def representation_change(model, x: "torch.Tensor", x_adv: "torch.Tensor", batch
 
 def as_attack(
     model, x: "torch.Tensor", *, eps: float, norm: str, steps: int, restarts: int, gen,
-    step_size: float | None = None,
+    step_size: float | None = None, method: str = "pgd",
 ) -> "torch.Tensor":
-    """The AS attack: PGD (random start, ``1 + restarts`` runs, the best kept per sample) that
-    maximises ||g(x + d) - g(x)||_2 over the ``norm`` ball of radius ``eps`` (and [0, 1]).
+    """The AS attack: inputs in the ``norm`` ball of radius ``eps`` around ``x`` (and in [0, 1])
+    that maximise ||g(x + d) - g(x)||_2. ``method``:
+
+    - ``"pgd"`` (robustlens' default): PGD from a random start, ``steps`` steps of
+      ``step_size`` (default 2.5 eps / steps), ``1 + restarts`` runs, the best kept per sample.
+    - ``"pgd_20x0.7eps"``: the AS attack of Nern et al., App. B.1 ("L_inf-PGD attacks
+      implemented in the foolbox package ... 20 steps and a relative step size of 0.7"):
+      foolbox's ``rel_stepsize`` is relative to epsilon, so 20 steps of 0.7 eps (sign of the
+      gradient for Linf, the L2-normalised gradient for L2), from foolbox's random start
+      (uniform in the ball), projected onto the ball and [0, 1] after each step, one run, the
+      last iterate. ``steps``, ``restarts`` and ``step_size`` are ignored.
+    - ``"fgsm"``: the authors' released code (``fgsm_attack`` of their representation
+      analysis): one step of length eps from x itself (no random start) along the sign of the
+      gradient (Linf; the L2-normalised gradient for L2) of ||g(x') - g(x)^1.00001||_2 at
+      x' = x, clipped to the input range. The gradient of ||g(x') - g(x)||_2 vanishes at
+      x' = x, so their code offsets the clean representation by the power 1.00001
+      (:data:`FGSM_OFFSET_POWER`); g >= 0 after a ReLU, and we apply the power to |g| with
+      g's sign so that negative features stay defined. ``steps``, ``restarts``, ``step_size``
+      and ``gen`` are ignored.
+
     ``gen``: a ``torch.Generator`` or per-example generators
     (:func:`robustlens.attacks.example_generators`)."""
-    from robustlens.attacks import pgd_maximize
+    from robustlens.attacks import ascent_step, pgd_maximize
 
     torch = _torch()
     with torch.no_grad():
@@ -252,21 +288,33 @@ def as_attack(
     def distance(x_adv):
         return (model.forward_features(x_adv) - g0).norm(dim=1)
 
-    return pgd_maximize(distance, x, eps, norm, steps, step_size, True, restarts, gen)
+    if method == "pgd":
+        return pgd_maximize(distance, x, eps, norm, steps, step_size, True, restarts, gen)
+    if method == "pgd_20x0.7eps":
+        return pgd_maximize(distance, x, eps, norm, 20, 0.7 * eps, True, 0, gen)
+    if method == "fgsm":
+        target = g0.sign() * g0.abs() ** FGSM_OFFSET_POWER
+        x_req = x.detach().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad((model.forward_features(x_req) - target).norm(dim=1).sum(), x_req)
+        with torch.no_grad():
+            return (x + ascent_step(grad, eps, norm)).clamp(0, 1)
+    raise ValueError(f"AS attack method must be one of {AS_METHODS}, got {method!r}")
 
 
 def as_score(
     model, x, *, eps: float, norm: str, steps: int, restarts: int, seed: int, step_size: float | None = None, batch_size: int = 512,
+    method: str = "pgd",
 ) -> tuple[float, np.ndarray]:
     """AS score (Nern et al., Eq. 2): mean over ``x`` of the AS attack's representation change,
-    and the per-input changes (a lower bound of each max, from PGD). Runs in batches of
-    ``batch_size``; input i's random starts come from its own generator (seed, i), so the
-    values do not depend on the batch size."""
+    and the per-input changes (a lower bound of each max). ``method``: see :func:`as_attack`.
+    Runs in batches of ``batch_size``; input i's random starts come from its own generator
+    (seed, i), so the values do not depend on the batch size."""
     from robustlens.attacks import example_generators
 
     def batch(s: slice):
         gens = example_generators(seed, s.start, len(x[s]))
-        x_adv = as_attack(model, x[s], eps=eps, norm=norm, steps=steps, restarts=restarts, gen=gens, step_size=step_size)
+        x_adv = as_attack(model, x[s], eps=eps, norm=norm, steps=steps, restarts=restarts, gen=gens, step_size=step_size,
+                          method=method)
         return representation_change(model, x[s], x_adv, batch_size)
 
     per = _batched(batch, len(x), batch_size).double().cpu().numpy()
@@ -280,20 +328,23 @@ def loss_attack_runs(
     """The loss attack: ``1 + restarts`` PGD runs from random starts on the per-sample task loss
     (``objective`` as in :func:`task_loss`). Per input: ``loss`` (the largest loss over the
     runs), ``change`` (||g(x + d) - g(x)||_2 of the run with that loss), ``change_max`` (the
-    largest over all runs), ``robust`` (classification: correct in every run). Runs in batches
+    largest over all runs), ``robust`` (classification: correct in every run), ``consistent``
+    (classification: the clean prediction F(x) kept in every run). Runs in batches
     of ``batch_size``; input i's random starts come from its own generator (seed, i), so the
     values do not depend on the batch size."""
     from robustlens.attacks import example_generators, pgd_maximize
 
     torch = _torch()
-    best_loss, best_change, change_max, robust = [], [], [], []
+    best_loss, best_change, change_max, robust, consistent = [], [], [], [], []
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
         gen = example_generators(seed, i, len(xb))
         with torch.no_grad():
             g0 = model.forward_features(xb)
+            pred0 = model.head(g0).argmax(1) if kind == "classification" else None
         bl = bc = cm = None
         rob = torch.ones(len(xb), dtype=torch.bool, device=x.device)
+        con = torch.ones(len(xb), dtype=torch.bool, device=x.device)
         for _ in range(1 + restarts):
             x_adv = pgd_maximize(lambda xa: task_loss(model(xa), yb, kind, objective), xb, eps, norm, steps, step_size, True, 0, gen)
             with torch.no_grad():
@@ -303,6 +354,7 @@ def loss_attack_runs(
                 change = (g - g0).norm(dim=1)
                 if kind == "classification":
                     rob &= out.argmax(1) == yb
+                    con &= out.argmax(1) == pred0
             if bl is None:
                 bl, bc, cm = loss, change, change
             else:
@@ -312,6 +364,7 @@ def loss_attack_runs(
         best_change.append(bc)
         change_max.append(cm)
         robust.append(rob)
+        consistent.append(con)
 
     def cat(parts):
         return torch.cat(parts).cpu().numpy()
@@ -321,6 +374,7 @@ def loss_attack_runs(
         "change": cat(best_change).astype(np.float64),
         "change_max": cat(change_max).astype(np.float64),
         "robust": cat(robust),
+        "consistent": cat(consistent),
     }
 
 
@@ -343,11 +397,22 @@ def lemma1_bound(clean_loss, adversarial_loss, as_change, loss_change, lipschitz
     }
 
 
-def thm2_margin(logits, labels, weight) -> np.ndarray:
+def thm2_margin(logits, labels, weight, label: str = "true_label") -> np.ndarray:
     """Thm 2's normalised margin per input: min over j != y of (h_y(x) - h_j(x)) / ||W_y - W_j||_2
-    (+inf/-inf where W_y = W_j and the logit gap is positive/not). float64."""
+    (+inf/-inf where W_y = W_j and the logit gap is positive/not). float64.
+
+    ``label``: ``"true_label"`` (robustlens' default): y is the input's label (``labels``), so a
+    misclassified input has a margin <= 0 and never fulfils the criterion, and robust means
+    correct under attack; ``"predicted"``: y = F(x) = argmax_j h_j(x), the theorem as stated
+    (Nern et al., Thm 2: robust means F(x + d) = F(x), right or wrong; ``labels`` is then
+    unused). Both agree on correctly classified inputs."""
     z = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.int64)
+    if label == "predicted":
+        y = z.argmax(axis=1)
+    elif label == "true_label":
+        y = np.asarray(labels, dtype=np.int64)
+    else:
+        raise ValueError(f"Thm 2 label must be one of {THM2_LABELS}, got {label!r}")
     w = np.asarray(weight, dtype=np.float64)
     gap = z[np.arange(len(z)), y][:, None] - z  # (n, C)
     dist = np.linalg.norm(w[y][:, None, :] - w[None, :, :], axis=2)  # (n, C)
@@ -357,17 +422,30 @@ def thm2_margin(logits, labels, weight) -> np.ndarray:
     return ratio.min(axis=1)
 
 
-def thm2_criterion(margin, as_change, robust) -> dict:
-    """Thm 2 empirically: an input fulfils the criterion when its margin exceeds its own AS(x);
-    ``fulfilled_fraction``, ``n_fulfilled`` and ``robust_among_fulfilled`` (robust accuracy among
-    those inputs, NaN when none fulfils it; the theorem says 1.0)."""
-    fulfilled = np.asarray(margin) > np.asarray(as_change)
+def thm2_criterion(margin, as_change, robust, best_change=None) -> dict:
+    """Thm 2 empirically, per input: fulfilled when its margin (:func:`thm2_margin`) strictly
+    exceeds its own representation change (the theorem's comparison is strict; the change is
+    ||g(x + d) - g(x)||_2 in representation space for d in the same input ball as ``robust``).
+
+    With ``as_change`` (the AS attack's change): ``fulfilled_fraction``, ``n_fulfilled`` and
+    ``robust_among_fulfilled`` (the fraction of those inputs that are ``robust``, NaN when none
+    fulfils it; the paper's empirical certificate, which can be wrong, since the AS attack only
+    finds a lower bound of the max). With ``best_change`` (per input the largest change of
+    every perturbation tried in that ball, the AS attack's and every loss-attack run's) also
+    ``fulfilled_fraction_best``, ``n_fulfilled_best`` and ``robust_among_fulfilled_best``:
+    every perturbation tried then changes g by at most best_change < margin, so by the
+    theorem none of them changes the prediction: 1.0 whenever ``robust`` was measured on those
+    same perturbations (NaN when no input fulfils it)."""
     robust = np.asarray(robust, dtype=bool)
-    return {
-        "fulfilled_fraction": float(fulfilled.mean()),
-        "n_fulfilled": float(fulfilled.sum()),
-        "robust_among_fulfilled": float(robust[fulfilled].mean()) if fulfilled.any() else float("nan"),
-    }
+    margin = np.asarray(margin, dtype=np.float64)
+    out = {}
+    changes = {"": as_change} if best_change is None else {"": as_change, "_best": best_change}
+    for suffix, change in changes.items():
+        fulfilled = margin > np.asarray(change, dtype=np.float64)
+        out[f"fulfilled_fraction{suffix}"] = float(fulfilled.mean())
+        out[f"n_fulfilled{suffix}"] = float(fulfilled.sum())
+        out[f"robust_among_fulfilled{suffix}"] = float(robust[fulfilled].mean()) if fulfilled.any() else float("nan")
+    return out
 
 
 # --------------------------------------------------------------------------- one (model, task)
@@ -377,20 +455,31 @@ def _attack_key(attack: dict) -> tuple:
     return (attack["norm"], float(attack["eps"]), int(attack["steps"]), int(attack["restarts"]), attack.get("step_size"))
 
 
-def evaluate_transferred(model, x, y, kind: str, settings: dict, seed: int, batch_size: int = 512) -> tuple[list[dict], list[dict]]:
+def evaluate_transferred(
+    model, x, y, kind: str, settings: dict, seed: int, batch_size: int = 512, thm2_label: str = "true_label",
+) -> tuple[list[dict], list[dict]]:
     """Transfer metrics and bounds of one transferred model on a task's test split.
 
     ``settings``: the config's ``transfer.attacks`` (``robust_accuracy``: norm, eps, steps,
     restarts; ``bounds``: list of {norm, eps, as_attack: {steps, restarts}, loss_attack: {steps,
-    restarts}}; each attack may set ``step_size``, default 2.5 eps / steps). Returns (transfer rows, bounds rows), each a dict with ``attack_norm``,
-    ``attack_eps``, ``metric``, ``value``. A loss attack with the robust-accuracy settings is
-    run once and used for both (classification)."""
+    restarts}}; each attack may set ``step_size``, default 2.5 eps / steps; ``as_method``: the
+    AS attack's method, :data:`AS_METHODS`, default "pgd"). ``thm2_label``: Thm 2's label,
+    :data:`THM2_LABELS` (:func:`thm2_margin`); with "predicted" an input counts as robust when
+    it keeps its clean prediction in every loss-attack run. Returns (transfer rows, bounds rows),
+    each a dict with ``attack_norm``, ``attack_eps``, ``metric``, ``value``; bounds rows also
+    carry ``as_method`` and ``thm2_label`` ("none" for regression, which has no Thm 2). A loss
+    attack with the robust-accuracy settings is run once and used for both (classification)."""
+    if thm2_label not in THM2_LABELS:
+        raise ValueError(f"Thm 2 label must be one of {THM2_LABELS}, got {thm2_label!r}")
+    as_method = settings.get("as_method", "pgd")
+    if as_method not in AS_METHODS:
+        raise ValueError(f"AS attack method must be one of {AS_METHODS}, got {as_method!r}")
     model.eval()
     clean_out = outputs(model, x, batch_size)
     transfer_rows, bounds_rows = [], []
 
-    def row(rows, norm, eps, metric, value):
-        rows.append({"attack_norm": norm, "attack_eps": float(eps), "metric": metric, "value": float(value)})
+    def row(rows, norm, eps, metric, value, **extra):
+        rows.append({"attack_norm": norm, "attack_eps": float(eps), **extra, "metric": metric, "value": float(value)})
 
     runs = {}
 
@@ -423,7 +512,7 @@ def evaluate_transferred(model, x, y, kind: str, settings: dict, seed: int, batc
     for b_index, bound in enumerate(settings["bounds"]):
         norm, eps = bound["norm"], bound["eps"]
         _, as_change = as_score(model, x, eps=eps, norm=norm, seed=seed + 1000 * (b_index + 1) + 1,
-                                batch_size=batch_size, **bound["as_attack"])
+                                batch_size=batch_size, method=as_method, **bound["as_attack"])
         loss_attack = {"norm": norm, "eps": eps, **bound["loss_attack"]}
         # the robust-accuracy attack's runs are reused when its settings are the same
         r = runs_for(loss_attack, "bound", 0 if _attack_key(loss_attack) == _attack_key(ra) else 1000 * (b_index + 1) + 2)
@@ -437,11 +526,16 @@ def evaluate_transferred(model, x, y, kind: str, settings: dict, seed: int, batc
             "weight_norm": weight_norm,
         }
         if kind == "classification":
-            margin = thm2_margin(clean_out.double().cpu().numpy(), y.cpu().numpy(), model.head.weight.detach().double().cpu().numpy())
-            values.update(thm2_criterion(margin, as_change, r["robust"]))
+            margin = thm2_margin(clean_out.double().cpu().numpy(), y.cpu().numpy(), model.head.weight.detach().double().cpu().numpy(),
+                                 label=thm2_label)
+            # robust in Thm 2's sense on every perturbation tried in this ball: correct (true
+            # label) or the clean prediction kept (predicted label) in every loss-attack run
+            kept = r["robust"] if thm2_label == "true_label" else r["consistent"]
+            values.update(thm2_criterion(margin, as_change, kept, best_change=np.maximum(as_change, r["change_max"])))
             values["robust_accuracy"] = r["robust"].mean()
+        label = thm2_label if kind == "classification" else "none"
         for metric, value in values.items():
-            row(bounds_rows, norm, eps, metric, value)
+            row(bounds_rows, norm, eps, metric, value, as_method=as_method, thm2_label=label)
     return transfer_rows, bounds_rows
 
 
@@ -471,7 +565,7 @@ def transfer_study(model, task: dict, settings: dict, device, progress: bool = T
         bar.set_postfix(step=f"evaluate {method}")
         transfer_rows, bounds_rows = evaluate_transferred(
             models[method], x_test, y_test, kind, settings["attacks"], int(settings["attacks"]["seed"]),
-            batch_size=int(settings["batch_size"]),
+            batch_size=int(settings["batch_size"]), thm2_label=settings.get("thm2_label", "true_label"),
         )
         rows["transfer"] += [{"method": method, **r} for r in transfer_rows]
         rows["bounds"] += [{"method": method, **r} for r in bounds_rows]
@@ -482,15 +576,19 @@ def transfer_study(model, task: dict, settings: dict, device, progress: bool = T
 
 # --------------------------------------------------------------------------- tables (no torch)
 
-#: Columns of transfer.csv and bounds.csv, in order (tidy: one row per value).
+#: Columns of transfer.csv, in order (tidy: one row per value).
 TABLE_COLUMNS = ["study", "model", "eps", "seed", "task", "task_kind", "method", "attack_norm", "attack_eps", "metric", "value"]
+#: Columns of bounds.csv: those of transfer.csv and the AS attack's method and Thm 2's label.
+BOUNDS_COLUMNS = TABLE_COLUMNS[:-2] + ["as_method", "thm2_label"] + TABLE_COLUMNS[-2:]
 
 
 def transfer_tables(study: str, keys: list[tuple[dict, str]], results: list[dict]):
     """(transfer, bounds) DataFrames from the results of :func:`transfer_study`, one per
     (model spec, task) in ``keys``: one row per value, with the study, the model's id, eps and
     seed, the task and its kind, the method (lp, ft, lp_ft), the attack's norm and eps ("none"
-    and 0 for clean values), the metric and its value."""
+    and 0 for clean values), the metric and its value; bounds.csv (:data:`BOUNDS_COLUMNS`) also
+    the AS attack's method and Thm 2's label. Results written before these two columns existed
+    get the defaults ("pgd", "true_label"; "none" for regression)."""
     import pandas as pd
 
     from robustlens.tasks import parse_task
@@ -501,4 +599,7 @@ def transfer_tables(study: str, keys: list[tuple[dict, str]], results: list[dict
                 "task": task, "task_kind": parse_task(task)["kind"]}
         for name in tables:
             tables[name] += [{**base, **row} for row in result[name]]
-    return tuple(pd.DataFrame(tables[name], columns=TABLE_COLUMNS) for name in ("transfer", "bounds"))
+    for row in tables["bounds"]:
+        row.setdefault("as_method", "pgd")
+        row.setdefault("thm2_label", "true_label" if row["task_kind"] == "classification" else "none")
+    return (pd.DataFrame(tables["transfer"], columns=TABLE_COLUMNS), pd.DataFrame(tables["bounds"], columns=BOUNDS_COLUMNS))

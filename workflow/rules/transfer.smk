@@ -49,7 +49,9 @@ rule transfer_task:
 
 rule transfer:
     """LP, FT and LP-FT of one model on every task; clean and robust accuracy (MSE), the AS
-    score (L2 and Linf), Lemma 1 (lhs, rhs_as, rhs_best) and Thm 2 of each transferred model.
+    score (L2 and Linf; transfer.attacks.as_method), Lemma 1 (lhs, rhs_as, rhs_best) and Thm 2
+    (transfer.thm2_label; AS(x) from the AS attack and the largest change tried) of each
+    transferred model.
     One job per model: its tasks share the job's start-up (torch import, checkpoint check)."""
     input:
         tasks=[f"results/tasks/{t}.npz" for t in TRANSFER_TASKS],
@@ -78,7 +80,7 @@ rule transfer:
 
 rule transfer_tables:
     """transfer.csv (accuracy / MSE per method and attack) and bounds.csv (AS score, Lemma 1,
-    Thm 2), tidy: one row per value."""
+    Thm 2, with the AS attack's method and Thm 2's label), tidy: one row per value."""
     input:
         [f"results/transfer/{m}.json" for m in TRANSFER_MODELS],
     output:
@@ -104,12 +106,14 @@ TRANSFER_FIGURES = {
     "transfer_accuracy": "transfer",
     "transfer_sensitivity": "bounds",
     "transfer_bounds": "bounds",
+    "transfer_thm2": "bounds",
 }
 
 
 rule figure_transfer:
     """One figure of the transfer study: accuracy vs eps per task and method (Salman et al.),
-    AS score vs relative loss gap (Nern et al., Table 4), Lemma 1's LHS and RHS per task."""
+    AS score vs relative loss gap (Nern et al., Table 4), Lemma 1's LHS and RHS per task, Thm 2's
+    fulfilled inputs broken by the loss attack (AS attack alone vs largest change tried)."""
     input:
         table=lambda wc: f"results/tables/{TRANSFER_FIGURES[wc.figure]}.csv",
     output:

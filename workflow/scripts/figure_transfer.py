@@ -12,5 +12,6 @@ draw = {
     "transfer_accuracy": plots.plot_transfer_accuracy,
     "transfer_sensitivity": plots.plot_sensitivity_vs_gap,
     "transfer_bounds": plots.plot_bounds,
+    "transfer_thm2": plots.plot_thm2,
 }[figure]
 draw(table, list(snakemake.output), p.figure, p.dpi)

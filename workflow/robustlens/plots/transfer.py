@@ -1,6 +1,8 @@
 """Figures of the transfer study: transfer accuracy vs the pretraining eps per task and method
 (Salman et al. 2020, their Figs. 2-4), the AS score vs the relative loss gap of linear probes
-(Nern et al., Table 4), and Lemma 1's LHS against its RHS per task (Nern et al., Table 1).
+(Nern et al., Table 4), Lemma 1's LHS against its RHS per task (Nern et al., Table 1), and how
+often Thm 2's criterion is wrong with AS(x) from the AS attack alone versus the largest change
+of every perturbation tried.
 
 matplotlib's object-oriented API on an Agg canvas (no pyplot state, no torch). Every function
 takes a table, one output path or a list of paths, and the figure settings, writes the file(s)
@@ -180,6 +182,58 @@ def plot_bounds(bounds: pd.DataFrame, path: PathLike, figure: dict | None = None
     fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize="small")
     fig.supxlabel("RHS: AS score (filled), largest representation change of any attack (open)", fontsize="medium")
     fig.supylabel("LHS: (adversarial loss - clean loss) / (L ||W||)", fontsize="medium")
+    if figure.get("title"):
+        fig.suptitle(figure["title"])
+    _save(fig, path, dpi)
+    return fig
+
+
+def plot_thm2(bounds: pd.DataFrame, path: PathLike, figure: dict | None = None, dpi: int = 150) -> Figure:
+    """Thm 2 per attack norm (panels): among the inputs that fulfil the criterion (normalised
+    margin > AS(x)), the fraction that the loss attack still breaks (1 - robust_among_fulfilled),
+    against the pretraining eps (equally spaced), for every classification task and method
+    (colour). Filled: AS(x) from the AS attack alone (the paper's empirical certificate; above 0
+    it was wrong: the AS attack found a smaller change than the loss attack's own perturbation).
+    Open: AS(x) the largest change of every perturbation tried in the ball
+    (robust_among_fulfilled_best), which the theorem puts at 0. Rows where no input fulfils a
+    criterion have no marker. ``bounds``: bounds.csv."""
+    figure = figure or {}
+    df = bounds[bounds["task_kind"] == "classification"]
+    wide = df.pivot_table(index=["model", "eps", "task", "method", "attack_norm", "attack_eps"], columns="metric",
+                          values="value").reset_index()
+    for col in ("robust_among_fulfilled", "robust_among_fulfilled_best"):
+        if col not in wide:
+            wide[col] = np.nan
+    norms = _ordered(wide["attack_norm"], NORM_MARKERS) or ["l2"]
+    fig = _new_figure(_size(figure, (10, 4)))
+    axes = fig.subplots(1, len(norms), squeeze=False, sharey=True)[0]
+    positions = _eps_positions(wide["eps"]) if len(wide) else {0.0: 0}
+    tasks = list(dict.fromkeys(df["task"]))
+    methods = _ordered(wide["method"], METHOD_LABELS)
+    n_offsets = max(1, len(tasks) * len(methods))
+    for ax, norm in zip(axes, norms):
+        part = wide[wide["attack_norm"] == norm]
+        for i, ((task, method), g) in enumerate(part.groupby(["task", "method"], sort=False)):
+            x = np.array([positions[e] for e in g["eps"]]) + 0.5 * (i / n_offsets - 0.5)
+            color = METHOD_COLORS.get(method, "k")
+            ax.scatter(x, 1 - g["robust_among_fulfilled"], color=color, marker="o", s=26, edgecolors="k", linewidths=0.4)
+            ax.scatter(x, 1 - g["robust_among_fulfilled_best"], facecolors="none", edgecolors=color, marker="D", s=30,
+                       linewidths=0.9)
+        wrong = int((part["robust_among_fulfilled"] < 1).sum())
+        eps_ball = part["attack_eps"].iloc[0] if len(part) else float("nan")
+        ax.set_title(f"{norm}, eps={eps_ball:g}: AS-only certificate wrong in {wrong} of "
+                     f"{int(part['robust_among_fulfilled'].notna().sum())} rows", fontsize="medium")
+        ax.set_xticks(list(positions.values()), [f"{e:g}" for e in positions])
+        ax.set_xlabel("pretraining eps")
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("fulfilled inputs broken by the loss attack")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="", marker="o", color=METHOD_COLORS.get(m, "k"), label=METHOD_LABELS.get(m, m)) for m in methods]
+    handles += [Line2D([], [], ls="", marker="o", color="0.5", mec="k", label="AS(x): AS attack"),
+                Line2D([], [], ls="", marker="D", mfc="none", mec="0.3", label="AS(x): largest change tried")]
+    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize="small")
     if figure.get("title"):
         fig.suptitle(figure["title"])
     _save(fig, path, dpi)
