@@ -12,7 +12,7 @@ seed across eps (the same seed gives the same initial weights and batch order at
 0.5, zoo models have none), noise of sd 1, and x the pair's eps (same-eps pairs) or
 |eps_a - eps_b| and min eps (all pairs). ``heavy``: u, w and the noise are Student t with 3
 degrees of freedom scaled to the same sd. Partial-correlation cell: each model's clean accuracy
-falls with eps (acc = -0.5 eps + effect), the pair value depends on the pair's mean accuracy only
+falls with eps (acc = -2 eps + effect of sd 0.1), the pair value (5 x the pair's mean accuracy) depends on the pair's mean accuracy only
 (no eps effect given accuracy: the null of the partial test, while eps and accuracy are strongly
 correlated).
 
@@ -43,6 +43,8 @@ from robustlens.universality import design_analyses, eps_correlation  # noqa: E4
 
 SETTINGS = {"n_permutations": 10000, "seed": 0, "ci": 0.95}
 SEED_SD = 0.5
+#: partial-correlation cells: accuracy = ACCURACY_SLOPE * eps + noise; value += ACCURACY_EFFECT * mean accuracy
+ACCURACY_SLOPE, ACCURACY_EFFECT = -2.0, 5.0
 
 #: designs: name -> (eps levels, models per level: an int for trained seeds, or a list of
 #: (count, zoo?) per level)
@@ -102,12 +104,12 @@ def run_cell(design, model_sd: float, beta: float, n_studies: int, heavy: bool =
     rng = np.random.default_rng(zlib.crc32(repr((name, model_sd, beta, heavy, partial)).encode()))
     out: dict[tuple[str, str], list] = {}
     for _ in range(n_studies):
-        models = simulate_models(rng, eps_levels, per_level, model_sd, heavy, accuracy_slope=-0.5 if partial else 0.0)
+        models = simulate_models(rng, eps_levels, per_level, model_sd, heavy, accuracy_slope=ACCURACY_SLOPE if partial else 0.0)
         if same_eps:
-            df = pair_table(rng, models, beta, "same_eps", heavy, accuracy_effect=2.0 if partial else 0.0)
+            df = pair_table(rng, models, beta, "same_eps", heavy, accuracy_effect=ACCURACY_EFFECT if partial else 0.0)
             analyses = [("eps", df.assign(x=df["eps_a"]))]
         else:
-            df = pair_table(rng, models, 0.0, "all", heavy, accuracy_effect=2.0 if partial else 0.0)
+            df = pair_table(rng, models, 0.0, "all", heavy, accuracy_effect=ACCURACY_EFFECT if partial else 0.0)
             analyses = [(x, d.assign(value=d["value"] + beta * d["x"])) for x, d in design_analyses(df, "all_pairs")]
         for x, d in analyses:
             stats, _, tests = eps_correlation(d, SETTINGS, x, d["covariate"].to_numpy() if partial else None,

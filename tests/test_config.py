@@ -20,12 +20,12 @@ def test_default_and_tiny_configs_are_valid(default):
     validate_config(tiny)
 
 
-def test_default_study_has_15_models_and_15_same_eps_pairs(default):
+def test_default_study_has_14_models_and_7_same_eps_pairs(default):
     models = expand_models(default)
-    assert len(models) == 15
+    assert len(models) == 14
     pairs = select_pairs(models, "same_eps")
-    # 5 eps x C(3, 2) seed pairs, each pair of equal eps and different seeds
-    assert len(pairs) == 15
+    # 7 eps x C(2, 2) seed pairs, each pair of equal eps and different seeds
+    assert len(pairs) == 7
     assert all(models[a]["eps"] == models[b]["eps"] and models[a]["seed"] != models[b]["seed"] for a, b in pairs)
 
 
@@ -109,7 +109,7 @@ def test_model_entries_resolve_next_to_the_grid():
     config = load_config(REPO / "config.yaml", {"models": [RB, URL], "activations": {"layers": ["penultimate", "logits"]}})
     validate_config(config)
     models = expand_models(config)
-    assert list(models)[:15] == list(expand_models(load_config(REPO / "config.yaml")))  # grid ids unchanged
+    assert list(models)[:14] == list(expand_models(load_config(REPO / "config.yaml")))  # grid ids unchanged
     assert models["rb"]["weights"] == "data/robustbench/cifar10/L2/Standard.pt"
     assert models["u"]["weights"] == "data/checkpoints/r50.ckpt"
     assert (models["u"]["arch"]["num_classes"], models["u"]["seed"], models["u"]["norm"]) == (1000, 0, "l2")
