@@ -363,7 +363,7 @@ def test_every_figure_plots_data_in_every_design(design, captured):
     rng = np.random.default_rng(9)
     predictive = predictive_frame(models, pairs, lambda a, b: -0.05 * abs(a - b) - 0.05 * a, rng)
     similarity = similarity_frame(models, pairs, lambda a, b: 0.1 * min(a, b), rng, measures=("cka_unbiased", "procrustes"))
-    universality_plots.plot_agreement_vs_eps(predictive, [], {}, 50)
+    universality_plots.plot_agreement_vs_eps(predictive, [], {}, 50, SETTINGS)
     universality_plots.plot_cka_by_layer(similarity, [], {}, 50)
     universality_plots.plot_heads_agreement(predictive, [], {}, 50)
     universality_plots.plot_universality(universality_table("t", predictive, SETTINGS, models), [], {}, 50)

@@ -199,7 +199,8 @@ def _pair_indices(model_a, model_b, eps_by_model: Mapping) -> tuple[np.ndarray, 
     return eps, np.array([index[m] for m in model_a], dtype=int), np.array([index[m] for m in model_b], dtype=int)
 
 
-_PERMUTE = ("models", "eps_groups")
+#: Which relabelings (``permute``) -> the name of the test in the tables' ``test`` column.
+PERMUTE_TESTS = {"models": "model_permutation", "eps_groups": "eps_groups_permutation"}
 #: x of a pair from its two models' eps: the mean (same-eps pairs: their eps), the distance
 #: |eps_a - eps_b| or the smaller eps min(eps_a, eps_b).
 PAIR_X = {"mean": lambda a, b: (a + b) / 2, "distance": lambda a, b: np.abs(a - b), "min": np.minimum}
@@ -229,7 +230,7 @@ def _permutation_test(values, model_a, model_b, eps_by_model: Mapping, covariate
     """:func:`_permutation_p` with ``min_p`` (its p when the values are the observed x itself)
     and the test's name."""
     test = _permutation_p(values, model_a, model_b, eps_by_model, covariate, n_permutations, seed, permute, pair_x)
-    name = {"models": "model_permutation", "eps_groups": "eps_groups_permutation"}[permute]
+    name = PERMUTE_TESTS[permute]
     if not np.isfinite(test.p_value):
         return PermutationTest(test.r, test.p_value, test.n_pairs, test.n_permutations, test.exact, float("nan"), name)
     eps, ia, ib = _pair_indices(model_a, model_b, eps_by_model)
@@ -240,8 +241,8 @@ def _permutation_test(values, model_a, model_b, eps_by_model: Mapping, covariate
 
 def _permutation_p(values, model_a, model_b, eps_by_model: Mapping, covariate, n_permutations: int,
                    seed: int, permute: str, pair_x: str = "mean") -> PermutationTest:
-    if permute not in _PERMUTE:
-        raise ValueError(f"permute must be one of {_PERMUTE}, got {permute!r}")
+    if permute not in PERMUTE_TESTS:
+        raise ValueError(f"permute must be one of {tuple(PERMUTE_TESTS)}, got {permute!r}")
     if pair_x not in PAIR_X:
         raise ValueError(f"pair_x must be one of {tuple(PAIR_X)}, got {pair_x!r}")
     x_of = PAIR_X[pair_x]

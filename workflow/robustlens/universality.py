@@ -32,6 +32,7 @@ import pandas as pd
 
 from robustlens.stats import (
     MIN_EPS_LEVELS,
+    PERMUTE_TESTS,
     benjamini_hochberg,
     eps_group_means,
     freedman_lane_eps_groups,
@@ -94,11 +95,21 @@ def clean_accuracy_by_pair(values: pd.DataFrame) -> pd.Series:
     return pd.Series(acc.to_numpy(), index=pd.MultiIndex.from_frame(natural[["head", "model_a", "model_b"]]))
 
 
-def _undefined_p(n_levels: int, complete: bool, design: str) -> str:
+#: The relabelings of each design's p-value (:data:`robustlens.stats.PERMUTE_TESTS`).
+DESIGN_PERMUTE = {"same_eps": "eps_groups", "all_pairs": "models"}
+
+
+def n_eps_levels(df: pd.DataFrame, design: str) -> int:
+    """Distinct eps of an analysis: the same-eps groups, or the eps of the models of all pairs."""
+    return len(set(df["eps_a"])) if design == "same_eps" else len(set(df["eps_a"]) | set(df["eps_b"]))
+
+
+def _undefined_p(df: pd.DataFrame, design: str) -> str:
     """Why the design gives no calibrated p-value ('' when it does)."""
+    n_levels = n_eps_levels(df, design)
     if n_levels < MIN_EPS_LEVELS:
         return f"{n_levels} eps levels: a p-value needs at least {MIN_EPS_LEVELS}"
-    if design == "all_pairs" and not complete:
+    if design == "all_pairs" and not is_complete_pair_graph(df["model_a"].tolist(), df["model_b"].tolist()):
         return "the pairs are not every pair of their models: no permutation of models keeps them, no calibrated test"
     return ""
 
@@ -118,54 +129,57 @@ def eps_correlation(df: pd.DataFrame, settings: dict, x: str = "eps", covariate:
     * ``slope``, ``slope_ci_low``, ``slope_ci_high`` (same_eps): OLS slope of the eps-group means
       on eps with a t interval, k - 2 df (``t_interval_group_means``);
     * ``mean_value``;
-    * with a covariate per pair: ``partial_r`` (over the pairs, a description), its Freedman-Lane
-      ``partial_p_value`` and ``partial_min_p`` (over eps groups, or model relabelings for all
-      pairs), and ``covariate_r2``, the R^2 of x on the covariate where the test is made (eps-group
-      means; pairs): near 1, eps and the covariate cannot be told apart.
+    * with a covariate per pair (:func:`partial_statistics`): ``partial_r``, ``partial_p_value``,
+      ``partial_min_p`` and ``covariate_r2``.
 
     Returns (statistics, reason why each NaN statistic is undefined, test of each statistic)."""
-    v, ma, mb = df["value"].to_numpy(dtype=float), df["model_a"].tolist(), df["model_b"].tolist()
-    xs = df["x"].to_numpy(dtype=float)
-    eps_by_model = dict(zip(df["model_a"], df["eps_a"])) | dict(zip(df["model_b"], df["eps_b"]))
+    v, xs = df["value"].to_numpy(dtype=float), df["x"].to_numpy(dtype=float)
     n, n_x = len(df), df["x"].nunique()
-    n_levels = len(set(eps_by_model.values())) if design == "all_pairs" else n_x
-    complete = is_complete_pair_graph(ma, mb)
-    permute = "eps_groups" if design == "same_eps" else "models"
+    permute = DESIGN_PERMUTE[design]
     out = {"r": np.nan, "p_value": np.nan, "min_p": np.nan, "mean_value": float(v.mean()) if n else np.nan}
-    name = "eps_groups_permutation" if design == "same_eps" else "model_permutation"
-    tests = {"r": "pearson_r_over_pairs", "p_value": name, "min_p": name}
+    tests = {"r": "pearson_r_over_pairs", "p_value": PERMUTE_TESTS[permute], "min_p": PERMUTE_TESTS[permute]}
     undefined = ("fewer than 3 pairs" if n < 3 else f"{x} takes fewer than 2 distinct values" if n_x < 2
                  else "pair values are not finite" if not np.isfinite(v).all() else "")
     if not undefined:
         out["r"] = float(np.corrcoef(xs, v)[0, 1]) if np.ptp(v) > 0 else np.nan
         undefined = "" if np.isfinite(out["r"]) else "r undefined: the pair values are constant"
-    reasons = {"r": undefined}
-    no_p = undefined or _undefined_p(n_levels, complete, design)
+    no_p = undefined or _undefined_p(df, design)
     if not no_p:
-        test = pearson_eps_permutation(v, ma, mb, eps_by_model, n_permutations=settings["n_permutations"],
-                                       seed=settings["seed"], permute=permute, pair_x=PAIR_X[x])
+        test = pearson_eps_permutation(v, df["model_a"].tolist(), df["model_b"].tolist(), _eps_by_model(df),
+                                       n_permutations=settings["n_permutations"], seed=settings["seed"],
+                                       permute=permute, pair_x=PAIR_X[x])
         out |= {"p_value": test.p_value, "min_p": test.min_p}
-    reasons |= {"p_value": no_p, "min_p": no_p}
+    reasons = {"r": undefined, "p_value": no_p, "min_p": no_p}
     if design == "same_eps":
         slope = group_mean_slope(xs, v, settings["ci"]) if not undefined else None
         out |= {"slope": slope.slope if slope else np.nan, "slope_ci_low": slope.low if slope else np.nan,
                 "slope_ci_high": slope.high if slope else np.nan}
         why = undefined or ("" if n_x >= 3 else f"{n_x} eps levels: a slope interval needs at least 3")
         reasons |= {"slope": undefined, "slope_ci_low": why, "slope_ci_high": why}
-        tests |= {"slope": "t_interval_group_means", "slope_ci_low": "t_interval_group_means",
-                  "slope_ci_high": "t_interval_group_means"}
+        tests |= dict.fromkeys(("slope", "slope_ci_low", "slope_ci_high"), "t_interval_group_means")
     reasons["mean_value"] = "" if np.isfinite(out["mean_value"]) else "no finite pair value"
     if covariate is not None:
-        out |= _partial(df, v, xs, covariate, settings, x, design, eps_by_model, reasons, tests, undefined, no_p)
+        partial, partial_reasons, partial_tests = partial_statistics(df, covariate, settings, x, design, undefined, no_p)
+        out, reasons, tests = out | partial, reasons | partial_reasons, tests | partial_tests
     return {k: float(val) for k, val in out.items()}, reasons, tests
 
 
-def _partial(df, v, xs, covariate, settings, x, design, eps_by_model, reasons, tests, undefined, no_p) -> dict:
-    """partial_r, partial_p_value, partial_min_p and covariate_r2 of :func:`eps_correlation`
-    (fills ``reasons`` and ``tests``)."""
+def _eps_by_model(df: pd.DataFrame) -> dict:
+    return dict(zip(df["model_a"], df["eps_a"])) | dict(zip(df["model_b"], df["eps_b"]))
+
+
+def partial_statistics(df: pd.DataFrame, covariate: np.ndarray, settings: dict, x: str, design: str,
+                       undefined: str = "", no_p: str = "") -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
+    """The partial statistics of :func:`eps_correlation` (covariate: one value per pair of
+    ``df``): ``partial_r`` over the pairs (a description), its Freedman-Lane ``partial_p_value``
+    and ``partial_min_p`` (over eps groups for same_eps, :func:`freedman_lane_eps_groups`; over
+    model relabelings for all pairs, :func:`freedman_lane_models`) and ``covariate_r2``, the R^2
+    of x on the covariate where the test is made (eps-group means; pairs): near 1, eps and the
+    covariate cannot be told apart. ``undefined``/``no_p``: why r/the p-value are undefined
+    (from :func:`eps_correlation`). Returns (statistics, reasons, tests) like it."""
+    v, xs = df["value"].to_numpy(dtype=float), df["x"].to_numpy(dtype=float)
     out = {"partial_r": np.nan, "partial_p_value": np.nan, "partial_min_p": np.nan, "covariate_r2": np.nan}
-    n = len(df)
-    why = (undefined or ("fewer than 4 pairs (partial r of 3 pairs is +-1)" if n < 4 else "")
+    why = (undefined or ("fewer than 4 pairs (partial r of 3 pairs is +-1)" if len(df) < 4 else "")
            or ("no clean accuracy (natural-probe agreement row) for some pair" if not np.isfinite(covariate).all() else ""))
     if not why:
         out["partial_r"] = partial_correlation(xs, v, covariate)
@@ -176,17 +190,17 @@ def _partial(df, v, xs, covariate, settings, x, design, eps_by_model, reasons, t
         args = dict(n_permutations=settings["n_permutations"], seed=settings["seed"])
         if design == "same_eps":
             test = freedman_lane_eps_groups(v, xs, covariate, **args)
-            levels, c = eps_group_means(xs, covariate)
-            r2 = np.corrcoef(levels, c)[0, 1] ** 2 if np.ptp(c) > 0 else np.nan
+            x_at_test, c_at_test = eps_group_means(xs, covariate)
         else:
-            test = freedman_lane_models(v, df["model_a"], df["model_b"], eps_by_model, covariate, pair_x=PAIR_X[x], **args)
-            r2 = np.corrcoef(xs, covariate)[0, 1] ** 2 if np.ptp(covariate) > 0 else np.nan
+            test = freedman_lane_models(v, df["model_a"], df["model_b"], _eps_by_model(df), covariate, pair_x=PAIR_X[x], **args)
+            x_at_test, c_at_test = xs, covariate
+        r2 = np.corrcoef(x_at_test, c_at_test)[0, 1] ** 2 if np.ptp(c_at_test) > 0 else np.nan
         out |= {"partial_p_value": test.p_value, "partial_min_p": test.min_p, "covariate_r2": r2}
         why_p = "" if np.isfinite(test.p_value) else f"{test.test}: partial r of the eps-group means undefined"
     why_r2 = "" if np.isfinite(out["covariate_r2"]) else (why_p or "the covariate is constant")
-    reasons |= {"partial_r": why, "partial_p_value": why_p, "partial_min_p": why_p, "covariate_r2": why_r2}
-    tests |= {"partial_r": "partial_r_over_pairs", "partial_p_value": name, "partial_min_p": name, "covariate_r2": name}
-    return out
+    reasons = {"partial_r": why, "partial_p_value": why_p, "partial_min_p": why_p, "covariate_r2": why_r2}
+    tests = {"partial_r": "partial_r_over_pairs", "partial_p_value": name, "partial_min_p": name, "covariate_r2": name}
+    return out, reasons, tests
 
 
 def _rows(base: dict, stats: dict, reasons: dict, tests: dict) -> list[dict]:
@@ -196,11 +210,9 @@ def _rows(base: dict, stats: dict, reasons: dict, tests: dict) -> list[dict]:
 
 def _base(study: str, design: str, x: str, df: pd.DataFrame, **keys) -> dict:
     """The identifying columns of a table row: study, design, x, the group's keys, n_pairs,
-    n_units (resampling units) and n_levels (distinct eps of the analysis: the same-eps groups,
-    or the eps of the models of all pairs)."""
-    eps = set(df["eps_a"]) if design == "same_eps" else set(df["eps_a"]) | set(df["eps_b"])
+    n_units (resampling units) and n_levels (:func:`n_eps_levels`)."""
     return {"study": study, "design": design, "x": x, **keys, "n_pairs": len(df),
-            "n_units": len(set(df["unit_a"]) | set(df["unit_b"])), "n_levels": len(eps)}
+            "n_units": len(set(df["unit_a"]) | set(df["unit_b"])), "n_levels": n_eps_levels(df, design)}
 
 
 def _require_pairs(values: pd.DataFrame, table: str) -> None:

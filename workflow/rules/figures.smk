@@ -2,7 +2,7 @@ FIGURE_FORMATS = ["png", "pdf"]
 
 
 rule figure_agreement_vs_eps:
-    """Agreement of same-eps pairs vs eps, with Pearson r and its permutation p-value."""
+    """Agreement of the compared pairs vs eps, with Pearson r and the universality table's p-value."""
     input:
         predictive="results/tables/predictive.csv",
     output:
@@ -10,6 +10,7 @@ rule figure_agreement_vs_eps:
         pdf="results/figures/agreement_vs_eps.pdf",
     params:
         figure=config["figures"]["agreement_vs_eps"],
+        statistics=config["statistics"],
         dpi=config["figures"]["dpi"],
         version=VERSION,
     log:

@@ -7,4 +7,4 @@ import pandas as pd
 from robustlens.plots.universality import plot_agreement_vs_eps
 
 p = snakemake.params
-plot_agreement_vs_eps(pd.read_csv(snakemake.input.predictive), list(snakemake.output), p.figure, p.dpi)
+plot_agreement_vs_eps(pd.read_csv(snakemake.input.predictive), list(snakemake.output), p.figure, p.dpi, p.statistics)

@@ -37,23 +37,22 @@ def _require(df: pd.DataFrame, what: str) -> None:
         raise ValueError(f"no rows to plot: {what}")
 
 
-#: The statistics settings of the printed p-values (the config's defaults).
-_TEST_SETTINGS = {"n_permutations": 10000, "seed": 0, "ci": 0.95}
-
-
-def _r_text(sub: pd.DataFrame, x: str, design: str) -> str:
+def _r_text(sub: pd.DataFrame, x: str, design: str, settings: dict) -> str:
     """Pearson r of x vs value with the p-value of the universality table's test for the design
-    (:func:`robustlens.universality.eps_correlation`), or why it is undefined."""
-    stats, reasons, tests = eps_correlation(sub, _TEST_SETTINGS, x, design=design)
+    (:func:`robustlens.universality.eps_correlation`, the same ``statistics`` settings), or why
+    it is undefined."""
+    stats, reasons, tests = eps_correlation(sub, settings, x, design=design)
     if not np.isfinite(stats["r"]):
         return f"r undefined: {reasons['r']}"
     p = f"p = {stats['p_value']:.3g} ({tests['p_value'].replace('_', ' ')})" if np.isfinite(stats["p_value"]) else "no p-value"
     return f"Pearson r = {stats['r']:.3f}, {p}"
 
 
-def plot_agreement_vs_eps(predictive: pd.DataFrame, paths: list[str], figure: dict, dpi: int, probe: str = "natural") -> None:
+def plot_agreement_vs_eps(predictive: pd.DataFrame, paths: list[str], figure: dict, dpi: int, settings: dict,
+                          probe: str = "natural") -> None:
     """Agreement of every pair (points) and the mean per x (line), with Pearson r of x vs
-    agreement and the p-value of the universality table's test. x as in the universality
+    agreement and the p-value of the universality table's test (``settings``: the config's
+    ``statistics``, so the printed p is the table's). x as in the universality
     table (:func:`robustlens.universality.design_analyses`): same-eps designs, one panel with the
     pair's eps; one model per eps, two panels: |eps_a - eps_b| and min(eps_a, eps_b)."""
     df = _agreement_pairs(predictive, probe, "original")
@@ -67,7 +66,7 @@ def plot_agreement_vs_eps(predictive: pd.DataFrame, paths: list[str], figure: di
         ax.scatter(sub["x"], sub["value"], alpha=0.6, label="pair of models")
         mean = sub.groupby("x")["value"].mean()
         ax.plot(mean.index, mean.values, marker="o", color="black", label="mean")
-        ax.text(0.02, 0.04, _r_text(sub, x, design), transform=ax.transAxes)
+        ax.text(0.02, 0.04, _r_text(sub, x, design, settings), transform=ax.transAxes)
         ax.set_xlabel(X_LABEL[x])
     axes[0][0].set_ylabel("agreement rate")
     axes[0][-1].legend(loc="upper right")
