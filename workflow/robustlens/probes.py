@@ -39,12 +39,11 @@ def adversarial_probe(
     the batch size."""
     model = model.to(device).eval()
     xt, yt = torch.as_tensor(x).to(device), torch.as_tensor(y).to(device)
-    out = []
+    x_adv = torch.empty_like(xt)  # filled batch by batch: two copies of the images at the peak, not three
     for i in tqdm(range(0, len(xt), batch_size), desc=desc, disable=not progress):
         xb, yb = xt[i : i + batch_size], yt[i : i + batch_size]
         gens = example_generators(seed, i, len(xb))
-        out.append(pgd_attack(model, xb, yb, eps, norm, steps=steps, step_size=step_size, random_init=random_start, gen=gens))
-    x_adv = torch.cat(out)
+        x_adv[i : i + len(xb)] = pgd_attack(model, xb, yb, eps, norm, steps=steps, step_size=step_size, random_init=random_start, gen=gens)
     with torch.no_grad():
         correct_before = predict(model, xt, batch_size).argmax(1) == yt
         correct_after = predict(model, x_adv, batch_size).argmax(1) == yt
