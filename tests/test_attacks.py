@@ -1,4 +1,4 @@
-"""PGD stays inside its eps-ball and the image range, and raises the loss; in batches it gives
+"""PGD stays inside its eps-ball and the image range, reaches the closed-form worst case of a linear model, keeps each sample's best restart and starts uniformly in the ball; in batches it gives
 the images of one batch (per-example random starts)."""
 
 import numpy as np
@@ -124,3 +124,70 @@ def test_transfer_attacks_in_batches_equal_one_batch(conv_model):
     for key in ("loss", "change", "change_max"):
         np.testing.assert_allclose(parts[key], one[key], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(parts["robust"], one["robust"])
+
+
+# --------------------------------------------------------------------------- strength: known optima
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_pgd_reaches_the_closed_form_worst_case_of_a_linear_two_class_model(norm):
+    """Two classes, logits W x + b: the cross-entropy of class y grows as the margin
+    (w_y - w_o) . x falls, so its maximum over the eps-ball is at x - eps d / ||d||_2 (L2) or
+    x - eps sign(d) (Linf), d = w_y - w_o, when the ball stays inside [0, 1]. PGD's first run
+    (from x) lands there; the two restarts from random L2 starts end up to 0.02 away (the
+    projection shrinks the off-axis part of a start by eps / (eps + step) per step), so the
+    result must be the first run: restarts keep the best run, not the last or the worst."""
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2)).double()
+    x = (0.4 + 0.2 * torch.rand(6, 1, 4, 4, generator=generator(1))).double()
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    eps = 0.25 if norm == "l2" else 0.05
+    x_adv = pgd_attack(model, x, y, eps, norm, steps=40, random_init=False, restarts=2, gen=example_generators(0, 0, 6))
+    w = model[1].weight.detach()
+    d = (w[y] - w[1 - y]).view_as(x)
+    optimum = x - eps * (d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1) if norm == "l2" else d.sign())
+    torch.testing.assert_close(x_adv, optimum, atol=1e-9, rtol=0)
+    with torch.no_grad():
+        best = F.cross_entropy(model(optimum), y, reduction="none")
+        found = F.cross_entropy(model(x_adv), y, reduction="none")
+    assert (found <= best + 1e-9).all() and (best - found).max() < 1e-4 * best.max()
+
+
+def test_restarts_keep_each_samples_best_run():
+    """An objective with two local maxima per coordinate (sin 10x in the Linf ball of 0.3
+    around 0.5: the edge 0.2 and the peak 0.785): where a run ends depends on its random start.
+    The result of 1 + 3 runs is, per sample, the run with the highest objective, each run
+    replayed on its own from the same generator."""
+    from robustlens.attacks import pgd_maximize
+
+    def objective(x):
+        return torch.sin(10 * x).flatten(1).sum(1)
+
+    x = torch.full((40, 1, 1, 3), 0.5, dtype=torch.float64)
+    kw = {"eps": 0.3, "norm": "linf", "steps": 8, "step_size": 0.05}
+    result = pgd_maximize(objective, x, restarts=3, random_init=True, gen=generator(5), **kw)
+    gen = generator(5)
+    runs = torch.stack([objective(pgd_maximize(objective, x, restarts=0, random_init=True, gen=gen, **kw)) for _ in range(4)])
+    best_run = runs.argmax(0)
+    torch.testing.assert_close(objective(result), runs.max(0).values, atol=0, rtol=0)
+    assert set(best_run.tolist()) == {0, 1, 2, 3}  # every run is the best somewhere: first, last, worst all differ
+    assert (runs.max(0).values > runs.min(0).values + 0.05).sum() > 20
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_random_start_is_uniform_in_the_ball(norm):
+    """L2: uniform in volume, so the radius over eps has CDF t^d (Beta(d, 1)) and the direction
+    is isotropic; Linf: each coordinate uniform on [-eps, eps]. Kolmogorov-Smirnov at n = 4000."""
+    from scipy import stats as sps
+
+    d, eps = 3, 0.7
+    starts = random_start(torch.zeros(4000, 1, 1, d, dtype=torch.float64), eps, norm, generator(11)).flatten(1).numpy()
+    if norm == "l2":
+        radius = np.linalg.norm(starts, axis=1) / eps
+        assert sps.kstest(radius, lambda t: np.clip(t, 0, 1) ** d).pvalue > 1e-3
+        assert sps.kstest(radius, "uniform").pvalue < 1e-6  # the test tells t^d from a uniform radius
+        directions = starts / np.linalg.norm(starts, axis=1, keepdims=True)
+        assert np.abs(directions.mean(0)).max() < 4 / np.sqrt(4000)
+    else:
+        for j in range(d):
+            assert sps.kstest(starts[:, j], sps.uniform(loc=-eps, scale=2 * eps).cdf).pvalue > 1e-3
