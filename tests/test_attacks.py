@@ -1,5 +1,6 @@
-"""PGD stays inside its eps-ball and the image range, reaches the closed-form worst case of a linear model, keeps each sample's best restart and starts uniformly in the ball; in batches it gives
-the images of one batch (per-example random starts)."""
+"""PGD stays inside its eps-ball and the image range, reaches the closed-form worst case of a
+linear model, keeps each sample's best restart and starts uniformly in the ball; in batches it
+gives the images of one batch (per-example random starts)."""
 
 import numpy as np
 import pytest
