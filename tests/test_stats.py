@@ -327,6 +327,38 @@ def test_bootstrap_of_pearson_r_over_several_eps_and_reversed_seed_order():
     assert low <= observed <= high < 0 and (low, high) == (low2, high2)
 
 
+def test_percentile_interval_is_the_exact_quantiles_of_the_enumerated_resamples():
+    """Five seeds, ten same-eps pairs with distinct values: the 5^5 equally likely seed draws
+    are enumerated (draws of one seed are skipped, as the library does), giving the exact
+    distribution of the resampled mean. With 40,000 draws the 95 % percentile interval's ends
+    must lie between the exact quantiles at 2.5 % (97.5 %) +- 5 standard errors of a sampled
+    level, a band that excludes the 5 % (95 %) quantile: a 90 % interval reported as 95 % fails."""
+    seeds = [0, 1, 2, 3, 4]
+    pairs = list(itertools.combinations(seeds, 2))
+    values = {pair: float(v) for pair, v in zip(pairs, [0, 1, 3, 7, 12, 20, 30, 45, 60, 80])}
+    df = pd.DataFrame([{"eps": 0.0, "seed_a": a, "seed_b": b, "value": values[(a, b)]} for a, b in pairs])
+    atoms = Counter()
+    for draw in itertools.product(seeds, repeat=5):
+        count = Counter(draw)
+        if len(count) < 2:
+            continue
+        weights = {pair: count[pair[0]] * count[pair[1]] for pair in pairs}
+        atoms[sum(w * values[p] for p, w in weights.items()) / sum(weights.values())] += 1
+    support = np.array(sorted(atoms))
+    cdf = np.cumsum([atoms[v] for v in support]) / sum(atoms.values())
+
+    def quantile(q):  # the exact distribution's q-quantile
+        return support[np.searchsorted(cdf, q)]
+
+    n_boot = 40_000
+    result = bootstrap_over_seeds(df, "mean", n_boot=n_boot, seed=4)
+    for q, endpoint, other in ((0.025, result.low, 0.05), (0.975, result.high, 0.95)):
+        delta = 5 * np.sqrt(q * (1 - q) / n_boot)  # the sampled quantile's level stays within q +- delta
+        assert quantile(q - delta) <= endpoint <= quantile(q + delta)
+        assert not quantile(q - delta) <= quantile(other) <= quantile(q + delta)  # a 90 % interval fails
+    assert result.n_skipped == pytest.approx(n_boot * 5 / 5**5, abs=5 * np.sqrt(n_boot * 5 / 5**5))
+
+
 def test_named_bootstrap_statistics_equal_the_resampled_tables():
     """"mean" and "pearson", computed from the multiplicities, equal the callables applied to
     the resampled tables draw by draw (degenerate draws: one eps kept, or one value)."""
