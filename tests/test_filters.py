@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
+import torch
+import torchvision
 import xarray as xr
 
 from robustlens import filters as F
@@ -80,7 +82,6 @@ def test_sparsity_all_zero_filter_is_sparse_and_threshold_is_inclusive():
     assert sparsity(w) == 0.5
     assert isinstance(sparsity(w), float)
     assert sparsity(np.zeros((3, 4, 3, 3))) == 1.0  # an all-zero layer: every filter sparse
-    torch = pytest.importorskip("torch")
     assert sparsity(torch.tensor(w)) == 0.5
 
 
@@ -243,7 +244,6 @@ def test_filter_basis_recovers_a_two_dimensional_filter_structure():
 
 
 def test_extraction_conv3x3_conv1x1_conv3x3():
-    torch = pytest.importorskip("torch")
     from torch import nn
 
     model = nn.Sequential(OrderedDict(
@@ -276,7 +276,6 @@ def _reordered_model():
 
 
 def test_extraction_uses_forward_order_not_registration_order():
-    pytest.importorskip("torch")
     model = _reordered_model()
     model.train()
     running = model.bn.running_mean.clone()
@@ -301,8 +300,6 @@ def test_extraction_uses_forward_order_not_registration_order():
 
 
 def test_extraction_torchvision_resnet18_layout():
-    pytest.importorskip("torch")
-    torchvision = pytest.importorskip("torchvision")
     model = torchvision.models.resnet18(weights=None)
     rec = extract_conv_filters(model, "rn18", eps=0.0, input_shape=(1, 3, 32, 32))
     # conv1 (7x7) + 16 3x3 + 3 downsample 1x1 = 20 conv layers

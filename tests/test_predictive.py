@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from scipy.spatial.distance import jensenshannon
 from scipy.special import softmax
 from sklearn.metrics import cohen_kappa_score
@@ -186,7 +187,6 @@ def test_pairwise_predictive_rows_match_the_measures(logits):
 
 
 def test_torch_tensors_are_accepted(logits):
-    torch = pytest.importorskip("torch")
     a, b = logits
     labels = np.random.default_rng(7).integers(0, 5, size=len(a))
     ta, tb = torch.tensor(a, requires_grad=True), torch.tensor(b).to(torch.bfloat16)
