@@ -192,3 +192,104 @@ def test_random_start_is_uniform_in_the_ball(norm):
     else:
         for j in range(d):
             assert sps.kstest(starts[:, j], sps.uniform(loc=-eps, scale=2 * eps).cdf).pvalue > 1e-3
+
+
+# --------------------------------------------------------------------------- one step, edges, defaults
+
+
+def _linear_two_class():
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2)).double()
+    return model, model[1].weight.detach()
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_one_pgd_step_from_x_is_one_steepest_ascent_step_of_the_given_size(norm):
+    """One step of size s from x (no random start) on the two-class linear model moves x by
+    -s d / ||d|| (L2) or -s sign(d) (Linf), d = w_y - w_o, when s < eps keeps it in the ball."""
+    model, w = _linear_two_class()
+    x = (0.4 + 0.2 * torch.rand(5, 1, 4, 4, generator=generator(2))).double()
+    y = torch.tensor([0, 1, 1, 0, 1])
+    eps, s = (0.3, 0.1) if norm == "l2" else (0.05, 0.02)
+    x_adv = pgd_attack(model, x, y, eps, norm, steps=1, step_size=s, random_init=False)
+    d = (w[y] - w[1 - y]).view_as(x)
+    step = d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1) if norm == "l2" else d.sign()
+    torch.testing.assert_close(x_adv, x - s * step, atol=1e-12, rtol=0)
+    # the default step size is 2.5 eps / steps (Madry et al.): one step goes to the ball's edge
+    x_default = pgd_attack(model, x, y, eps, norm, steps=1, random_init=False)
+    torch.testing.assert_close(x_default, x - eps * step, atol=1e-12, rtol=0)
+
+
+def test_pgd_defaults_to_the_l2_ball():
+    model, _ = _linear_two_class()
+    x = (0.4 + 0.2 * torch.rand(4, 1, 4, 4, generator=generator(2))).double()
+    y = torch.tensor([0, 1, 1, 0])
+    a = pgd_attack(model, x, y, 0.3, steps=3, random_init=False)
+    torch.testing.assert_close(a, pgd_attack(model, x, y, 0.3, "l2", steps=3, random_init=False), atol=0, rtol=0)
+    assert not torch.equal(a, pgd_attack(model, x, y, 0.3, "linf", steps=3, random_init=False))
+
+
+def test_linf_step_leaves_coordinates_with_zero_gradient_where_they_are():
+    """sign(0) = 0: a coordinate the loss does not depend on never moves."""
+    model, _ = _linear_two_class()
+    with torch.no_grad():
+        model[1].weight[:, :4] = 0.0
+    x = torch.full((3, 1, 4, 4), 0.5, dtype=torch.float64)
+    x_adv = pgd_attack(model, x, torch.tensor([0, 1, 0]), 0.05, "linf", steps=5, random_init=False)
+    assert torch.equal(x_adv.flatten(1)[:, :4], x.flatten(1)[:, :4])
+    assert (x_adv.flatten(1)[:, 4:] - 0.5).abs().min() > 0.04
+
+
+def test_pgd_clamps_to_the_image_range_at_both_ends():
+    """Pixels at 0 pushed down and pixels at 1 pushed up stay at 0 and 1: the worst case of the
+    linear model in the L-inf ball intersected with [0, 1] is x - eps sign(d), clamped."""
+    model, w = _linear_two_class()
+    x = torch.rand(6, 1, 4, 4, generator=generator(4)).double().round()  # pixels at 0 or 1
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    x_adv = pgd_attack(model, x, y, 0.1, "linf", steps=10, random_init=False)
+    d = (w[y] - w[1 - y]).view_as(x)
+    torch.testing.assert_close(x_adv, (x - 0.1 * d.sign()).clamp(0, 1), atol=1e-12, rtol=0)
+
+
+def test_one_restart_without_random_init_starts_its_second_run_at_random():
+    """``random_init=False, restarts=1``: run 0 from x, run 1 from a random start; the result is
+    per sample the better of the two, each replayed on its own."""
+    from robustlens.attacks import pgd_maximize
+
+    def objective(x):  # peaks near 0.16 (height 0.16) and 0.79 (0.79); x = 0.4 climbs to the low one
+        return (x * torch.sin(10 * x)).flatten(1).sum(1)
+
+    x = torch.full((40, 1, 1, 3), 0.4, dtype=torch.float64)
+    kw = {"eps": 0.4, "norm": "linf", "steps": 8, "step_size": 0.06}
+    result = pgd_maximize(objective, x, restarts=1, random_init=False, gen=generator(5), **kw)
+    from_x = objective(pgd_maximize(objective, x, random_init=False, **kw))
+    from_random = objective(pgd_maximize(objective, x, random_init=True, gen=generator(5), **kw))
+    torch.testing.assert_close(objective(result), torch.maximum(from_x, from_random), atol=0, rtol=0)
+    assert (from_random > from_x).any()
+
+
+def test_zero_steps_or_zero_eps_return_the_inputs():
+    model, _ = _linear_two_class()
+    x = torch.rand(2, 1, 4, 4, generator=generator(4)).double()
+    y = torch.tensor([0, 1])
+    assert torch.equal(pgd_attack(model, x, y, 0.0, steps=5, gen=generator(0)), x)
+    assert torch.equal(pgd_attack(model, x, y, 0.3, steps=0, gen=generator(0)), x)
+
+
+def test_bad_norm_error_and_generator_count_are_named():
+    with pytest.raises(ValueError, match="norm must be one of.*'l1'"):
+        project(torch.zeros(2, 3), 1.0, "l1")
+    with pytest.raises(ValueError, match="2 per-example generators for 3 inputs"):
+        random_start(torch.zeros(3, 4), 1.0, "l2", example_generators(0, 0, 2))
+
+
+def test_regression_errors_against_their_formulas():
+    from robustlens.attacks import regression_error
+
+    h = torch.tensor([[1.0, -2.0, 0.5], [0.0, 0.0, 3.0]], dtype=torch.float64)
+    y = torch.tensor([[0.0, 1.0, 0.5], [1.0, -1.0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(regression_error(h, y), torch.tensor([10 / 3, 6 / 3], dtype=torch.float64))
+    torch.testing.assert_close(regression_error(h, y, "max_abs"), torch.tensor([3.0, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(regression_error(h[:, :1], y[:, 0], "max_abs"), torch.tensor([1.0, 1.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="error must be one of.*'abs'"):
+        regression_error(h, y, "abs")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from robustlens.data import prepare_dataset
-from robustlens.heads import head_logits, retrain_heads
+from robustlens.heads import fit_linear_head, head_logits, retrain_heads
 from robustlens.probes import adversarial_probe, draw_inversion_pairs, inverted_probe, probe_dataset
 from robustlens.runtime import configure_torch
 from robustlens.train import train_and_evaluate
@@ -73,10 +73,78 @@ def test_retrained_heads_match_logistic_regression(model, digits):
     test = extract_activations(model, digits["x_test"], ["penultimate"], progress=False)["penultimate"]
     reference = LogisticRegression(max_iter=2000).fit(train, digits["y_train"]).score(test, digits["y_test"])
     assert np.all(np.abs(heads["test_accuracy"] - reference) < 0.04), (heads["test_accuracy"], reference)
-    # the reported accuracy is the one the stored weights give on held-out data
-    logits = head_logits(test, heads["weight"][0], heads["bias"][0])
-    assert heads["test_accuracy"][0] == pytest.approx(np.mean(logits.argmax(1) == digits["y_test"]))
+    # the reported accuracies are those the stored weights give, features taken from the model itself
+    with torch.no_grad():
+        train_features = model.forward_features(torch.as_tensor(digits["x_train"])).double().numpy()
+        test_features = model.forward_features(torch.as_tensor(digits["x_test"])).double().numpy()
+        original = model(torch.as_tensor(digits["x_test"])).argmax(1).numpy()
+    for k in range(2):
+        w, b = heads["weight"][k], heads["bias"][k]
+        assert heads["test_accuracy"][k] == pytest.approx(np.mean((test_features @ w.T + b).argmax(1) == digits["y_test"]))
+        assert heads["train_accuracy"][k] == pytest.approx(np.mean((train_features @ w.T + b).argmax(1) == digits["y_train"]))
+    assert heads["original_test_accuracy"] == pytest.approx(np.mean(original == digits["y_test"]))
+    np.testing.assert_allclose(head_logits(test_features[:5], w, b), test_features[:5] @ w.T + b, rtol=1e-12)
     assert not np.allclose(heads["weight"][0], heads["weight"][1])  # seeds give different heads
+
+
+def test_fitted_head_applies_to_raw_features_of_any_scale_and_offset():
+    """The head is fitted on standardised features and folded back to raw ones, so features
+    scaled and shifted per column (a > 0) give the same standardised fit, hence the same logits
+    on the correspondingly transformed inputs; at a large offset and a small scale (mean 100,
+    spread 0.01) the classes stay separated, as they are in standardised units."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 40)
+    features = rng.normal(size=(120, 4)) + 3.0 * np.eye(3, 4)[labels]
+    a, c = np.array([0.01, 2.0, 0.5, 5.0]), np.array([100.0, -3.0, 0.0, 7.0])
+    kw = {"seed": 1, "epochs": 20, "lr": 0.1, "weight_decay": 0.0, "batch_size": 32}
+    w, b = fit_linear_head(features, labels, 3, **kw)
+    w2, b2 = fit_linear_head(features * a + c, labels, 3, **kw)
+    np.testing.assert_allclose((features * a + c) @ w2.T + b2, features @ w.T + b, rtol=1e-4, atol=1e-4)
+    assert np.mean(((features * a + c) @ w2.T + b2).argmax(1) == labels) > 0.9
+
+
+def test_adversarial_probe_reports_the_success_and_accuracy_of_its_images(model, digits):
+    """robust accuracy: the model's accuracy on the returned images; success rate: the inputs
+    classified correctly before and wrongly after, over those classified correctly before."""
+    x, y = digits["x_test"][:150], digits["y_test"][:150]
+    probe = adversarial_probe(model, x, y, norm="linf", eps=0.1, steps=5, step_size=None, random_start=False, seed=0,
+                              device=CPU, progress=False)
+    with torch.no_grad():
+        before = model(torch.as_tensor(x)).argmax(1).numpy() == y
+        after = model(torch.as_tensor(probe["images"])).argmax(1).numpy() == y
+    assert probe["robust_accuracy"] == pytest.approx(after.mean())
+    assert probe["success_rate"] == pytest.approx((before & ~after).sum() / before.sum())
+    assert 0 < probe["success_rate"] < 1 and before.mean() < 1  # the two denominators differ
+    np.testing.assert_array_equal(probe["labels"], y)
+    assert np.abs(probe["images"] - x).max() == pytest.approx(0.1, abs=1e-6)
+
+
+def test_inversion_follows_normalised_gradient_steps_with_momentum(model, digits):
+    """Two iterations replayed by hand: loss ||g(x) - g(t)|| / ||g(t)|| with g the penultimate
+    features, x <- clip(x - s v), v <- m v + grad / ||grad|| (Engstrom et al. 2019); the
+    returned losses are that loss at the start image and at the result, the labels the targets'."""
+    x, y = digits["x_test"], digits["y_test"]
+    step, m = 0.1, 0.9
+    probe = inverted_probe(model, x, y, n_samples=6, iterations=2, step_size=step, momentum=m, seed=4,
+                           device=CPU, progress=False)
+
+    def loss(images, target):
+        g, t = model.forward_features(images).flatten(1), model.forward_features(target).flatten(1)
+        return torch.linalg.vector_norm(g - t, dim=1) / torch.linalg.vector_norm(t, dim=1)
+
+    start, target = torch.as_tensor(x[probe["start_index"]]), torch.as_tensor(x[probe["target_index"]])
+    images, velocity = start.clone(), torch.zeros_like(start)
+    for _ in range(2):
+        images.requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss(images, target).sum(), images)
+        norms = torch.linalg.vector_norm(grad.flatten(1), dim=1).view(-1, 1, 1, 1)
+        velocity = m * velocity + grad / norms
+        images = (images.detach() - step * velocity).clamp(0, 1)
+    np.testing.assert_allclose(probe["images"], images.numpy(), atol=1e-5)
+    with torch.no_grad():
+        np.testing.assert_allclose(probe["initial_loss"], loss(start, target).numpy(), rtol=1e-5)
+        np.testing.assert_allclose(probe["final_loss"], loss(images, target).numpy(), rtol=1e-4)
+    np.testing.assert_array_equal(probe["labels"], y[probe["target_index"]])
 
 
 # --------------------------------------------------------------------------- batching and the inversion figure

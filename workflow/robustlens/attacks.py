@@ -137,7 +137,7 @@ def pgd_attack(
     return pgd_maximize(loss, x, eps, norm, steps, step_size, random_init, restarts, gen)
 
 
-#: Per-sample errors of a regression output that :func:`pgd_regression_attack` can maximise.
+#: Per-sample errors of a regression output (the losses of regression transfer tasks).
 REGRESSION_ERRORS = ("squared", "max_abs")
 
 
@@ -152,24 +152,3 @@ def regression_error(outputs: torch.Tensor, targets: torch.Tensor, error: str = 
         return diff.abs().amax(dim=1)
     raise ValueError(f"error must be one of {REGRESSION_ERRORS}, got {error!r}")
 
-
-def pgd_regression_attack(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    norm: str = "l2",
-    steps: int = 10,
-    step_size: float | None = None,
-    random_init: bool = True,
-    restarts: int = 0,
-    gen: torch.Generator | Sequence[torch.Generator] | None = None,
-    error: str = "squared",
-) -> torch.Tensor:
-    """Untargeted PGD on a regression error (:func:`regression_error`) of ``model(x)`` against
-    float targets ``y``; same ball, steps and restarts as :func:`pgd_attack`."""
-
-    def loss(x_adv: torch.Tensor) -> torch.Tensor:
-        return regression_error(model(x_adv), y, error)
-
-    return pgd_maximize(loss, x, eps, norm, steps, step_size, random_init, restarts, gen)
