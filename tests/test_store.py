@@ -61,3 +61,19 @@ def test_store_without_manifest_is_incomplete(store):
     manifest_path(path).unlink()
     with pytest.raises(StoreError, match="did not finish"):
         open_store(path)
+
+
+def test_manifest_checksum_is_the_documented_sha256_of_the_store(store):
+    """sha256 over (relative path, NUL, bytes, NUL) of every file in sorted path order,
+    recomputed here with hashlib from the files on disk, and their number."""
+    import hashlib
+    import json
+
+    path, _, _ = store
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.relative_to(path).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    manifest = json.loads(manifest_path(path).read_text())
+    assert manifest["checksum"] == {"sha256": digest.hexdigest(), "files": len(files)}
+    assert len(files) > 4  # metadata and chunks of two variables and the coordinates

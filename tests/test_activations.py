@@ -1,0 +1,81 @@
+"""Block-layer activations are the outputs of the model's own stages: compared with a forward
+pass written out stage by stage, for both spatial reductions, in batches that do not divide n."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from robustlens.activations import extract_activations
+from robustlens.runtime import generator
+from robustlens.zoo import build_architecture
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    """A narrow CIFAR ResNet-18 in eval mode with random batch-norm statistics (eval-mode batch
+    norm is then not the identity, so a hook on the wrong side of a layer shows)."""
+    torch.manual_seed(0)
+    model = build_architecture({"name": "resnet18_cifar", "in_channels": 3, "num_classes": 5, "widths": [4, 6, 8, 10]})
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def stage_outputs(model, x):
+    """The stem, the four stages, the pooled features and the head, applied in order by hand."""
+    with torch.no_grad():
+        h = F.relu(model.bn1(model.conv1(model.normalize(x))))
+        out = {}
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            h = getattr(model, name)(h)
+            out[name] = h
+        out["penultimate"] = h.mean(dim=(2, 3))
+        out["logits"] = out["penultimate"] @ model.head.weight.T + model.head.bias
+    return out
+
+
+@pytest.mark.parametrize("spatial", ["avgpool", "flatten"])
+def test_block_activations_are_the_stage_outputs(resnet, spatial):
+    x = torch.rand(11, 3, 16, 16, generator=generator(0))
+    layers = ["layer1", "layer2", "layer3", "layer4", "penultimate", "logits"]
+    acts = extract_activations(resnet, x.numpy(), layers, spatial=spatial, batch_size=4, progress=False)
+    expected = stage_outputs(resnet, x)
+    shapes = {"layer1": (4, 16), "layer2": (6, 8), "layer3": (8, 4), "layer4": (10, 2)}
+    for name in layers:
+        e = expected[name]
+        if e.dim() == 4:
+            e = e.mean(dim=(2, 3)) if spatial == "avgpool" else e.flatten(1)
+            c, side = shapes[name]
+            assert acts[name].shape == ((11, c) if spatial == "avgpool" else (11, c * side * side))
+        np.testing.assert_allclose(acts[name], e.numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+        assert acts[name].dtype == np.float32
+
+
+def test_torchvision_blocks_are_the_backbone_stages():
+    """A torchvision ResNet-18 wrapped for the zoo: layer1..layer4 are the backbone's stages
+    and the penultimate layer is the pooled input of its fc layer."""
+    import torchvision
+
+    from robustlens.modules import WrappedModel
+
+    torch.manual_seed(1)
+    net = torchvision.models.resnet18(num_classes=7).eval()
+    x = torch.rand(3, 3, 32, 32, generator=generator(1))
+    with torch.no_grad():
+        h = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        stages = {}
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            h = getattr(net, name)(h)
+            stages[name] = h.mean(dim=(2, 3))
+        logits = net(x)
+    model = WrappedModel(net, ["layer1", "layer2", "layer3", "layer4"], "fc")
+    acts = extract_activations(model, x, [*stages, "penultimate", "logits"], progress=False)
+    for name, value in stages.items():
+        np.testing.assert_allclose(acts[name], value.numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(acts["penultimate"], stages["layer4"].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(acts["logits"], logits.numpy(), rtol=1e-5, atol=1e-5)
