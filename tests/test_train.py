@@ -47,11 +47,29 @@ def test_adversarial_training_keeps_more_robust_accuracy(trained):
     assert robust_adv > robust_std + 0.2, (robust_std, robust_adv)
 
 
-def test_evaluation_at_eps0_is_clean_accuracy(trained, digits):
+def test_evaluation_counts_an_input_robust_only_if_every_run_misses_it(trained, digits):
+    """Clean accuracy from the model's own outputs; robust accuracy at eps > 0 with one restart:
+    the inputs classified correctly after both PGD runs, each replayed here from the same
+    generator (runs drawn one after another); at eps = 0 it is the clean accuracy."""
+    from robustlens.attacks import pgd_attack
+    from robustlens.runtime import generator
+
     model = trained[0.0][0]
-    metrics = evaluate_model(model, digits["x_test"], digits["y_test"], attack_eps=[0.0], norm="l2", steps=20,
-                             restarts=1, seed=0, device=torch.device("cpu"), progress=False)
-    assert metrics["robust_accuracy"]["0.0"] == pytest.approx(metrics["clean_accuracy"])
+    x, y = torch.as_tensor(digits["x_test"]), torch.as_tensor(digits["y_test"])
+    metrics = evaluate_model(model, digits["x_test"], digits["y_test"], attack_eps=[0.0, 0.7], norm="l2", steps=2,
+                             restarts=1, seed=4, device=torch.device("cpu"), progress=False)
+    with torch.no_grad():
+        clean = (model(x).argmax(1) == y).numpy()
+    gen = generator(4)
+    runs = []
+    for _ in range(2):
+        x_adv = pgd_attack(model, x, y, 0.7, "l2", steps=2, random_init=True, gen=gen)
+        with torch.no_grad():
+            runs.append((model(x_adv).argmax(1) == y).numpy())
+    assert metrics["clean_accuracy"] == pytest.approx(clean.mean())
+    assert metrics["robust_accuracy"]["0.0"] == pytest.approx(clean.mean())
+    assert metrics["robust_accuracy"]["0.7"] == pytest.approx((runs[0] & runs[1]).mean())
+    assert (runs[0] != runs[1]).any()  # the runs differ, so "every run" is not "the last run"
 
 
 def test_training_is_deterministic(digits):
