@@ -390,8 +390,17 @@ def test_url_model_through_the_workflow(tmp_path):
     snakemake(run, *targets, "--cores", "2", configfiles=(config,))
     assert sha256_file(run / "data/checkpoints/resnet18_l2_eps3.ckpt") == entry["sha256"]
 
-    test = load_dataset(run / "results/data/folder.npz", "test")  # stored uint8, read as float32 / 255
-    x, y = torch.from_numpy(test["x_test"]), torch.from_numpy(test["y_test"])
+    # the test images made independently: torchvision's ImageFolder with ImageNet's evaluation
+    # transform (short side to round(32 * 256 / 224) = 37, centre crop 32, ToTensor)
+    from torchvision import datasets, transforms
+
+    folder = datasets.ImageFolder(tmp_path / "images" / "val", transform=transforms.Compose(
+        [transforms.Resize(37), transforms.CenterCrop(32), transforms.ToTensor()]))
+    x = torch.stack([image for image, _ in folder])
+    y = torch.tensor([label for _, label in folder])
+    test = load_dataset(run / "results/data/folder.npz", "test")
+    np.testing.assert_array_equal(test["x_test"], x.numpy())  # the workflow's stored split, bit for bit
+    np.testing.assert_array_equal(test["y_test"], y.numpy())
     with torch.no_grad():
         normalized = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
         logits = net(normalized)
