@@ -293,3 +293,70 @@ def test_regression_errors_against_their_formulas():
     torch.testing.assert_close(regression_error(h[:, :1], y[:, 0], "max_abs"), torch.tensor([1.0, 1.0], dtype=torch.float64))
     with pytest.raises(ValueError, match="error must be one of.*'abs'"):
         regression_error(h, y, "abs")
+
+
+def test_pgd_defaults_are_l2_ten_steps_random_start_no_restart():
+    from robustlens.attacks import pgd_maximize
+
+    def objective(x):
+        return (x * torch.sin(10 * x)).flatten(1).sum(1)
+
+    x = torch.full((4, 1, 1, 3), 0.4, dtype=torch.float64)
+    explicit = pgd_maximize(objective, x, 0.3, "l2", 10, None, True, 0, generator(2))
+    torch.testing.assert_close(pgd_maximize(objective, x, 0.3, gen=generator(2)), explicit, atol=0, rtol=0)
+    model, _ = _linear_two_class()
+    x, y = torch.rand(4, 1, 4, 4, generator=generator(3)).double(), torch.tensor([0, 1, 1, 0])
+    explicit = pgd_attack(model, x, y, 0.3, "l2", 10, None, True, 0, generator(2))
+    torch.testing.assert_close(pgd_attack(model, x, y, 0.3, gen=generator(2)), explicit, atol=0, rtol=0)
+
+
+def test_default_step_size_is_two_and_a_half_eps_over_steps():
+    """On an objective where the step size decides which peak PGD ends on, the default equals
+    step_size = 2.5 eps / steps and differs from nearby step sizes."""
+    from robustlens.attacks import pgd_maximize
+
+    def objective(x):
+        return torch.sin(25 * x).flatten(1).sum(1)
+
+    x = torch.linspace(0.2, 0.8, 30, dtype=torch.float64).view(30, 1, 1, 1)
+    kw = {"eps": 0.3, "norm": "linf", "steps": 4, "random_init": False}
+    default = pgd_maximize(objective, x, **kw)
+    torch.testing.assert_close(default, pgd_maximize(objective, x, step_size=2.5 * 0.3 / 4, **kw), atol=0, rtol=0)
+    for other in (3.5 * 0.3 / 4, 2.5 * 0.3 / 5, 2.5 * 0.3 * 4):
+        assert not torch.equal(default, pgd_maximize(objective, x, step_size=other, **kw))
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_one_step_from_a_random_start_replayed_by_hand(norm):
+    """x0 = clip(x + start), x1 = clip(x + proj(x0 + s * ascent - x)) with the start drawn from
+    the same generator; pixels at 0 and 1, so both clips act."""
+    model, w = _linear_two_class()
+    x = torch.rand(6, 1, 4, 4, generator=generator(4)).double().round()
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    eps, s = (0.5, 0.2) if norm == "l2" else (0.1, 0.03)
+    x_adv = pgd_attack(model, x, y, eps, norm, steps=1, step_size=s, random_init=True, gen=generator(9))
+    start = random_start(x, eps, norm, generator(9))
+    x0 = (x + start).clamp(0, 1)
+    d = (w[y] - w[1 - y]).view_as(x)
+    ascent = -d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1) if norm == "l2" else -d.sign()
+    torch.testing.assert_close(x_adv, (x + project(x0 + s * ascent - x, eps, norm)).clamp(0, 1), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("per_example", [False, True])
+def test_random_starts_have_the_inputs_dtype(per_example):
+    x = torch.zeros(3, 1, 2, 2, dtype=torch.float64)
+    for norm in ("l2", "linf"):
+        gen = example_generators(0, 0, 3) if per_example else generator(0)
+        start = random_start(x, 0.5, norm, gen)
+        assert start.dtype == torch.float64 and start.shape == x.shape
+        assert start.float().double().ne(start).any()  # drawn in float64, not float32 widened
+
+
+def test_ties_keep_the_first_run():
+    """A flat objective (zero gradient): every run stays at its start and ties; with
+    random_init=False the first run starts at x, so the clean input is returned, not noise."""
+    from robustlens.attacks import pgd_maximize
+
+    x = torch.full((3, 1, 2, 2), 0.5, dtype=torch.float64)
+    out = pgd_maximize(lambda z: 0 * z.flatten(1).sum(1), x, 0.2, "l2", steps=2, random_init=False, restarts=2, gen=generator(0))
+    assert torch.equal(out, x)
