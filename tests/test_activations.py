@@ -79,3 +79,43 @@ def test_torchvision_blocks_are_the_backbone_stages():
         np.testing.assert_allclose(acts[name], value.numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
     np.testing.assert_allclose(acts["penultimate"], stages["layer4"].numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(acts["logits"], logits.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_target_stores_hold_each_targets_stage_outputs_on_the_same_images(resnet, tmp_path):
+    """One store per target, each the target's own stage outputs on the shared probe images,
+    with the labels along ``sample`` (coordinates 0..n-1); the index gives each store's checksum."""
+    import copy
+
+    from robustlens.activations import write_target_stores
+    from robustlens.store import open_store, verify_store
+
+    other = copy.deepcopy(resnet)
+    with torch.no_grad():
+        other.conv1.weight.mul_(-1.0)
+    x = torch.rand(7, 3, 16, 16, generator=generator(5))
+    labels = np.array([3, 1, 4, 1, 0, 2, 2])
+    settings = {"layers": ["layer2", "logits"], "spatial": "flatten", "batch_size": 3}
+    index = write_target_stores({"a": (resnet, {"m": "a"}), "b": (other, {"m": "b"})}, x.numpy(), labels,
+                                str(tmp_path / "stores"), activations=settings, progress=False)
+    assert sorted(index) == ["a", "b"] and sorted(p.name for p in (tmp_path / "stores").glob("*.zarr")) == ["a.zarr", "b.zarr"]
+    for name, model in (("a", resnet), ("b", other)):
+        ds = open_store(tmp_path / "stores" / f"{name}.zarr")
+        expected = stage_outputs(model, x)
+        np.testing.assert_allclose(ds["layer2"].values, expected["layer2"].flatten(1).numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ds["logits"].values, expected["logits"].numpy(), rtol=1e-5, atol=1e-5)
+        assert ds["layer2"].dims == ("sample", "layer2_unit")
+        np.testing.assert_array_equal(ds["sample"].values, np.arange(7))
+        np.testing.assert_array_equal(ds["label"].values, labels)
+        assert ds["label"].dims == ("sample",)
+        assert verify_store(tmp_path / "stores" / f"{name}.zarr")["checksum"] == index[name]
+    assert not np.allclose(open_store(tmp_path / "stores" / "a.zarr")["layer2"].values,
+                           open_store(tmp_path / "stores" / "b.zarr")["layer2"].values)
+
+
+def test_bad_reduction_and_sample_count_are_named():
+    from robustlens.activations import activations_dataset, reduce_spatial
+
+    with pytest.raises(ValueError, match="spatial must be one of.*'maxpool'"):
+        reduce_spatial(torch.zeros(2, 3, 4, 4), "maxpool")
+    with pytest.raises(ValueError, match="layer block1: 5 samples, labels have 4"):
+        activations_dataset({"block1": np.zeros((5, 3))}, np.zeros(4))
