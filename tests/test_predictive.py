@@ -214,3 +214,67 @@ def test_module_does_not_import_torch():
     code = "import sys, robustlens.predictive, robustlens.stats; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+# --------------------------------------------------------------------------- inputs: what is accepted, what is refused
+
+
+def test_accuracy_against_a_hand_count():
+    logits = np.array([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    assert accuracy(logits, [1, 0, 0, 1]) == 0.5  # predictions 1, 0, 2, 0 (tie to the lowest)
+    assert accuracy(logits, np.array([1.0, 0.0, 2.0, 0.0])) == 1.0  # integral float labels are class indices
+
+
+def test_jsd_is_stable_for_rows_of_very_different_scale():
+    """log-softmax subtracts each row's own maximum: a row near 1000 and a row near 0 together."""
+    a = np.array([[1000.0, 999.0, 990.0], [0.0, -1.0, -3.0]])
+    b = np.array([[998.0, 999.0, 995.0], [-2.0, 0.0, -1.0]])
+    expected = 1 - np.mean(jensenshannon(softmax(a, axis=1), softmax(b, axis=1), axis=1, base=2) ** 2)
+    assert jsd_similarity(a, b) == pytest.approx(expected, abs=1e-12)
+
+
+def test_float32_logits_are_measured_in_float64():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 10)).astype(np.float32), rng.normal(size=(50, 10)).astype(np.float32)
+    assert jsd_similarity(a, b) == jsd_similarity(a.astype(np.float64), b.astype(np.float64))
+    assert jsd_similarity(torch.from_numpy(a), torch.from_numpy(b)) == jsd_similarity(a.astype(np.float64), b.astype(np.float64))
+
+
+def test_smallest_shapes_and_masked_classes_are_accepted():
+    one_sample = np.array([[0.2, 0.1]])
+    assert agreement(one_sample, one_sample) == 1.0
+    one_class = np.zeros((3, 1))
+    assert agreement(one_class, one_class) == 1.0 and jsd_similarity(one_class, one_class) == pytest.approx(1.0)
+    masked = np.array([[-np.inf, 0.0, 1.0], [2.0, -np.inf, -np.inf]])
+    assert agreement(masked, masked) == 1.0 and jsd_similarity(masked, masked) == pytest.approx(1.0)
+
+
+def test_cohen_kappa_when_one_model_never_predicts_the_last_class():
+    a = np.eye(4)[[0, 1, 2, 3, 3, 1, 0, 2]]
+    b = np.eye(4)[[0, 1, 2, 2, 1, 1, 0, 2]]  # never class 3
+    assert cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a.argmax(1), b.argmax(1)))
+    assert cohen_kappa(b, a) == pytest.approx(cohen_kappa_score(b.argmax(1), a.argmax(1)))
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: agreement(np.zeros((0, 3)), np.zeros((0, 3))), r"logits_a: expected logits of shape .* got \(0, 3\)"),
+    (lambda: agreement(np.zeros((2, 0)), np.zeros((2, 0))), r"logits_a: expected logits of shape .* got \(2, 0\)"),
+    (lambda: agreement(np.zeros(3), np.zeros(3)), r"logits_a: expected logits of shape .* got \(3,\)"),
+    (lambda: agreement(np.zeros((2, 3)), np.full((2, 3), np.nan)), r"logits_b: logits contain NaN"),
+    (lambda: agreement(np.array([[0.0, np.inf]]), np.zeros((1, 2))), r"logits_a: logits contain NaN, \+inf"),
+    (lambda: agreement(np.array([[-np.inf, -np.inf]]), np.zeros((1, 2))), r"logits_a: .*a row without any finite logit"),
+    (lambda: agreement(np.zeros((2, 3)), np.zeros((3, 3))), r"logits_a and logits_b must have the same shape, got \(2, 3\) and \(3, 3\)"),
+    (lambda: accuracy(np.zeros((2, 3)), [0, 1, 2]), r"labels: expected shape \(2,\), got \(3,\)"),
+    (lambda: accuracy(np.zeros((2, 3)), [0.0, 1.5]), r"labels must be integer class indices"),
+    (lambda: min_agreement_from_accuracy(1.2, 0.5), r"acc_a must lie in \[0, 1\], got 1.2"),
+    (lambda: min_agreement_from_accuracy(0.5, -0.1), r"acc_b must lie in \[0, 1\], got -0.1"),
+    (lambda: pairwise_predictive({"a": np.zeros((2, 3))}, [0, 1], [("a", "b")]), r"no logits for model 'b'"),
+    (lambda: pairwise_predictive({"a": np.zeros((2, 3)), "b": np.zeros((2, 0))}, [0, 1]), r"logits of 'b': expected logits"),
+])
+def test_bad_inputs_are_refused_naming_the_argument(call, message):
+    with pytest.raises((ValueError, KeyError), match=message):
+        call()
+
+
+def test_accuracies_at_the_ends_of_the_unit_interval_are_accepted():
+    assert min_agreement_from_accuracy(0.0, 1.0) == 0.0 and min_agreement_from_accuracy(1.0, 1.0) == 1.0
