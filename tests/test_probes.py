@@ -210,3 +210,61 @@ def test_inversion_figure_draws_rgb_in_colour_and_one_channel_in_grey(tmp_path, 
             else:
                 np.testing.assert_array_equal(img, expected[0])
                 assert kw["cmap"] == "gray" and (kw["vmin"], kw["vmax"]) == (0, 1)
+
+
+def test_make_probe_passes_every_setting_through(model, digits):
+    """The adversarial probe of ``make_probe`` is PGD with the config's norm, eps, steps, step
+    size, random start and seed (per-image generators), in the config's batches; the inverted
+    one inverts the pairs its seed draws. Each setting changed alone changes the probe."""
+    from robustlens.attacks import example_generators, pgd_attack
+    from robustlens.probes import make_probe
+
+    x, y = digits["x_test"][:20], digits["y_test"][:20]
+    adv = {"norm": "linf", "eps": 0.1, "steps": 3, "step_size": 0.04, "random_start": True, "seed": 5, "batch_size": 7}
+    probe = make_probe("adversarial", model, x, y, adv, CPU, progress=False)
+    expected = pgd_attack(model, torch.as_tensor(x), torch.as_tensor(y), 0.1, "linf", steps=3, step_size=0.04,
+                          random_init=True, gen=example_generators(5, 0, 20))
+    np.testing.assert_allclose(probe["images"], expected.numpy(), atol=1e-6, rtol=0)
+    for key, other in (("norm", "l2"), ("eps", 0.05), ("steps", 2), ("step_size", 0.02), ("random_start", False), ("seed", 6)):
+        changed = make_probe("adversarial", model, x, y, {**adv, key: other}, CPU, progress=False)
+        assert not np.allclose(changed["images"], probe["images"]), key
+
+    inv = {"n_samples": 5, "iterations": 2, "step_size": 0.1, "momentum": 0.9, "seed": 3, "batch_size": 2}
+    probe = make_probe("inverted", model, x, y, inv, CPU, progress=False)
+    np.testing.assert_array_equal(probe["target_index"], draw_inversion_pairs(y, 5, 3)[0])
+    direct = inverted_probe(model, x, y, n_samples=5, iterations=2, step_size=0.1, momentum=0.9, seed=3, device=CPU, progress=False)
+    np.testing.assert_allclose(probe["images"], direct["images"], atol=1e-6)
+    for key, other in (("iterations", 3), ("step_size", 0.2), ("momentum", 0.5), ("seed", 4)):
+        changed = make_probe("inverted", model, x, y, {**inv, key: other}, CPU, progress=False)
+        assert not np.allclose(changed["images"], probe["images"]), key
+    with pytest.raises(ValueError, match="unknown probe 'natural'; known: adversarial, inverted"):
+        make_probe("natural", model, x, y, inv, CPU, progress=False)
+
+
+def test_probe_dataset_layout():
+    rng = np.random.default_rng(0)
+    images = rng.random((4, 1, 3, 3)).astype(np.float32)
+    inverted = {"images": images, "labels": np.array([2, 0, 1, 2]), "target_index": np.array([5, 1, 7, 9]),
+                "start_index": np.array([0, 3, 2, 4]), "initial_loss": np.array([1.0, 0.9, 0.8, 0.7]),
+                "final_loss": np.array([0.2, 0.1, 0.3, 0.4])}
+    ds = probe_dataset(inverted)
+    assert ds["images"].dims == ("sample", "channel", "y", "x")
+    np.testing.assert_array_equal(ds["images"].values, images)
+    np.testing.assert_array_equal(ds["sample"].values, np.arange(4))
+    np.testing.assert_array_equal(ds["label"].values, [2, 0, 1, 2])
+    for key in ("target_index", "start_index", "initial_loss", "final_loss"):
+        assert ds[key].dims == ("sample",)
+        np.testing.assert_array_equal(ds[key].values, inverted[key])
+    assert "success_rate" not in ds.attrs
+    adversarial = probe_dataset({"images": images, "labels": np.zeros(4, int), "success_rate": 0.25, "robust_accuracy": 0.5})
+    assert adversarial.attrs["success_rate"] == 0.25 and adversarial.attrs["robust_accuracy"] == 0.5
+    assert set(adversarial.data_vars) == {"images"}
+
+
+def test_inversion_pairs_start_from_another_class_and_cover_every_target_once():
+    labels = np.repeat(np.arange(4), 6)
+    targets, starts = draw_inversion_pairs(labels, 10, seed=0)
+    assert len(targets) == 10 and len(set(targets)) == 10 and np.all(np.diff(targets) > 0)
+    assert np.all(labels[starts] != labels[targets])
+    assert not np.array_equal(draw_inversion_pairs(labels, 10, seed=1)[0], targets)
+    assert len(draw_inversion_pairs(labels, 100, seed=0)[0]) == 24  # at most every image once
