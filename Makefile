@@ -39,5 +39,14 @@ rehearse: $(STAMP)
 test-slurm: $(STAMP)
 	SNAKEMAKE=$(CURDIR)/$(VENV)/bin/snakemake tests/slurm/run.sh
 
+# Mutation testing of the numerical modules with mutmut (not part of `make test`; slow: about
+# 1 mutant per second per core). `make mutation MODULES="attacks stats"` runs some; the counts
+# per module are what tests/MUTATION.md records.
+MODULES ?=
+.PHONY: mutation
+mutation: $(STAMP)
+	$(PY) -m pip install --quiet 'mutmut==3.8.1'
+	$(PY) tests/mutation/run.py $(MODULES)
+
 clean:
-	rm -rf results logs .snakemake
+	rm -rf results logs .snakemake .mutation

@@ -131,3 +131,35 @@ def test_slurm_profiles_pass_memory_and_runtime_of_the_rules(planned, name):
             expected = [str(defaults[key]) if value is None else value for value in declared]
             assert sorted(r[key] for r in jobs[rule]) == sorted(expected), (rule, key)
     assert kinds == {True, False}  # both kinds of rule were checked
+
+
+def test_local_profile_runs_gpu_jobs_one_at_a_time(tmp_path):
+    """Real scheduling, not the profile's text: a toy workflow of four jobs that each hold
+    `gpu=1` for a second, run through profiles/local with two cores, never overlap; the same
+    jobs declaring no GPU do (so two cores could have run them together)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def run(gpu: int) -> list[tuple[float, float]]:
+        work = tmp_path / f"gpu{gpu}"
+        work.mkdir()
+        (work / "Snakefile").write_text(
+            "import time\n"
+            "rule all:\n    input: expand('t/{i}.txt', i=range(4))\n"
+            "rule hold:\n    output: 't/{i}.txt'\n"
+            f"    resources: gpu={gpu}\n"
+            "    run:\n"
+            "        start = time.time(); time.sleep(1.0)\n"
+            "        open(output[0], 'w').write(f'{start} {time.time()}')\n"
+        )
+        snakemake = Path(sys.executable).with_name("snakemake")
+        subprocess.run([str(snakemake), "--profile", str(PROFILES / "local"), "--cores", "2", "--directory", str(work),
+                        "--snakefile", str(work / "Snakefile"), "--quiet"], check=True, capture_output=True)
+        return sorted(tuple(map(float, (work / "t" / f"{i}.txt").read_text().split())) for i in range(4))
+
+    def overlaps(spans):
+        return sum(b[0] < a[1] for a, b in zip(spans, spans[1:]))
+
+    assert overlaps(run(1)) == 0
+    assert overlaps(run(0)) >= 1
