@@ -1,0 +1,136 @@
+"""Mutation testing of robustlens' numerical modules with mutmut (``make mutation``).
+
+mutmut 3 imports mutated code only from ``./``, ``src/`` or ``source/``, and robustlens lives in
+``workflow/robustlens``. So each module runs in its own staging directory,
+``.mutation/<module>/``: the package copied to ``src/robustlens``, the fast test files that
+exercise it copied to ``tests/``, and a ``pyproject.toml`` that tells mutmut to mutate that one
+module and run those tests (tests that need the tiny Snakemake run are deselected: they run the
+workflow in a subprocess, which never sees the mutants). The per-module counts go to
+``.mutation/<module>/summary.json`` and are printed as the row of ``tests/MUTATION.md``.
+
+    python tests/mutation/run.py attacks stats        # some modules
+    python tests/mutation/run.py                      # every numerical module
+    python tests/mutation/run.py --survivors stats    # list what survived, with diffs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+STAGES = REPO / ".mutation"
+MUTMUT = Path(sys.executable).with_name("mutmut")
+
+# module -> the fast test files that exercise it
+MODULE_TESTS = {
+    "attacks": ["test_attacks.py", "test_transfer.py"],
+    "stats": ["test_stats.py", "test_universality.py", "test_predictive.py"],
+    "similarity": ["test_similarity.py"],
+    "filters": ["test_filters.py"],
+    "transfer": ["test_transfer.py"],
+    "predictive": ["test_predictive.py", "test_similarity.py"],
+    "probes": ["test_probes.py"],
+    "heads": ["test_probes.py"],
+    "activations": ["test_activations.py", "test_store.py", "faults/test_disk_full.py"],
+    "data": ["test_datasets.py", "test_tasks.py", "test_train.py"],
+}
+DESELECT = "not tiny_run and not tiny_study"
+
+
+def stage(module: str) -> Path:
+    """The staging directory of one module: package under src/, its tests under tests/."""
+    root = STAGES / module
+    if root.exists():
+        shutil.rmtree(root)
+    shutil.copytree(REPO / "workflow" / "robustlens", root / "src" / "robustlens",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "workflow" / "schemas", root / "src" / "schemas")  # config.py reads ../schemas
+    (root / "tests").mkdir()
+    shutil.copy2(REPO / "tests" / "conftest.py", root / "tests" / "conftest.py")
+    for support in ("configs", "rehearsal"):  # test inputs and the makers of real on-disk formats
+        shutil.copytree(REPO / "tests" / support, root / "tests" / support, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(REPO / "config.yaml", root / "config.yaml")
+    for name in MODULE_TESTS[module]:
+        (root / "tests" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / "tests" / name, root / "tests" / name)
+    tests = ", ".join(f'"tests/{name}"' for name in MODULE_TESTS[module])
+    (root / "pyproject.toml").write_text(
+        "[tool.mutmut]\n"
+        'source_paths = ["src"]\n'
+        f'only_mutate = ["src/robustlens/{module}.py"]\n'
+        f'pytest_add_cli_args_test_selection = [{tests}, "-k", "{DESELECT}"]\n'
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
+        'also_copy = ["config.yaml", "src/schemas"]\n'
+        'process_isolation = "forkserver"\n'
+        "timeout_multiplier = 5.0\n"
+        "timeout_constant = 10.0\n"
+    )
+    return root
+
+
+def results(root: Path) -> dict[str, str]:
+    """mutant name -> status, as `mutmut results --all true` prints them."""
+    out = subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=root, text=True,
+                         capture_output=True, check=True).stdout
+    status = {}
+    for line in out.splitlines():
+        if ":" in line and "__mutmut_" in line:
+            name, _, state = line.strip().rpartition(":")
+            status[name.strip()] = state.strip()
+    return status
+
+
+def run(module: str, children: int) -> dict:
+    root = stage(module)
+    env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    log = root / "mutmut.log"
+    print(f"{module}: mutmut running, progress in {log.relative_to(REPO)}", flush=True)
+    with log.open("w") as out:
+        proc = subprocess.run([str(MUTMUT), "run", "--max-children", str(children)], cwd=root, env=env,
+                              stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        print(f"| {module} | mutmut failed (exit {proc.returncode}): see {log.relative_to(REPO)} |", flush=True)
+        return {"module": module, "failed": proc.returncode}
+    status = results(root)
+    counts = Counter(status.values())
+    summary = {"module": module, "mutants": len(status), **counts,
+               "survivors": sorted(n for n, s in status.items() if s == "survived")}
+    (root / "summary.json").write_text(json.dumps(summary, indent=1))
+    killed = counts.get("killed", 0)
+    print(f"| {module} | {len(status)} | {killed} | {counts.get('survived', 0)} | {counts.get('no tests', 0)} | "
+          f"{counts.get('timeout', 0)} | {100 * killed / max(len(status), 1):.1f} % |", flush=True)
+    return summary
+
+
+def show_survivors(module: str) -> None:
+    root = STAGES / module
+    for name in json.loads((root / "summary.json").read_text())["survivors"]:
+        subprocess.run([str(MUTMUT), "show", name], cwd=root)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("modules", nargs="*", default=list(MODULE_TESTS), help=f"any of {list(MODULE_TESTS)}")
+    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--survivors", action="store_true", help="show the surviving mutants of a finished run")
+    args = parser.parse_args()
+    unknown = set(args.modules) - set(MODULE_TESTS)
+    if unknown:
+        parser.error(f"unknown modules {sorted(unknown)}; choose from {list(MODULE_TESTS)}")
+    for module in args.modules:
+        if args.survivors:
+            show_survivors(module)
+        else:
+            run(module, args.max_children)
+
+
+if __name__ == "__main__":
+    main()
