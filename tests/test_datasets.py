@@ -273,3 +273,23 @@ def test_digits_stay_float32_and_round_trip_bit_identical(tmp_path):
         read = load_dataset(tmp_path / "digits.npz", split)
         assert read[f"x_{split}"].dtype == np.float32
         assert read[f"x_{split}"].tobytes() == data[f"x_{split}"].tobytes()
+
+
+def test_digits_pixels_are_sixteenths_split_by_sklearn_and_resized_by_pil():
+    """At 8 px the images are scikit-learn's 0..16 pixels over 16; the test split is
+    scikit-learn's stratified train_test_split of the indices; at 16 px each channel is PIL's
+    bilinear resize of the 8 px float image, clipped to [0, 1]."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    data = prepare_dataset({"source": "sklearn_digits", "image_size": 8, "test_fraction": 0.25, "split_seed": 3})
+    train, test = train_test_split(np.arange(len(digits.target)), test_size=0.25, stratify=digits.target, random_state=3)
+    np.testing.assert_array_equal(data["x_test"][:, 0], (digits.images[np.sort(test)] / 16).astype(np.float32))
+    np.testing.assert_array_equal(data["y_test"], digits.target[np.sort(test)])
+    np.testing.assert_array_equal(data["y_train"], digits.target[np.sort(train)])
+    big = prepare_dataset({"source": "sklearn_digits", "image_size": 16, "test_fraction": 0.25, "split_seed": 3})
+    i = np.sort(test)[5]
+    pil = Image.fromarray((digits.images[i] / 16).astype(np.float32), mode="F").resize((16, 16), Image.BILINEAR)
+    np.testing.assert_array_equal(big["x_test"][5, 0], np.clip(np.asarray(pil), 0, 1))
+    assert big["x_test"].shape == (len(test), 1, 16, 16) and big["x_train"].shape == (len(train), 1, 16, 16)
