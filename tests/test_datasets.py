@@ -214,6 +214,8 @@ def test_cifar_reader_equals_torchvision(tmp_path, monkeypatch, source):
     save_dataset(prepare_dataset(spec, root=tmp_path), path)
     with np.load(path) as stored:
         assert stored["x_train"].dtype == stored["x_test"].dtype == np.uint8
+    train_data = cls(str(tmp_path / source), train=True).data
+    np.testing.assert_array_equal(np.load(path)["x_train"], train_data.transpose(0, 3, 1, 2))  # the train split: train batches
     test = load_dataset(path, "test")  # theirs: torchvision's test split
     assert set(test) == {"x_test", "y_train", "y_test"} and np.array_equal(test["y_test"], theirs.targets)
     expected = torch.stack([torchvision.transforms.ToTensor()(image) for image in theirs.data]).numpy()
@@ -293,3 +295,35 @@ def test_digits_pixels_are_sixteenths_split_by_sklearn_and_resized_by_pil():
     pil = Image.fromarray((digits.images[i] / 16).astype(np.float32), mode="F").resize((16, 16), Image.BILINEAR)
     np.testing.assert_array_equal(big["x_test"][5, 0], np.clip(np.asarray(pil), 0, 1))
     assert big["x_test"].shape == (len(test), 1, 16, 16) and big["x_train"].shape == (len(train), 1, 16, 16)
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    """The MNIST idx format: magic (0, 0, dtype 0x08 = ubyte, ndim), big-endian sizes, bytes."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_from_its_raw_idx_files(tmp_path):
+    """Fashion-MNIST as torchvision stores it (FashionMNIST/raw/*-idx?-ubyte): one grey
+    channel, each image PIL's bilinear resize of the 28 px original, labels as written; without
+    the files, an error that names the folder and the rule that fetches them."""
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "fashion_mnist" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = {"train": rng.integers(0, 256, (30, 28, 28)), "t10k": rng.integers(0, 256, (12, 28, 28))}
+    labels = {"train": np.arange(30) % 10, "t10k": (np.arange(12) * 3) % 10}
+    for part in ("train", "t10k"):
+        write_idx(raw / f"{part}-images-idx3-ubyte", images[part])
+        write_idx(raw / f"{part}-labels-idx1-ubyte", labels[part])
+    data = prepare_dataset({"source": "fashion_mnist", "image_size": 32, "split_seed": 0}, root=tmp_path)
+    for part, split in (("train", "train"), ("t10k", "test")):
+        x = data[f"x_{split}"]
+        assert x.dtype == np.uint8 and x.shape == (len(labels[part]), 1, 32, 32)
+        expected = [np.asarray(Image.fromarray(img.astype(np.uint8)).resize((32, 32), Image.BILINEAR)) for img in images[part]]
+        np.testing.assert_array_equal(x[:, 0], np.stack(expected))
+        np.testing.assert_array_equal(data[f"y_{split}"], labels[part])
+        assert data[f"y_{split}"].dtype == np.int64
+    native = prepare_dataset({"source": "fashion_mnist", "image_size": 28, "split_seed": 0}, root=tmp_path)
+    np.testing.assert_array_equal(native["x_test"][:, 0], images["t10k"])
+    with pytest.raises(FileNotFoundError, match=r"fashion_mnist is not in .*elsewhere.*fashion_mnist: run the workflow's fetch_dataset rule"):
+        prepare_dataset({"source": "fashion_mnist", "image_size": 28, "split_seed": 0}, root=tmp_path / "elsewhere")
