@@ -327,3 +327,25 @@ def test_fashion_mnist_from_its_raw_idx_files(tmp_path):
     np.testing.assert_array_equal(native["x_test"][:, 0], images["t10k"])
     with pytest.raises(FileNotFoundError, match=r"fashion_mnist is not in .*elsewhere.*fashion_mnist: run the workflow's fetch_dataset rule"):
         prepare_dataset({"source": "fashion_mnist", "image_size": 28, "split_seed": 0}, root=tmp_path / "elsewhere")
+
+
+def test_torchvision_splits_are_capped_by_stratified_subsets(tmp_path):
+    """max_train / max_test keep a stratified subset of each split (2 per class of 10 here),
+    rows kept whole with their labels, fixed by split_seed."""
+    rng = np.random.default_rng(1)
+    raw = tmp_path / "fashion_mnist" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = {"train": rng.integers(0, 256, (40, 28, 28)), "t10k": rng.integers(0, 256, (30, 28, 28))}
+    labels = {"train": np.arange(40) % 10, "t10k": np.arange(30) % 10}
+    for part in ("train", "t10k"):
+        write_idx(raw / f"{part}-images-idx3-ubyte", images[part])
+        write_idx(raw / f"{part}-labels-idx1-ubyte", labels[part])
+    spec = {"source": "fashion_mnist", "image_size": 28, "split_seed": 0, "max_train": 20, "max_test": 10}
+    data = prepare_dataset(spec, root=tmp_path)
+    for part, split, n in (("train", "train", 20), ("t10k", "test", 10)):
+        x, y = data[f"x_{split}"][:, 0], data[f"y_{split}"]
+        assert len(x) == n and np.all(np.bincount(y, minlength=10) == n // 10)
+        rows = [int(np.flatnonzero((images[part] == img).all(axis=(1, 2)))[0]) for img in x]
+        assert rows == sorted(rows) and np.array_equal(labels[part][rows], y)  # whole rows, in file order
+    other = prepare_dataset({**spec, "split_seed": 1}, root=tmp_path)
+    assert not np.array_equal(other["x_train"], data["x_train"])
