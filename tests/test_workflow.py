@@ -76,6 +76,66 @@ def test_models_table_has_clean_and_robust_accuracy(tiny_run):
     assert set(table["model"]) == {f"smallcnn-l2-eps{e}-s{s}" for e in (0, 1) for s in (0, 1)}
     assert set(table["metric"]) == {"clean_accuracy", "robust_accuracy"}
     assert table["value"].between(0, 1).all()
+    # clean accuracy is the accuracy of the logits stored for the natural probe (the test split)
+    clean = table[table["metric"] == "clean_accuracy"].set_index("model")["value"]
+    for model, value in clean.items():
+        store = open_store(tiny_run / f"results/activations/natural/digits/{model}.zarr")
+        assert value == pytest.approx(np.mean(store["logits"].values.argmax(1) == store["label"].values), abs=1e-9), model
+
+
+def unbiased_cka(a, b):
+    """Unbiased linear CKA from the unbiased HSIC estimator (Song et al. 2012, Eq. 5) on Gram
+    matrices with zeroed diagonals, written out here."""
+    def hsic(k, l):
+        n = len(k)
+        k, l = k - np.diag(np.diag(k)), l - np.diag(np.diag(l))
+        one = np.ones(n)
+        return (np.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2))
+                - 2 / (n - 2) * one @ k @ l @ one) / (n * (n - 3))
+
+    k, l = a @ a.T, b @ b.T
+    return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
+
+
+def test_one_value_of_every_table_behind_a_figure_recomputed_from_the_artifacts(tiny_run):
+    """heads.csv from the stored heads and features, probes.csv from the logits on the probe's
+    own images, similarity_matrix.csv by the unbiased HSIC written out, filters_quality.csv
+    (Gavrikov & Keuper Eq. 7) from the checkpoint's weights."""
+    import torch
+
+    tables = tiny_run / "results/tables"
+    model = "smallcnn-l2-eps1-s0"
+    natural = open_store(tiny_run / f"results/activations/natural/digits/{model}.zarr")
+    labels = natural["label"].values
+
+    heads = pd.read_csv(tables / "heads.csv").query("model == @model and split == 'test'")
+    stored = np.load(tiny_run / f"results/heads/{model}.npz")
+    for k, seed in enumerate(stored["seeds"]):
+        logits = natural["penultimate"].values.astype(float) @ stored["weight"][k].T + stored["bias"][k]
+        value = heads.query("head == 'retrained' and head_seed == @seed")["value"].item()
+        assert value == pytest.approx(np.mean(logits.argmax(1) == labels), abs=1e-12)
+    original = heads.query("head == 'original'")["value"].item()
+    assert original == pytest.approx(np.mean(natural["logits"].values.argmax(1) == labels), abs=1e-12)
+
+    probes = pd.read_csv(tables / "probes.csv").query("probe == 'adversarial' and metric == 'robust_accuracy'")
+    for m, value in probes.set_index("model")["value"].items():
+        own = open_store(tiny_run / f"results/activations/adversarial/{m}/{m}.zarr")
+        assert value == pytest.approx(np.mean(own["logits"].values.argmax(1) == own["label"].values), abs=1e-12), m
+    assert probes["value"].max() > 0  # the robust models keep some accuracy: the check is not 0 == 0
+
+    matrix = pd.read_csv(tables / "similarity_matrix.csv")
+    row = matrix[(matrix["measure"] == "cka_unbiased") & (matrix["layer"] == "block3") & (matrix["probe"] == "natural")].iloc[0]
+    a = open_store(tiny_run / f"results/activations/natural/digits/{row.model_a}.zarr")["block3"].values.astype(float)
+    b = open_store(tiny_run / f"results/activations/natural/digits/{row.model_b}.zarr")["block3"].values.astype(float)
+    assert row.value == pytest.approx(unbiased_cka(a, b), rel=1e-8)
+
+    quality = pd.read_csv(tables / "filters_quality.csv")
+    weights = torch.load(tiny_run / f"results/models/{model}/checkpoint.pt", weights_only=True)["block2.0.weight"].double()
+    filter_max = weights.abs().amax(dim=(2, 3))
+    expected = (filter_max <= weights.abs().max() / 100).double().mean().item()
+    row = quality.query("model == @model and layer == 'block2.0' and metric == 'sparsity'")
+    assert row["value"].item() == pytest.approx(expected, abs=1e-12)
+    assert row["n_filters"].item() == filter_max.numel()
 
 
 FIGURES = [

@@ -59,5 +59,5 @@ def autoattack_accuracy(model: torch.nn.Module, x_test: np.ndarray, y_test: np.n
             x_adv, _ = attack.run_standard_evaluation(x, y, batch_size=batch)  # returns (x_adv, y_adv)
         with torch.no_grad():
             correct = torch.cat([model(x_adv[i : i + 256]).argmax(1) == y[i : i + 256] for i in range(0, len(y), 256)])
-        out[str(eps)] = correct.float().mean().item()
+        out[str(eps)] = correct.double().mean().item()
     return out

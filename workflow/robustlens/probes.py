@@ -52,7 +52,7 @@ def adversarial_probe(
         "images": x_adv.cpu().numpy(),
         "labels": np.asarray(y),
         "success_rate": flipped / max(1, correct_before.sum().item()),
-        "robust_accuracy": correct_after.float().mean().item(),
+        "robust_accuracy": correct_after.double().mean().item(),
     }
 
 

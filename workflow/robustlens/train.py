@@ -120,7 +120,7 @@ def robust_accuracy(
                 robust[i : i + batch_size] &= model(x_adv).argmax(1) == yb
         if eps == 0:
             break
-    return robust.float().mean().item()
+    return robust.double().mean().item()
 
 
 def evaluate_model(
@@ -142,7 +142,7 @@ def evaluate_model(
     x = torch.as_tensor(x_test).to(device)
     y = torch.as_tensor(y_test).to(device)
     model.to(device).eval()
-    clean = (predict(model, x, batch_size).argmax(1) == y).float().mean().item()
+    clean = (predict(model, x, batch_size).argmax(1) == y).double().mean().item()
     robust = {}
     for eps in tqdm(attack_eps, desc=f"evaluate {model_id}", disable=not progress):
         robust[str(eps)] = robust_accuracy(
