@@ -489,3 +489,125 @@ def test_benjamini_hochberg_keeps_nan_and_shape():
     np.testing.assert_allclose(q[~np.isnan(p)], textbook_bh(p[~np.isnan(p)]))
     with pytest.raises(ValueError):
         benjamini_hochberg([0.5, 1.5])
+
+
+# --------------------------------------------------------------------------- Freedman-Lane and the group-mean slope
+
+
+def partial_r_lstsq(x, y, covariate):
+    """Pearson r of the residuals of x and y after least squares on [1, covariate]."""
+    design = np.column_stack([np.ones(len(x)), covariate])
+    rx = x - design @ np.linalg.lstsq(design, x, rcond=None)[0]
+    ry = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    return np.corrcoef(rx, ry)[0, 1]
+
+
+def freedman_lane_by_hand(x, y, covariate, orders):
+    """(partial r of x and y given the covariate, the share of residual orders whose null r is
+    as extreme): y = fitted + residual on [1, covariate]; each null is fitted + residual[order]."""
+    design = np.column_stack([np.ones(len(y)), covariate])
+    fitted = design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    resid = y - fitted
+    observed = partial_r_lstsq(x, y, covariate)
+    null = np.array([partial_r_lstsq(x, fitted + resid[list(o)], covariate) for o in orders])
+    return observed, int(np.sum(np.abs(null) >= abs(observed) - 1e-10))
+
+
+def eps_group_design(rng, k, pairs_per_group=3):
+    """Pairs of a same-eps design: k eps levels, values and a covariate (accuracy) that both
+    depend on eps, plus noise; rows shuffled so that group order is not file order."""
+    eps = np.repeat(np.linspace(0.0, 3.0, k), pairs_per_group)
+    covariate = 0.9 - 0.05 * eps + rng.normal(scale=0.02, size=len(eps))
+    values = 0.5 + 0.1 * eps - 2.0 * covariate + rng.normal(scale=0.05, size=len(eps))
+    order = rng.permutation(len(eps))
+    return eps[order], values[order], covariate[order]
+
+
+def test_freedman_lane_eps_groups_against_every_order_of_the_group_residuals():
+    from robustlens.stats import freedman_lane_eps_groups
+
+    rng = np.random.default_rng(3)
+    eps, values, covariate = eps_group_design(rng, k=4)
+    means = pd.DataFrame({"eps": eps, "v": values, "c": covariate}).groupby("eps").mean()
+    levels = means.index.to_numpy()
+    orders = list(itertools.permutations(range(4)))
+    r, extreme = freedman_lane_by_hand(levels, means["v"].to_numpy(), means["c"].to_numpy(), orders)
+    _, extreme_linear = freedman_lane_by_hand(levels, levels, means["c"].to_numpy(), orders)
+
+    test = freedman_lane_eps_groups(values, eps, covariate, n_permutations=24)
+    assert test.r == pytest.approx(r, abs=1e-12)
+    assert test.p_value == pytest.approx(extreme / 24, abs=1e-12)
+    assert test.min_p == pytest.approx(extreme_linear / 24, abs=1e-12)
+    assert (test.n_pairs, test.n_permutations, test.exact, test.test) == (12, 24, True, "freedman_lane_eps_groups")
+
+    # one relabeling fewer than 4! = 24: random orders, p = (1 + extreme) / (1 + n), reproducible by seed
+    random = freedman_lane_eps_groups(values, eps, covariate, n_permutations=23, seed=5)
+    assert (random.n_permutations, random.exact) == (23, False)
+    assert random.r == pytest.approx(r, abs=1e-12)
+    assert (random.p_value * 24) == pytest.approx(round(random.p_value * 24), abs=1e-9) and random.p_value >= 1 / 24
+    assert freedman_lane_eps_groups(values, eps, covariate, n_permutations=23, seed=5) == random
+
+
+@pytest.mark.parametrize("k, bad", [(3, None), (5, "value"), (5, "covariate")])
+def test_freedman_lane_eps_groups_is_undefined_below_four_levels_or_with_missing_values(k, bad):
+    from robustlens.stats import freedman_lane_eps_groups
+
+    eps, values, covariate = eps_group_design(np.random.default_rng(0), k=k)
+    if bad == "value":
+        values[0] = np.nan
+    if bad == "covariate":
+        covariate[0] = np.inf
+    test = freedman_lane_eps_groups(values, eps, covariate)
+    assert np.isnan(test.r) and np.isnan(test.p_value) and np.isnan(test.min_p)
+    assert (test.n_pairs, test.n_permutations, test.exact, test.test) == (3 * k, 0, False, "freedman_lane_eps_groups")
+
+
+def test_freedman_lane_models_against_every_relabeling_of_four_models():
+    """Pairs of all 4 models; a relabeling pi gives pair {a, b} the residual of pair {pi(a), pi(b)}."""
+    from robustlens.stats import freedman_lane_models
+
+    rng = np.random.default_rng(11)
+    eps_by_model = {"m0": 0.0, "m1": 0.5, "m2": 1.0, "m3": 2.0}
+    models = list(eps_by_model)
+    pairs = list(itertools.combinations(models, 2))
+    ma, mb = zip(*pairs)
+    x = np.array([(eps_by_model[a] + eps_by_model[b]) / 2 for a, b in pairs])
+    covariate = rng.normal(size=len(pairs))
+    values = 0.3 * x + 0.5 * covariate + rng.normal(scale=0.1, size=len(pairs))
+    position = {frozenset(p): i for i, p in enumerate(pairs)}
+    orders = [[position[frozenset((models[perm[models.index(a)]], models[perm[models.index(b)]]))] for a, b in pairs]
+              for perm in itertools.permutations(range(4))]
+    r, extreme = freedman_lane_by_hand(x, values, covariate, orders)
+    test = freedman_lane_models(values, ma, mb, eps_by_model, covariate, n_permutations=24)
+    assert test.r == pytest.approx(r, abs=1e-12)
+    assert test.p_value == pytest.approx(extreme / 24, abs=1e-12)
+    assert (test.n_pairs, test.n_permutations, test.exact, test.test) == (6, 24, True, "freedman_lane_models")
+    with pytest.raises(ValueError, match="every pair of the models"):
+        freedman_lane_models(values[:-1], ma[:-1], mb[:-1], eps_by_model, covariate[:-1])
+
+
+def test_group_mean_slope_is_ols_on_the_group_means_with_its_t_interval():
+    from scipy.stats import linregress, t
+
+    from robustlens.stats import group_mean_slope
+
+    rng = np.random.default_rng(2)
+    eps = np.repeat([0.0, 0.25, 0.5, 1.0, 2.0], [1, 3, 2, 3, 1])
+    values = 0.4 - 0.1 * eps + rng.normal(scale=0.03, size=len(eps))
+    means = pd.DataFrame({"eps": eps, "v": values}).groupby("eps")["v"].mean()
+    fit = linregress(means.index.to_numpy(), means.to_numpy())
+    for ci in (0.95, 0.8):
+        half = t.ppf((1 + ci) / 2, 3) * fit.stderr
+        slope = group_mean_slope(eps, values, ci=ci)
+        assert (slope.slope, slope.low, slope.high) == pytest.approx((fit.slope, fit.slope - half, fit.slope + half), abs=1e-12)
+        assert slope.n_levels == 5
+
+    two = group_mean_slope([1.0, 1.0, 3.0], [0.2, 0.4, 1.3])  # means 0.3 and 1.3: slope 0.5, no interval
+    assert two.slope == pytest.approx(0.5, abs=1e-12) and np.isnan(two.low) and np.isnan(two.high) and two.n_levels == 2
+    one = group_mean_slope([1.0, 1.0], [0.2, 0.4])
+    assert np.isnan(one.slope) and np.isnan(one.low) and np.isnan(one.high) and one.n_levels == 1
+    missing = group_mean_slope(eps, np.where(np.arange(len(eps)) == 0, np.nan, values))
+    assert np.isnan(missing.slope) and missing.n_levels == 5
+    for ci in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=f"ci must lie in \\(0, 1\\), got {ci}"):
+            group_mean_slope(eps, values, ci=ci)
