@@ -611,3 +611,92 @@ def test_group_mean_slope_is_ols_on_the_group_means_with_its_t_interval():
     for ci in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match=f"ci must lie in \\(0, 1\\), got {ci}"):
             group_mean_slope(eps, values, ci=ci)
+
+
+# --------------------------------------------------------------------------- records, refusals and degenerate draws
+
+
+def test_random_relabelings_p_is_one_plus_extreme_over_one_plus_n():
+    """Two eps groups: the only other relabeling swaps the groups, which flips r's sign, so every
+    relabeling is as extreme as the data and p = (1 + n) / (1 + n) = 1 on the random path too."""
+    rng = np.random.default_rng(0)
+    models, df = same_eps_pairs([0, 1], [0, 1, 2], lambda e: 0.5 + 0.1 * e, rng)
+    args = (df["value"], df["model_a"], df["model_b"], models)
+    exact = pearson_eps_permutation(*args, n_permutations=2, permute="eps_groups")
+    assert (exact.p_value, exact.n_permutations, exact.exact) == (1.0, 2, True)
+    random = pearson_eps_permutation(*args, n_permutations=1, permute="eps_groups", seed=3)
+    assert (random.p_value, random.n_permutations, random.exact, random.n_pairs) == (1.0, 1, False, 6)
+
+
+def test_random_relabelings_agree_with_exact_enumeration_across_chunks():
+    """3,000 random relabelings (three chunks) estimate the exact p of all 8!/(2! 2! 2!) = 5,040
+    distinct relabelings within four binomial standard errors; the same seed repeats them."""
+    rng = np.random.default_rng(4)
+    eps_by_model = {f"m{i}": e for i, e in enumerate([0, 0, 1, 1, 2, 2, 3, 4])}
+    pairs = list(itertools.combinations(eps_by_model, 2))
+    ma, mb = zip(*pairs)
+    values = [0.03 * (eps_by_model[a] + eps_by_model[b]) + rng.normal(scale=0.3) for a, b in pairs]
+    exact = pearson_eps_permutation(values, ma, mb, eps_by_model, n_permutations=5040)
+    assert exact.exact and exact.n_permutations == 5040 and 0.05 < exact.p_value < 0.95
+    random = pearson_eps_permutation(values, ma, mb, eps_by_model, n_permutations=3000, seed=1)
+    se = np.sqrt(exact.p_value * (1 - exact.p_value) / 3000)
+    assert not random.exact and random.n_permutations == 3000
+    assert abs(random.p_value - exact.p_value) < 4 * se
+    assert round(random.p_value * 3001) == pytest.approx(random.p_value * 3001, abs=1e-9)
+    assert pearson_eps_permutation(values, ma, mb, eps_by_model, n_permutations=3000, seed=1) == random
+
+
+def test_undefined_permutation_records_and_refused_arguments():
+    rng = np.random.default_rng(7)
+    models, df = same_eps_pairs([0, 1], [0, 1, 2], lambda e: 0.5 + e, rng)
+    args = (df["model_a"], df["model_b"], models)
+    with pytest.warns(RuntimeWarning, match="not finite: r and p are NaN"):
+        bad = pearson_eps_permutation(np.where(df["eps"] == 1, np.nan, 1.0), *args)
+    assert np.isnan(bad.r) and np.isnan(bad.p_value) and (bad.n_pairs, bad.n_permutations, bad.exact) == (6, 0, False)
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        bad_covariate = partial_eps_permutation(df["value"], *args, np.where(df["eps"] == 1, np.inf, 1.0))
+    assert np.isnan(bad_covariate.r) and (bad_covariate.n_pairs, bad_covariate.n_permutations) == (6, 0)
+    with pytest.raises(ValueError, match="values has 5 entries but there are 6 pairs"):
+        pearson_eps_permutation(df["value"][:5], *args)
+    with pytest.raises(ValueError, match="covariate has 4 entries but there are 6 pairs"):
+        partial_eps_permutation(df["value"], *args, np.ones(4))
+    with pytest.raises(ValueError, match="n_permutations must be at least 1"):
+        pearson_eps_permutation(df["value"], *args, n_permutations=0)
+    with pytest.raises(ValueError, match="permute must be one of .*got 'seeds'"):
+        pearson_eps_permutation(df["value"], *args, permute="seeds")
+    one = pearson_eps_permutation(df["value"], *args, n_permutations=1, seed=2)
+    assert one.n_permutations == 1 and one.p_value in (0.5, 1.0)
+
+
+def test_bootstrap_refusals_and_degenerate_tables():
+    rng = np.random.default_rng(0)
+    _, df = same_eps_pairs([0, 1], [0, 1, 2], lambda e: 0.7, rng)
+    table = df[["eps", "seed_a", "seed_b", "value"]]
+    for ci in (0.0, 1.0):
+        with pytest.raises(ValueError, match=f"ci must lie in \\(0, 1\\), got {ci}"):
+            bootstrap_over_seeds(table, "mean", ci=ci)
+    no_pairs = table.iloc[:0]
+    with pytest.warns(RuntimeWarning, match="fewer than two resampling units, no CI"):
+        none = bootstrap_over_seeds(no_pairs, "mean", n_boot=7)
+    assert np.isnan(none.low) and np.isnan(none.high) and none.statistics.dtype == float and len(none.statistics) == 0
+    assert (none.n_boot, none.n_skipped, none.n_nonfinite) == (7, 7, 0)
+    two_units = pd.DataFrame({"eps": [0.0], "seed_a": [0], "seed_b": [1], "value": [0.5]})
+    both = bootstrap_over_seeds(two_units, "mean", n_boot=200, seed=1)  # a draw is {0, 1} half the time
+    assert both.low == both.high == 0.5 and 60 < len(both.statistics) < 140
+    assert both.n_skipped == 200 - len(both.statistics) and both.n_nonfinite == 0
+    with pytest.warns(RuntimeWarning, match="no finite statistic in 50 draws"):
+        nan = bootstrap_over_seeds(two_units, lambda t: float("nan"), n_boot=50, seed=1)
+    assert np.isnan(nan.low) and np.isnan(nan.high) and len(nan.statistics) == 0
+    assert nan.n_boot == 50 and nan.n_skipped + nan.n_nonfinite == 50 and nan.n_nonfinite > 0
+
+
+def test_bootstrap_skips_draws_without_a_listed_pair_at_the_enumerated_rate():
+    """Units 0-3 but only pairs {0, 1} and {2, 3}: a draw is kept when it holds both units of
+    some pair. The kept share of 20,000 draws matches the enumeration of all 4^4 draws."""
+    table = pd.DataFrame({"eps": [0.0, 0.0], "seed_a": [0, 2], "seed_b": [1, 3], "value": [0.2, 0.6]})
+    draws = list(itertools.product(range(4), repeat=4))
+    kept = np.mean([({0, 1} <= set(d)) or ({2, 3} <= set(d)) for d in draws])
+    result = bootstrap_over_seeds(table, "mean", n_boot=20000, seed=0)
+    assert abs(len(result.statistics) / 20000 - kept) < 4 * np.sqrt(kept * (1 - kept) / 20000)
+    assert result.n_skipped == 20000 - len(result.statistics)
+    assert set(np.round(result.statistics, 12)) <= {0.2, 0.6, 0.4}
