@@ -87,7 +87,7 @@ def test_target_stores_hold_each_targets_stage_outputs_on_the_same_images(resnet
     import copy
 
     from robustlens.activations import write_target_stores
-    from robustlens.store import open_store, verify_store
+    from robustlens.store import open_store, read_manifest, verify_store
 
     other = copy.deepcopy(resnet)
     with torch.no_grad():
@@ -96,10 +96,13 @@ def test_target_stores_hold_each_targets_stage_outputs_on_the_same_images(resnet
     labels = np.array([3, 1, 4, 1, 0, 2, 2])
     settings = {"layers": ["layer2", "logits"], "spatial": "flatten", "batch_size": 3}
     index = write_target_stores({"a": (resnet, {"m": "a"}), "b": (other, {"m": "b"})}, x.numpy(), labels,
-                                str(tmp_path / "stores"), activations=settings, progress=False)
-    assert sorted(index) == ["a", "b"] and sorted(p.name for p in (tmp_path / "stores").glob("*.zarr")) == ["a.zarr", "b.zarr"]
+                                str(tmp_path / "probe" / "source" / "stores"), activations=settings, progress=False)
+    stores = tmp_path / "probe" / "source" / "stores"  # parents made as needed
+    assert sorted(index) == ["a", "b"] and sorted(p.name for p in stores.glob("*.zarr")) == ["a.zarr", "b.zarr"]
     for name, model in (("a", resnet), ("b", other)):
-        ds = open_store(tmp_path / "stores" / f"{name}.zarr")
+        ds = open_store(stores / f"{name}.zarr")
+        manifest = read_manifest(stores / f"{name}.zarr")
+        assert manifest["provenance"] == {"m": name} and manifest["layers"] == ["layer2", "logits"]
         expected = stage_outputs(model, x)
         np.testing.assert_allclose(ds["layer2"].values, expected["layer2"].flatten(1).numpy(), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(ds["logits"].values, expected["logits"].numpy(), rtol=1e-5, atol=1e-5)
@@ -107,9 +110,8 @@ def test_target_stores_hold_each_targets_stage_outputs_on_the_same_images(resnet
         np.testing.assert_array_equal(ds["sample"].values, np.arange(7))
         np.testing.assert_array_equal(ds["label"].values, labels)
         assert ds["label"].dims == ("sample",)
-        assert verify_store(tmp_path / "stores" / f"{name}.zarr")["checksum"] == index[name]
-    assert not np.allclose(open_store(tmp_path / "stores" / "a.zarr")["layer2"].values,
-                           open_store(tmp_path / "stores" / "b.zarr")["layer2"].values)
+        assert verify_store(stores / f"{name}.zarr")["checksum"] == index[name]
+    assert not np.allclose(open_store(stores / "a.zarr")["layer2"].values, open_store(stores / "b.zarr")["layer2"].values)
 
 
 def test_bad_reduction_and_sample_count_are_named():
