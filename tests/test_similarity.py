@@ -506,3 +506,336 @@ def test_registry_imports_neither_torch_nor_numpy():
     code = "import sys, robustlens.measures; print('torch' in sys.modules, 'numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation messages, boundaries, defaults and estimator details (independent references)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_mut_structure_errors_name_the_input_and_its_shape():
+    X, Y = related_pair(n=10, p=3, q=4, seed=30)
+    with pytest.raises(S.RepresentationError, match=r"^X: representation has shape \(10, 3, 1\), expected \(n_samples, n_features\)$"):
+        S.linear_cka(X[:, :, None], Y)
+    with pytest.raises(S.RepresentationError, match=r"^Y: representation has shape \(10,\), expected"):
+        S.procrustes_similarity(X, Y[:, 0])
+    with pytest.raises(S.RepresentationError, match=r"^X: representation has 1 sample\(s\); at least 2 are needed$"):
+        S.linear_cka(X[:1], Y[:1])
+    with pytest.raises(S.RepresentationError, match=r"^Y: representation has no features$"):
+        S.linear_cka(X, Y[:, :0])
+    with pytest.raises(S.RepresentationError, match=r"^X: representation has dtype complex128, not real numbers$"):
+        S.linear_cka(X + 1j, Y)
+    with pytest.raises(ValueError, match=r"^X and Y must describe the same samples: 10 rows vs 9$"):
+        S.linear_cka(X, Y[:9])
+    with pytest.raises(ValueError, match=r"^X and Y must describe the same samples: 10 rows vs 9$"):
+        S.linear_cka_minibatch(X, Y[:9], batch_size=4)
+    with pytest.raises(ValueError, match=r"^X and Y must describe the same samples: 10 rows vs 9$"):
+        S.rtd_trials(X, Y[:9], n_trials=1, batch=5)
+
+
+def test_mut_zero_variance_and_nan_errors_name_x_or_y():
+    X, Y = related_pair(n=10, p=3, q=4, seed=31)
+    const = np.full((10, 3), 2.5)
+    for fn in (S.linear_cka, S.procrustes_similarity, S.knn_jaccard):
+        with pytest.raises(S.RepresentationError, match=r"^X: representation has zero variance \(all 10 rows identical\)$"):
+            fn(const, Y) if fn is not S.knn_jaccard else fn(const, Y, k=3)
+        with pytest.raises(S.RepresentationError, match=r"^Y: representation has zero variance \(all 10 rows identical\)$"):
+            fn(X, const) if fn is not S.knn_jaccard else fn(X, const, k=3)
+        nx, ny = X.copy(), Y.copy()
+        nx[4, 1] = np.nan
+        ny[2, 2] = np.inf
+        kw = {"k": 3} if fn is S.knn_jaccard else {}
+        with pytest.raises(S.RepresentationError, match=r"^X: representation contains NaN or Inf values$"):
+            fn(nx, Y, **kw)
+        with pytest.raises(S.RepresentationError, match=r"^Y: representation contains NaN or Inf values$"):
+            fn(X, ny, **kw)
+        with pytest.raises(S.RepresentationError, match=r"^X or Y has values too large for float64 products \(overflow\)$"):
+            fn(X, Y * 1e200, **kw)
+    nx = X.copy()
+    nx[0, 0] = np.nan
+    with pytest.raises(S.RepresentationError, match=r"^X: representation contains NaN"):
+        S.rtd_trials(nx, Y, n_trials=1, batch=5)
+    with pytest.raises(S.RepresentationError, match=r"^Y: representation contains NaN"):
+        S.rtd_trials(X, nx, n_trials=1, batch=5)
+
+
+def test_mut_smallest_valid_shapes_and_input_types_are_accepted():
+    g = rng(32)
+    # two samples: biased CKA of any two nonconstant 2-row representations is 1 (rank-one centred data)
+    X2, Y2 = g.standard_normal((2, 3)), g.standard_normal((2, 5))
+    assert S.linear_cka(X2, Y2) == pytest.approx(textbook_biased_cka(X2, Y2), rel=1e-12)
+    S.validate_representation(X2, "two rows")
+    # rows 0 and 2 equal, row 1 different: not constant
+    X3 = np.array([[1.0, 2.0], [3.0, 1.0], [1.0, 2.0]])
+    Y3 = g.standard_normal((3, 2))
+    assert S.linear_cka(X3, Y3) == pytest.approx(textbook_biased_cka(X3, Y3), rel=1e-12)
+    # a single feature
+    X1, Y1 = g.standard_normal((12, 1)), g.standard_normal((12, 1))
+    assert S.linear_cka(X1, Y1) == pytest.approx(textbook_biased_cka(X1, Y1), rel=1e-12)
+    # integers, float32 and nested lists are real matrices too (computed in float64)
+    Xi = g.integers(-5, 6, size=(15, 4))
+    Yi = g.integers(-5, 6, size=(15, 3))
+    assert S.linear_cka(Xi, Yi) == pytest.approx(textbook_biased_cka(Xi.astype(float), Yi.astype(float)), rel=1e-12)
+    assert S.linear_cka(Xi.tolist(), Yi.tolist()) == pytest.approx(textbook_biased_cka(Xi.astype(float), Yi.astype(float)), rel=1e-12)
+    Xf, Yf = related_pair(n=40, p=6, q=5, seed=33)
+    Xf, Yf = Xf.astype(np.float32), Yf.astype(np.float32)
+    ref = textbook_biased_cka(Xf.astype(np.float64), Yf.astype(np.float64))
+    assert S.linear_cka(Xf, Yf) == pytest.approx(ref, rel=1e-12)
+    assert S.linear_cka(Xf, Yf, route="gram") == pytest.approx(ref, rel=1e-12)
+    # unbiased CKA with exactly four samples
+    X4, Y4 = related_pair(n=4, p=3, q=2, seed=34)
+    assert S.linear_cka(X4, Y4, unbiased=True) == pytest.approx(textbook_unbiased_cka(X4, Y4), rel=1e-9)
+    with pytest.raises(ValueError, match=r"^unbiased CKA needs at least 4 samples, got 3$"):
+        S.linear_cka(X4[:3, :2], Y4[:3], unbiased=True)
+
+
+def test_mut_unbiased_cka_can_be_negative_and_is_not_clipped_at_zero():
+    # independent representations: the unbiased estimate scatters around 0, here below it
+    for seed in range(40):
+        g = rng(100 + seed)
+        X, Y = g.standard_normal((12, 3)), g.standard_normal((12, 2))
+        expected = textbook_unbiased_cka(X, Y)
+        if expected < -0.05:
+            break
+    assert expected < -0.05
+    assert S.linear_cka(X, Y, unbiased=True) == pytest.approx(expected, rel=1e-9)
+    assert S.linear_cka_unbiased(X, Y) == pytest.approx(expected, rel=1e-9)
+    assert S.linear_cka_streaming([(X[:5], Y[:5]), (X[5:], Y[5:])], unbiased=True) == pytest.approx(expected, rel=1e-9)
+    # a single minibatch holding every sample is the full unbiased CKA
+    assert S.linear_cka_minibatch(X, Y, batch_size=12) == pytest.approx(expected, rel=1e-9)
+    acc = S.MinibatchLinearCKA()
+    assert acc.update(X, Y).value() == pytest.approx(expected, rel=1e-9)
+
+
+def test_mut_similarities_never_exceed_one_on_identical_inputs():
+    # documented ranges: rounding must not push a perfect match above 1
+    for seed in range(25):
+        g = rng(200 + seed)
+        n, p = 7 + seed, 1 + seed % 6
+        X = g.standard_normal((n, p)) * 10.0 ** g.uniform(-3, 3)
+        for value in (S.linear_cka(X, X), S.linear_cka(X, 3 * X, unbiased=True), S.procrustes_similarity(X, 0.3 * X)):
+            assert value <= 1.0
+            assert value == pytest.approx(1.0, abs=1e-12)
+
+
+def test_mut_feature_route_choice_follows_the_multiply_add_count():
+    # feature route costs n (pq + p^2 + q^2) multiply-adds, Gram route n^2 (p + q)
+    for n, p, q in itertools.product([1, 2, 3, 5, 10, 40], [1, 2, 3, 7, 20], [1, 2, 4, 9, 30]):
+        features, gram = n * (p * q + p * p + q * q), n * n * (p + q)
+        assert S._feature_route_is_cheaper(n, p, q) == (features <= gram), (n, p, q)
+    assert S._feature_route_is_cheaper(3, 2, 2)  # a tie: 3 * 12 == 9 * 4
+    X, Y = related_pair(n=50, p=3, q=2, seed=35)
+    assert S._CentredProducts(torch.from_numpy(X), torch.from_numpy(Y)).route == "features"
+    X, Y = related_pair(n=5, p=30, q=20, seed=35)
+    assert S._CentredProducts(torch.from_numpy(X), torch.from_numpy(Y)).route == "gram"
+
+
+def test_mut_unbiased_hsic_from_terms_matches_song_on_gram_matrices():
+    for n in (4, 5, 9):
+        g = rng(40 + n)
+        A, B = g.standard_normal((n, 3)), g.standard_normal((n, 2)) + 1.0
+        K, L = A @ A.T, B @ B.T
+        Kt, Lt = K - np.diag(np.diag(K)), L - np.diag(np.diag(L))
+        one = np.ones(n)
+        got = S.unbiased_hsic_from_terms(n, np.trace(Kt @ Lt), one @ Kt @ one, one @ Lt @ one, one @ Kt @ Lt @ one)
+        assert got == pytest.approx(song_unbiased_hsic_loops(K, L), rel=1e-9)
+    with pytest.raises(ValueError, match=r"^unbiased HSIC needs at least 4 samples, got 3$"):
+        S.unbiased_hsic_from_terms(3, 1.0, 1.0, 1.0, 1.0)
+
+
+def test_mut_minibatch_with_unequal_batch_sizes_and_defaults():
+    # 43 samples in 4 batches of 11, 11, 11, 10: the per-batch 1/(n(n-3)) factors do not cancel
+    X, Y = related_pair(n=43, p=5, q=4, noise=2.0, seed=36)
+    for seed, batch_size, kwargs in ((0, 10, {}), (5, 10, {"seed": 5}), (1, 4, {"seed": 1}), (2, 30, {"seed": 2})):
+        order = np.random.default_rng(seed).permutation(43)
+        batches = np.array_split(order, max(1, 43 // batch_size))
+        h = np.array([[vectorised_unbiased_hsic(a @ a.T, b @ b.T) for a, b in ((X[i], Y[i]), (X[i], X[i]), (Y[i], Y[i]))] for i in batches])
+        expected = h[:, 0].mean() / np.sqrt(h[:, 1].mean() * h[:, 2].mean())
+        assert S.linear_cka_minibatch(X, Y, batch_size=batch_size, **kwargs) == pytest.approx(expected, rel=1e-10)
+        Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+        assert S.linear_cka_minibatch(Xt, Yt, batch_size=batch_size, **kwargs) == pytest.approx(expected, rel=1e-10)
+    with pytest.raises(ValueError, match=r"^batch_size must be at least 4 \(unbiased HSIC\), got 3$"):
+        S.linear_cka_minibatch(X, Y, batch_size=3)
+
+
+def test_mut_minibatch_accumulator_checks():
+    X, Y = related_pair(n=20, p=2, q=3, seed=37)
+    acc = S.MinibatchLinearCKA()
+    with pytest.raises(ValueError, match=r"^no minibatch was added$"):
+        acc.value()
+    with pytest.raises(ValueError, match=r"^each minibatch needs at least 4 samples for the unbiased HSIC, got 3$"):
+        acc.update(X[:3], Y[:3])
+    h = []
+    for rows in (slice(0, 4), slice(4, 9), slice(9, 20)):  # 4, 5 and 11 samples, 2 features
+        acc.update(X[rows], Y[rows])
+        a, b = X[rows], Y[rows]
+        h.append([vectorised_unbiased_hsic(a @ a.T, b @ b.T), vectorised_unbiased_hsic(a @ a.T, a @ a.T), vectorised_unbiased_hsic(b @ b.T, b @ b.T)])
+        m = np.mean(h, axis=0)
+        assert acc.value() == pytest.approx(m[0] / np.sqrt(m[1] * m[2]), rel=1e-10)
+    bad = X[:6].copy()
+    bad[1, 0] = np.nan
+    with pytest.raises(S.RepresentationError, match=r"^X: representation contains NaN"):
+        S.MinibatchLinearCKA(device="cpu").update(bad, Y[:6])
+    with pytest.raises(S.RepresentationError, match=r"^Y: representation contains NaN"):
+        S.MinibatchLinearCKA().update(Y[:6], bad)
+
+
+def test_mut_streaming_edge_cases_and_messages():
+    X, Y = related_pair(n=30, p=3, q=4, seed=38)
+    # the default is the biased CKA; two samples suffice for it, four for the unbiased one
+    assert S.linear_cka_streaming([(X[:7], Y[:7]), (X[7:], Y[7:])]) == pytest.approx(textbook_biased_cka(X, Y), rel=1e-9)
+    assert S.StreamingLinearCKA().update(X[:2], Y[:2]).value() == pytest.approx(textbook_biased_cka(X[:2], Y[:2]), rel=1e-9)
+    acc = S.StreamingLinearCKA(device="cpu").update(X[:1], Y[:1]).update(X[1:4], Y[1:4])
+    assert acc.value(unbiased=True) == pytest.approx(textbook_unbiased_cka(X[:4], Y[:4]), rel=1e-8)
+    with pytest.raises(S.RepresentationError, match=r"^streaming CKA has seen 1 sample\(s\); at least 2 are needed$"):
+        S.StreamingLinearCKA().update(X[:1], Y[:1]).value()
+    with pytest.raises(ValueError, match=r"^unbiased CKA needs at least 4 samples, got 3$"):
+        S.StreamingLinearCKA().update(X[:3], Y[:3]).value(unbiased=True)
+    # an empty first chunk is skipped
+    acc = S.StreamingLinearCKA().update(X[:0], Y[:0]).update(X, Y)
+    assert acc.n == 30 and acc.value() == pytest.approx(textbook_biased_cka(X, Y), rel=1e-9)
+    with pytest.raises(ValueError, match=r"^chunks must be \(m, p\) and \(m, q\) with equal m, got \(5, 3\) and \(4, 4\)$"):
+        S.StreamingLinearCKA().update(X[:5], Y[:4])
+    with pytest.raises(ValueError, match=r"^chunks must be \(m, p\) and \(m, q\) with equal m, got \(5,\) and \(5, 4\)$"):
+        S.StreamingLinearCKA().update(X[:5, 0], Y[:5])
+    acc = S.StreamingLinearCKA().update(X[:10], Y[:10])
+    with pytest.raises(ValueError, match=r"^chunk feature counts 2, 4 differ from earlier chunks$"):
+        acc.update(X[10:15, :2], Y[10:15])
+    with pytest.raises(ValueError, match=r"^chunk feature counts 3, 5 differ from earlier chunks$"):
+        acc.update(X[10:15], np.hstack([Y[10:15], Y[10:15, :1]]))
+    bad = X[10:17].copy()
+    bad[2, 1] = np.inf
+    with pytest.raises(S.RepresentationError, match=r"^chunk at rows 10\.\.17 contains NaN or Inf values$"):
+        acc.update(bad, Y[10:17])
+    # constant representations, whichever side, spread over chunks whose rows share entries
+    const = np.tile([1.0, 2.0, 3.0], (30, 1))
+    with pytest.raises(S.RepresentationError, match=r"^X: representation has zero variance \(all 30 rows identical\)$"):
+        S.linear_cka_streaming([(const[:12], Y[:12]), (const[12:], Y[12:])])
+    with pytest.raises(S.RepresentationError, match=r"^Y: representation has zero variance \(all 30 rows identical\)$"):
+        S.linear_cka_streaming([(Y[:12], const[:12]), (Y[12:], const[12:])])
+    Xs = const.copy()
+    Xs[20, 0] = 5.0  # shares two entries with the first row, differs in one
+    assert S.linear_cka_streaming([(Xs[:12], Y[:12]), (Xs[12:], Y[12:])]) == pytest.approx(textbook_biased_cka(Xs, Y), rel=1e-9)
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_mut_streaming_survives_large_feature_specific_offsets(unbiased):
+    X, Y = related_pair(n=120, p=4, q=3, seed=39)
+    Xo = X + np.array([3e6, -3e6, 1e6, -2e6])
+    Yo = Y + np.array([-4e6, 2e6, 5e6])
+    chunks = [(Xo[a:a + 25], Yo[a:a + 25]) for a in range(0, 120, 25)]
+    expected = textbook_unbiased_cka(X, Y) if unbiased else textbook_biased_cka(X, Y)
+    assert S.linear_cka_streaming(chunks, unbiased=unbiased) == pytest.approx(expected, rel=1e-8)
+
+
+def test_mut_tiny_hsics_far_below_one_are_positive():
+    # small-scale data have HSICs far below 1; CKA is scale invariant
+    X, Y = related_pair(n=30, p=4, q=3, seed=41)
+    assert S.linear_cka(1e-4 * X, 1e-3 * Y, unbiased=True) == pytest.approx(textbook_unbiased_cka(X, Y), rel=1e-8)
+    assert S.linear_cka(1e-4 * X, 1e-3 * Y) == pytest.approx(textbook_biased_cka(X, Y), rel=1e-9)
+
+
+def test_mut_cosine_neighbours_in_several_blocks_and_with_a_zero_row():
+    X, _ = related_pair(n=23, p=4, q=2, seed=42)
+    X[5] = 0.0  # an all-zero row has cosine 0 to every row
+    k = 4
+
+    def brute(A):
+        norms = np.linalg.norm(A, axis=1)
+        safe = np.where(norms > 0, norms, 1.0)
+        cos = (A / safe[:, None]) @ (A / safe[:, None]).T
+        np.fill_diagonal(cos, -np.inf)
+        return [set(np.argsort(-row, kind="stable")[:k].tolist()) for row in cos]
+
+    expected = brute(X)
+    Xt = torch.from_numpy(X)
+    for block_elements in (23, 3 * 23, 10 * 23, 1 << 23):
+        got = S._cosine_neighbours(Xt, torch.linalg.vector_norm(Xt, dim=1), k, block_elements=block_elements)
+        got = [set(r.tolist()) for r in got]
+        assert all(5 not in row and i not in row and len(row) == k for i, row in enumerate(got))
+        # the zero row's own neighbours are all ties (cosine 0); every other row's are unique
+        assert got[:5] + got[6:] == expected[:5] + expected[6:]
+
+
+def test_mut_knn_jaccard_default_k_is_ten():
+    X, Y = related_pair(n=60, p=6, q=5, noise=1.0, seed=45)
+    assert S.knn_jaccard(X, Y) == pytest.approx(brute_force_knn_jaccard(X, Y, 10, center=False), abs=1e-12)
+    assert S.knn_jaccard(X, Y) != pytest.approx(brute_force_knn_jaccard(X, Y, 11, center=False), abs=1e-6)
+
+
+def test_mut_rtd_settings_and_quantile_normalisation():
+    X, Y = related_pair(n=9, p=3, q=3, noise=1.0, seed=46)
+    trials = S.rtd_trials(X, Y)
+    assert trials.shape == (10,)  # n_trials defaults to 10; batch min(500, 9) holds every sample
+    expected = (paper_rtd_one_direction(X, Y) + paper_rtd_one_direction(Y, X)) / 2
+    np.testing.assert_allclose(trials, expected, rtol=1e-5)
+    # the smallest batch; scale invariance (distances are divided by their 0.9 quantile)
+    assert S.rtd_trials(X, Y, n_trials=1, batch=4, seed=3).shape == (1,)
+    assert S.rtd(1e-3 * X, 1e-3 * Y, n_trials=1, batch=9) == pytest.approx(expected, rel=1e-5)
+    assert S.rtd(torch.from_numpy(X).float(), torch.from_numpy(Y).float(), n_trials=1, batch=9) == pytest.approx(
+        (paper_rtd_one_direction(X.astype(np.float32).astype(float), Y.astype(np.float32).astype(float))
+         + paper_rtd_one_direction(Y.astype(np.float32).astype(float), X.astype(np.float32).astype(float))) / 2, rel=1e-5)
+    with pytest.raises(ValueError, match=r"^n_trials must be at least 1, got 0$"):
+        S.rtd_trials(X, Y, n_trials=0)
+    with pytest.raises(ValueError, match=r"^batch must be at least 4, got 3$"):
+        S.rtd_trials(X, Y, batch=3)
+    # 19 identical rows and one other: over 90% of the distances are 0
+    Z = np.zeros((20, 2))
+    Z[7] = [1.0, 2.0]
+    with pytest.raises(S.RepresentationError, match=r"^RTD: the 0\.9 quantile of the batch's distances is 0 \(too many identical rows\)$"):
+        S.rtd(Z, rng(47).standard_normal((20, 2)), n_trials=1, batch=20)
+
+
+def test_mut_cross_barcode_matrix_layout_and_small_entry_threshold():
+    g = rng(48)
+    P, Q = g.standard_normal((6, 2)), g.standard_normal((6, 2))
+    A = 1e-3 * np.sqrt(((P[:, None] - P[None]) ** 2).sum(-1))  # mean of A about 1e-3
+    B = 1e-3 * np.sqrt(((Q[:, None] - Q[None]) ** 2).sum(-1))
+    expected = np.block([[np.zeros((6, 6)), A.T], [A, np.minimum(A, B)]])
+    expected[expected < 1e-6 * A.mean()] = 0.0
+    np.testing.assert_array_equal(S.cross_barcode_matrix(A, B), expected)
+    M = expected.copy()
+    M[2, 2] = 0.5
+    with pytest.raises(ValueError, match=r"^the RTD distance matrix must have a zero diagonal$"):
+        S._h1_bars(M)
+
+
+def test_mut_iter_chunks_settings():
+    X, Y = related_pair(n=10, p=3, q=4, seed=49)
+    chunks = list(S.iter_zarr_chunks(X, Y, chunk_size=1))
+    assert len(chunks) == 10 and all(x.shape == (1, 3) and y.shape == (1, 4) for x, y in chunks)
+    np.testing.assert_array_equal(np.vstack([x for x, _ in chunks]), X)
+    with pytest.raises(ValueError, match=r"^arrays must have the same number of rows: 10 vs 9$"):
+        next(S.iter_zarr_chunks(X, Y[:9], chunk_size=2))
+    with pytest.raises(ValueError, match=r"^chunk_size must be positive, got 0$"):
+        next(S.iter_zarr_chunks(X, Y, chunk_size=0))
+
+
+def test_mut_permutation_baseline_defaults():
+    X, Y = related_pair(n=15, p=3, q=2, seed=50)
+    null = S.permutation_baseline(textbook_biased_cka, X, Y)
+    g = np.random.default_rng(0)
+    expected = [textbook_biased_cka(X, Y[g.permutation(15)]) for _ in range(100)]
+    np.testing.assert_allclose(null, expected, rtol=1e-12)
+    Yt = torch.from_numpy(Y)
+    g = np.random.default_rng(0)
+    seen = S.permutation_baseline(lambda a, b: float(np.asarray(b)[0, 0]), X, Yt, n_permutations=3)
+    np.testing.assert_array_equal(seen, [Y[g.permutation(15)][0, 0] for _ in range(3)])
+
+
+def test_mut_measures_do_not_warn_on_nan_inf_or_overflowing_inputs():
+    import warnings
+
+    X, Y = related_pair(n=30, p=4, q=3, seed=51)
+    bad = X.copy()
+    bad[0, 0], bad[1, 1] = np.inf, -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for fn in (S.linear_cka, S.procrustes_similarity):
+            for route_X, message in ((bad, "NaN or Inf"), (X * 1e200, "too large")):
+                with pytest.raises(S.RepresentationError, match=message):
+                    fn(route_X, Y)
+        with pytest.raises(S.RepresentationError, match="NaN or Inf"):
+            S.linear_cka(bad, Y, route="gram")
+        with pytest.raises(S.RepresentationError, match="too large"):
+            S.linear_cka(X * 1e200, Y, route="gram")
