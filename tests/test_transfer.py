@@ -497,3 +497,462 @@ def test_tiny_study_transfer_tables(tiny_run):
     assert (classification["n_fulfilled_best"] <= classification["n_fulfilled"]).all()
     for name in ("transfer_accuracy", "transfer_sensitivity", "transfer_bounds", "transfer_thm2"):
         assert (tiny_run / f"results/figures/{name}.png").stat().st_size > 1000, name
+
+
+# --------------------------------------------------------------------------- closed forms of every reported metric
+
+
+def _diag_model(scales, weight, bias=None):
+    """g(x) = diag(scales) (x - 0.5) on 1x1xD images, head (weight, bias)."""
+    model = LinearExtractor(torch.diag(torch.tensor(scales, dtype=torch.float32)), len(weight)).eval()
+    with torch.no_grad():
+        model.head.weight.copy_(torch.tensor(weight, dtype=torch.float32))
+        model.head.bias.copy_(torch.zeros(len(weight)) if bias is None else torch.tensor(bias, dtype=torch.float32))
+    return model
+
+
+def test_evaluate_transferred_regression_metrics_match_the_linear_closed_form():
+    """g(x) = x - 0.5 on 4 pixels, scalar head w: over the Linf ball the worst residual is
+    |r| + eps ||w||_1 (sign PGD reaches it exactly when the residual keeps its sign), so
+    robust MSE = mean (|r| + eps ||w||_1)^2, clean MSE = mean r^2; the bound loss is |r|, so
+    adversarial loss = mean |r| + eps ||w||_1, relative gap = eps ||w||_1 / mean |r|,
+    lhs = eps ||w||_1 / ||w||_2 (L = 1); the AS attack reaches a corner: eps sqrt(4)."""
+    w = np.array([0.3, -1.2, 0.8, 0.5])
+    model = _diag_model([1.0] * 4, [w.tolist()], bias=[0.1])
+    x = 0.4 + 0.2 * torch.rand(10, 1, 1, 4, generator=generator(3))
+    with torch.no_grad():
+        h = model(x)[:, 0].double().numpy()
+    offsets = np.array([2.0 + 0.3 * i for i in range(10)]) * np.where(np.arange(10) % 2 == 0, 1.0, -1.0)
+    y_np = h + offsets
+    y = torch.tensor(y_np, dtype=torch.float32).unsqueeze(1)
+    r = h - y.double().numpy()[:, 0]
+    eps, eps2 = 0.05, 0.02
+    strength = {"steps": 20, "restarts": 0}
+    settings = {"robust_accuracy": {"norm": "linf", "eps": eps, **strength},
+                "bounds": [{"norm": "linf", "eps": eps, "as_attack": strength, "loss_attack": strength},
+                           {"norm": "linf", "eps": eps2, "as_attack": strength, "loss_attack": {"steps": 25, "restarts": 1}}]}
+    transfer_rows, bound_rows = evaluate_transferred(model, x, y, "regression", settings, seed=0)
+    worst = np.abs(r) + eps * np.abs(w).sum()
+    assert [(t["attack_norm"], t["attack_eps"], t["metric"]) for t in transfer_rows] == [("none", 0.0, "clean_mse"), ("linf", eps, "robust_mse")]
+    assert all(set(t) == {"attack_norm", "attack_eps", "metric", "value"} for t in transfer_rows)
+    assert transfer_rows[0]["value"] == pytest.approx(np.mean(r**2), rel=1e-5)
+    assert transfer_rows[1]["value"] == pytest.approx(np.mean(worst**2), rel=1e-5)
+    for e in (eps, eps2):
+        v = {b["metric"]: b["value"] for b in bound_rows if b["attack_eps"] == e}
+        assert all(b["as_method"] == "pgd" and b["thm2_label"] == "none" for b in bound_rows)
+        assert all(set(b) == {"attack_norm", "attack_eps", "as_method", "thm2_label", "metric", "value"} for b in bound_rows)
+        gap = e * np.abs(w).sum()
+        assert v["clean_loss"] == pytest.approx(np.mean(np.abs(r)), rel=1e-5)
+        assert v["adversarial_loss"] == pytest.approx(np.mean(np.abs(r)) + gap, rel=1e-5)
+        assert v["relative_loss_gap"] == pytest.approx(gap / np.mean(np.abs(r)), rel=1e-3)
+        assert v["lhs"] == pytest.approx(gap / np.linalg.norm(w), rel=1e-3)
+        assert v["rhs_as"] == pytest.approx(2 * e, rel=1e-5)
+        assert v["weight_norm"] == pytest.approx(np.linalg.norm(w), rel=1e-6)
+        assert v["lipschitz"] == 1.0
+        assert set(v) == {"lhs", "rhs_as", "rhs_best", "loss_attack_larger_fraction", "clean_loss", "adversarial_loss",
+                          "relative_loss_gap", "lipschitz", "weight_norm"}
+
+
+def test_evaluate_transferred_classification_metrics_match_the_linear_closed_form():
+    """Two classes, g(x) = diag(0.5, 2) (x - 0.5), W = [[1, 0], [-2, 0]], x1 = 0.5: the logit gap
+    of label 0 is 1.5 a (a = x0 - 0.5, scaled by 0.5) and the Linf worst case lowers it by
+    eps ||A^T (W_0 - W_1)||_1 = 1.5 eps; CE = log(1 + exp(-gap)); ||W|| = max row norm = 2,
+    L = 2; Thm 2's margin is gap / ||W_0 - W_1|| = a / 2. The authors' FGSM AS attack from
+    g = (a/2, 0) moves x0 only (the offset of g_1 = 0 is 0), so AS(x) = 0.5 eps, while PGD on
+    the AS would move x1 (scale 2)."""
+    model = _diag_model([0.5, 2.0], [[1.0, 0.0], [-2.0, 0.0]])
+    a = np.array([0.15, 0.12, 0.08, 0.03, -0.02, -0.06, 0.1, -0.12])
+    y_np = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    x = torch.tensor(np.stack([0.5 + a, np.full_like(a, 0.5)], axis=1), dtype=torch.float32).view(-1, 1, 1, 2)
+    a = x.view(-1, 2)[:, 0].double().numpy() - 0.5
+    y = torch.tensor(y_np)
+    eps = 0.04
+    strength = {"steps": 20, "restarts": 0}
+    settings = {"as_method": "fgsm", "robust_accuracy": {"norm": "linf", "eps": eps, **strength},
+                "bounds": [{"norm": "linf", "eps": eps, "as_attack": strength, "loss_attack": strength}]}
+    sign = np.where(y_np == 0, 1.0, -1.0)
+    gap = sign * 1.5 * a  # h_y - h_other
+    worst = gap - 1.5 * eps
+    clean_ce, adv_ce = np.log1p(np.exp(-gap)), np.log1p(np.exp(-worst))
+    for label in THM2_LABELS:
+        transfer_rows, bound_rows = evaluate_transferred(model, x, y, "classification", settings, seed=0, thm2_label=label)
+        assert [(t["attack_norm"], t["attack_eps"], t["metric"]) for t in transfer_rows] == [
+            ("none", 0.0, "clean_accuracy"), ("none", 0.0, "clean_cross_entropy"),
+            ("linf", eps, "robust_accuracy"), ("linf", eps, "robust_cross_entropy")]
+        t = [row["value"] for row in transfer_rows]
+        assert t[0] == pytest.approx(np.mean(gap > 0))
+        assert t[1] == pytest.approx(clean_ce.mean(), rel=1e-5)
+        assert t[2] == pytest.approx(np.mean(worst > 0))
+        assert t[3] == pytest.approx(adv_ce.mean(), rel=1e-5)
+        v = {b["metric"]: b["value"] for b in bound_rows}
+        assert {(b["as_method"], b["thm2_label"]) for b in bound_rows} == {("fgsm", label)}
+        assert v["clean_loss"] == pytest.approx(clean_ce.mean(), rel=1e-5)
+        assert v["adversarial_loss"] == pytest.approx(adv_ce.mean(), rel=1e-5)
+        assert v["relative_loss_gap"] == pytest.approx((adv_ce.mean() - clean_ce.mean()) / clean_ce.mean(), rel=1e-4)
+        assert v["weight_norm"] == pytest.approx(2.0) and v["lipschitz"] == 2.0
+        assert v["lhs"] == pytest.approx((adv_ce.mean() - clean_ce.mean()) / 4.0, rel=1e-4)
+        assert v["rhs_as"] == pytest.approx(0.5 * eps, rel=1e-4)
+        margin = np.abs(gap) / 3.0 if label == "predicted" else gap / 3.0
+        fulfilled = margin > 0.5 * eps
+        assert v["fulfilled_fraction"] == pytest.approx(fulfilled.mean())
+        assert v["n_fulfilled"] == fulfilled.sum()
+        assert v["robust_accuracy"] == pytest.approx(np.mean(worst > 0))
+
+
+def test_loss_attack_is_shared_with_the_robust_accuracy_attack():
+    """A loss attack with the robust-accuracy settings is run once and used for both: with a
+    weak (one small step) attack, whose result depends on its random start, the bounds'
+    adversarial loss and robust accuracy equal the robust cross-entropy and accuracy."""
+    model = small_cnn(0, n_outputs=3)
+    x = torch.rand(30, 1, 8, 8, generator=generator(61))
+    y = torch.randint(0, 3, (30,), generator=generator(62))
+    settings = attack_settings(norm="linf", eps=0.1, steps=1, step_size=0.001, linf_eps=0.1)
+    settings["bounds"] = settings["bounds"][1:]  # the Linf bound only: the robust-accuracy attack's settings
+    transfer_rows, bound_rows = evaluate_transferred(model, x, y, "classification", settings, seed=3)
+    t = by_metric(transfer_rows, "linf")
+    b = by_metric(bound_rows, "linf")
+    assert b["adversarial_loss"] == t["robust_cross_entropy"]
+    assert b["robust_accuracy"] == t["robust_accuracy"]
+
+
+# --------------------------------------------------------------------------- small functions against hand computations
+
+
+def test_task_loss_objectives():
+    out = torch.tensor([[1.0, -2.0], [0.5, 0.0]])
+    y = torch.tensor([[0.0, 1.0], [1.5, 0.25]])
+    diff = out.double().numpy() - y.double().numpy()
+    from robustlens.transfer import task_loss
+
+    np.testing.assert_allclose(task_loss(out, y, "regression").numpy(), (diff**2).mean(axis=1), rtol=1e-6)  # default: train
+    np.testing.assert_allclose(task_loss(out, y, "regression", "train").numpy(), (diff**2).mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(task_loss(out, y, "regression", "bound").numpy(), np.abs(diff).max(axis=1), rtol=1e-6)
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    z = logits.double().numpy()[0]
+    ce = -z[2] + np.log(np.exp(z).sum())
+    for objective in ("train", "bound"):
+        assert task_loss(logits, torch.tensor([2]), "classification", objective).item() == pytest.approx(ce, rel=1e-6)
+
+
+def test_head_weight_norm_of_a_vector_and_in_float64():
+    assert head_weight_norm(np.array([3.0, 4.0])) == pytest.approx(5.0)  # a scalar head given as a vector
+    w = np.full((2, 1001), 0.1, dtype=np.float32)
+    w[1, 0] = 0.3
+    exact = np.linalg.norm(w.astype(np.float64), axis=1).max()
+    assert head_weight_norm(w) == pytest.approx(exact, rel=1e-12)
+
+
+def test_lemma1_bound_is_computed_in_float64_and_counts_ties_as_not_larger():
+    big = np.float32(2**24)
+    clean = np.array([big, 1, 1, 1], dtype=np.float32)
+    adv = np.array([big, 3, 3, 3], dtype=np.float32)
+    as_change = np.array([big, 1, 1, 1], dtype=np.float32)
+    loss_change = np.array([1.0, 1.0, 2.0, 0.5])
+    out = lemma1_bound(clean, adv, as_change, loss_change, lipschitz=1.0, weight_norm=1.0)
+    c64, a64, s64 = (v.astype(np.float64) for v in (clean, adv, as_change))
+    assert out["lhs"] == pytest.approx(a64.mean() - c64.mean(), rel=1e-12)  # 1.5
+    assert out["rhs_as"] == pytest.approx(s64.mean(), rel=1e-12)
+    assert out["loss_attack_larger_fraction"] == 0.25  # the tie (1.0 vs 1.0) does not count
+
+
+def test_thm2_margin_with_equal_weight_rows_and_close_rows():
+    """W_y = W_j: +inf when the logit gap is positive (even below 1), -inf when it is 0 or
+    negative; and ||W_y - W_j|| below 1 is divided by, not replaced."""
+    weight = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.5]])
+    logits = np.array([[1.0, 0.5, -10.0], [1.0, 1.0, -10.0], [0.0, 1.0, -10.0]])
+    m = thm2_margin(logits, [0, 0, 0], weight)
+    # input 0: j=1 -> +inf, j=2 -> 11 / 0.5 = 22
+    assert m[0] == pytest.approx(22.0)
+    assert m[1] == -np.inf and m[2] == -np.inf
+    m1 = thm2_margin(np.array([[1.0, 0.5, 0.8]]), [0], weight)
+    assert m1[0] == pytest.approx(0.2 / 0.5)  # 0.4 < +inf of j=1
+
+
+def test_thm2_margin_is_computed_in_float64():
+    logits = np.array([[1e8, 1.5]], dtype=np.float32)
+    weight = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    expected = (np.float64(logits[0, 0]) - np.float64(logits[0, 1])) / np.sqrt(2.0)
+    assert thm2_margin(logits, [0], weight)[0] == pytest.approx(expected, rel=1e-12)
+    w32 = np.array([[1e8, 0.0], [1.5, 0.0]], dtype=np.float32)
+    expected = 1.0 / (np.float64(w32[0, 0]) - np.float64(w32[1, 0]))
+    assert thm2_margin(np.array([[1.0, 0.0]]), [0], w32)[0] == pytest.approx(expected, rel=1e-12)
+    # labels read from a float column
+    assert thm2_margin(np.array([[1.0, 0.0]]), np.array([1.0]), np.eye(2))[0] == pytest.approx(-1 / np.sqrt(2))
+
+
+def test_thm2_criterion_is_strict_and_reports_best_only_when_given():
+    out = thm2_criterion([0.5, 0.3, 0.2], [0.5, 0.1, 0.1], [False, True, False])
+    assert set(out) == {"fulfilled_fraction", "n_fulfilled", "robust_among_fulfilled"}
+    assert out["n_fulfilled"] == 2.0  # the margin 0.5 equal to its change does not fulfil it
+    assert out["robust_among_fulfilled"] == pytest.approx(0.5)
+    best = thm2_criterion([0.5, 0.3, 0.2], [0.5, 0.1, 0.1], [False, True, False], best_change=[0.1, 0.3, 0.1])
+    assert best["n_fulfilled_best"] == 2.0 and best["robust_among_fulfilled_best"] == 0.0
+
+
+def test_transfer_tables_concatenate_and_default_the_regression_label():
+    spec = {"id": "m", "eps": 0.5, "seed": 0}
+    row = {"method": "lp", "metric": "clean_mse", "value": 1.0, "attack_eps": 0.0, "attack_norm": "none"}  # keys out of order
+    first = {"transfer": [row], "bounds": [{"method": "lp", "attack_norm": "l2", "attack_eps": 1.0, "metric": "lhs", "value": 0.1}]}
+    second = {"transfer": [], "bounds": [{"method": "ft", "attack_norm": "l2", "attack_eps": 1.0, "metric": "lhs", "value": 0.2}]}
+    transfer, bounds = transfer_tables("s", [(spec, "shapes-factors"), (spec, "digits")], [first, second])
+    assert list(transfer.columns) == TABLE_COLUMNS and len(transfer) == 1
+    assert bounds["value"].tolist() == [0.1, 0.2]
+    assert bounds["thm2_label"].tolist() == ["none", "true_label"]
+    assert bounds["task_kind"].tolist() == ["regression", "classification"]
+    empty_transfer, _ = transfer_tables("s", [(spec, "digits")], [second])
+    assert list(empty_transfer.columns) == TABLE_COLUMNS
+
+
+# --------------------------------------------------------------------------- the loss attack and the AS attack's arguments
+
+
+def test_loss_attack_runs_aggregate_over_runs(monkeypatch):
+    """loss_attack_runs with PGD replaced by fixed perturbations per run (run 0: x0 - 0.1,
+    run 1: x1 + 0.2, run 2: x0 - 0.05) on g(x) = x - 0.5, W = [[1, 0], [-1, 0]]: per input
+    the largest loss over the runs, the change of the run that gave it, the largest change,
+    robust = correct in every run, consistent = clean prediction kept in every run; each run
+    one PGD run from a random start with per-input generators."""
+    import robustlens.attacks as attacks
+    from robustlens.transfer import loss_attack_runs
+
+    deltas = [np.array([-0.1, 0.0]), np.array([0.0, 0.2]), np.array([-0.05, 0.0])]
+    calls = []
+
+    def fake_pgd(objective, x, eps, norm, steps, step_size, random_init, restarts, gen):
+        calls.append((len(x), steps, step_size, random_init, restarts, gen))
+        run = (len(calls) - 1) % len(deltas)
+        return x + torch.tensor(deltas[run], dtype=x.dtype).view(1, 1, 1, 2)
+
+    monkeypatch.setattr(attacks, "pgd_maximize", fake_pgd)
+    model = _diag_model([1.0, 1.0], [[1.0, 0.0], [-1.0, 0.0]])
+    a = np.array([0.07, 0.07, 0.2, 0.03])
+    y_np = np.array([0, 1, 0, 1])
+    x = torch.tensor(np.stack([0.5 + a, np.full_like(a, 0.5)], axis=1), dtype=torch.float32).view(-1, 1, 1, 2)
+    a = x.view(-1, 2)[:, 0].double().numpy() - 0.5
+    out = loss_attack_runs(model, x, torch.tensor(y_np), "classification", eps=0.3, norm="l2", steps=7, restarts=2, seed=0,
+                           step_size=0.01, batch_size=2)
+    assert len(calls) == 2 * 3  # two batches, 1 + restarts runs each
+    for n, steps, step_size, random_init, restarts, gen in calls:
+        assert (n, steps, step_size, random_init, restarts) == (2, 7, 0.01, True, 0)
+        assert isinstance(gen, (list, tuple)) and len(gen) == 2
+    sign = np.where(y_np == 0, 1.0, -1.0)
+    losses, changes, correct, kept = [], [], [], []
+    for d in deltas:
+        h0 = a + d[0]
+        margin = sign * 2 * h0  # h_y - h_other
+        losses.append(np.log1p(np.exp(-margin)))
+        changes.append(np.full(len(a), np.linalg.norm(d)))
+        correct.append(margin > 0)
+        kept.append((h0 > 0) == (a > 0))
+    losses, changes = np.array(losses), np.array(changes)
+    best = losses.argmax(axis=0)
+    np.testing.assert_allclose(out["loss"], losses.max(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(out["change"], changes[best, np.arange(len(a))], rtol=1e-5)
+    np.testing.assert_allclose(out["change_max"], changes.max(axis=0), rtol=1e-5)
+    assert out["robust"].tolist() == np.all(correct, axis=0).tolist() == [False, False, True, False]
+    assert out["consistent"].tolist() == np.all(kept, axis=0).tolist() == [False, False, True, False]
+
+
+def test_as_attack_passes_its_attack_settings_to_pgd(monkeypatch):
+    """pgd: steps, step_size, 1 + restarts runs and the generator as given; pgd_20x0.7eps:
+    20 steps of 0.7 eps, one run from a random start, the same generator."""
+    import robustlens.attacks as attacks
+
+    calls = []
+
+    def fake_pgd(objective, x, eps, norm, steps, step_size, random_init, restarts, gen):
+        calls.append((eps, norm, steps, step_size, random_init, restarts, gen))
+        return x.clone()
+
+    monkeypatch.setattr(attacks, "pgd_maximize", fake_pgd)
+    model = _diag_model([1.0, 1.0], [[1.0, 0.0], [-1.0, 0.0]])
+    x = torch.full((3, 1, 1, 2), 0.5)
+    gen = generator(0)
+    as_attack(model, x, eps=0.2, norm="linf", steps=7, restarts=3, gen=gen, step_size=0.03)
+    as_attack(model, x, eps=0.2, norm="l2", steps=7, restarts=3, gen=gen, step_size=0.03, method="pgd_20x0.7eps")
+    assert calls[0] == (0.2, "linf", 7, 0.03, True, 3, gen)
+    eps, norm, steps, step_size, random_init, restarts, g = calls[1]
+    assert (eps, norm, steps, random_init, restarts) == (0.2, "l2", 20, True, 0) and g is gen
+    assert step_size == pytest.approx(0.7 * 0.2)
+
+
+@pytest.mark.parametrize("method", ["pgd", "pgd_20x0.7eps"])
+def test_as_score_does_not_depend_on_the_batch_size(method):
+    """Input i's random starts come from its own generator (seed, i) and the best run is kept
+    per input, so the per-input AS values do not depend on the batch size nor on the global
+    random state."""
+    model = small_cnn(1, n_outputs=3)
+    x = torch.rand(10, 1, 8, 8, generator=generator(71))
+    torch.manual_seed(1)
+    _, whole = as_score(model, x, eps=0.5, norm="l2", steps=3, restarts=2, seed=5, method=method)
+    torch.manual_seed(2)
+    _, split = as_score(model, x, eps=0.5, norm="l2", steps=3, restarts=2, seed=5, method=method, batch_size=3)
+    np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_loss_attack_runs_do_not_depend_on_the_batch_size():
+    from robustlens.transfer import loss_attack_runs
+
+    model = small_cnn(2, n_outputs=3)
+    x = torch.rand(10, 1, 8, 8, generator=generator(72))
+    y = torch.randint(0, 3, (10,), generator=generator(73))
+    torch.manual_seed(1)
+    whole = loss_attack_runs(model, x, y, "classification", eps=0.5, norm="l2", steps=2, restarts=1, seed=4)
+    torch.manual_seed(2)
+    split = loss_attack_runs(model, x, y, "classification", eps=0.5, norm="l2", steps=2, restarts=1, seed=4, batch_size=3)
+    for key in ("loss", "change", "change_max"):
+        np.testing.assert_allclose(split[key], whole[key], rtol=1e-5, atol=1e-6)
+
+
+def test_fgsm_as_attack_is_clipped_to_the_input_range():
+    """g(x) = x - 0.5 near both ends of [0, 1]: the signed step of length eps moves each pixel
+    away from 0.5 (sign(r) = sign(g) for |g| < 1) and is clipped to [0, 1]."""
+    model = _diag_model([1.0, 1.0], [[1.0, 0.0], [-1.0, 0.0]])
+    x_np = np.array([[0.99, 0.01], [0.97, 0.6]])
+    x = torch.tensor(x_np, dtype=torch.float32).view(2, 1, 1, 2)
+    eps = 0.05
+    expected = np.clip(x_np + eps * np.sign(x_np - 0.5), 0, 1)
+    x_adv = as_attack(model, x, eps=eps, norm="linf", steps=1, restarts=0, gen=generator(0), method="fgsm")
+    np.testing.assert_allclose(x_adv.view(2, 2).double().numpy(), expected, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- LP and FT against a plain training loop
+
+
+def _reference_sgd(params, loss_fn, batches, lr, weight_decay):
+    """Plain SGD (momentum 0.9, weight decay) with the cosine schedule written out:
+    lr_t = lr (1 + cos(pi t / T)) / 2 at step t of T."""
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    total = len(batches)
+    for t, idx in enumerate(batches):
+        for group in opt.param_groups:
+            group["lr"] = lr * (1 + np.cos(np.pi * t / total)) / 2
+        opt.zero_grad()
+        loss_fn(idx).backward()
+        opt.step()
+
+
+def _reference_init(d, k, gen):
+    bound = 1 / np.sqrt(d)
+    w = (torch.rand(k, d, generator=gen) * 2 - 1) * bound
+    b = (torch.rand(k, generator=gen) * 2 - 1) * bound
+    return w.requires_grad_(True), b.requires_grad_(True)
+
+
+def _reference_batches(n, epochs, batch_size, gen):
+    batches = []
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        batches += [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    return batches
+
+
+def _reference_loss(out, y, kind):
+    if kind == "classification":
+        return -torch.log_softmax(out, dim=1)[torch.arange(len(y)), y].mean()
+    return ((out - y) ** 2).mean()
+
+
+def _reference_fit_head(feats, y, kind, k, epochs, lr, weight_decay, batch_size, seed):
+    gen = torch.Generator().manual_seed(seed)
+    mean = feats.mean(0)
+    std = ((feats - mean) ** 2).mean(0).sqrt()
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    z = (feats - mean) / std
+    w, b = _reference_init(z.shape[1], k, gen)
+    # the generator is drawn from in this order: the init, then one permutation per epoch
+    batches = _reference_batches(len(z), epochs, batch_size, gen)
+    _reference_sgd([w, b], lambda idx: _reference_loss(z[idx] @ w.T + b, y[idx], kind), batches, lr, weight_decay)
+    w_raw = (w / std).detach()
+    return w_raw, (b - w_raw @ mean).detach()
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+def test_fit_head_matches_a_plain_sgd_loop(kind):
+    """fit_head against its documented recipe written out: standardise (population std, a
+    constant feature left as is), PyTorch's uniform +-1/sqrt(d) init and per-epoch
+    permutations from the seed, minibatch SGD with momentum 0.9, weight decay and the cosine
+    schedule over every step, then fold the standardisation back."""
+    gen = generator(80)
+    feats = torch.randn(22, 5, generator=gen) * torch.tensor([0.3, 2.0, 1.0, 0.5, 0.0]) + 1.0
+    y = torch.randint(0, 3, (22,), generator=gen) if kind == "classification" else torch.randn(22, 2, generator=gen)
+    k = 3 if kind == "classification" else 2
+    kw = {"epochs": 3, "lr": 0.1, "weight_decay": 0.01, "batch_size": 6}
+    torch.manual_seed(0)
+    head = fit_head(feats, y, kind, k, seed=7, **kw)
+    w, b = _reference_fit_head(feats, y, kind, k, seed=7, **kw)
+    assert torch.isfinite(head.weight).all()
+    np.testing.assert_allclose(head.weight.detach().numpy(), w.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(head.bias.detach().numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+    torch.manual_seed(1)  # the global random state is not used
+    again = fit_head(feats, y, kind, k, seed=7, **kw)
+    assert torch.equal(again.weight, head.weight)
+
+
+def test_linear_probe_fits_its_head_on_the_features_and_freezes_the_extractor():
+    a = spectrum_matrix(3, 4, [2.0, 1.0, 0.5], seed=3)
+    model = LinearExtractor(a, 3).eval()
+    x = torch.rand(20, 1, 2, 2, generator=generator(81))
+    y = torch.randint(0, 3, (20,), generator=generator(82))
+    settings = {"epochs": 2, "lr": 0.1, "weight_decay": 0.0, "batch_size": 8}
+    probe = linear_probe(model, x, y, "classification", 3, settings, seed=2)
+    feats = (x.flatten(1) - 0.5) @ a.T
+    w, b = _reference_fit_head(feats, y, "classification", 3, seed=2, **settings)
+    np.testing.assert_allclose(probe.head.weight.detach().numpy(), w.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(probe.head.bias.detach().numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+    assert not probe.a.requires_grad  # the extractor is frozen
+
+
+def _reference_fine_tune(model, x, y, kind, k, settings, seed, head=None):
+    """FT of a LinearExtractor written out: g = (x - 0.5) A^T, a new head from the seed (or a
+    copy of ``head``), every weight trained."""
+    gen = torch.Generator().manual_seed(seed)
+    a = model.a.detach().clone().requires_grad_(True)
+    if head is None:
+        w, b = _reference_init(a.shape[0], k, gen)
+    else:
+        w, b = head.weight.detach().clone().requires_grad_(True), head.bias.detach().clone().requires_grad_(True)
+    batches = _reference_batches(len(x), settings["epochs"], settings["batch_size"], gen)
+    flat = x.flatten(1) - 0.5
+
+    def loss(idx):
+        return _reference_loss((flat[idx] @ a.T) @ w.T + b, y[idx], kind)
+
+    _reference_sgd([a, w, b], loss, batches, settings["lr"], settings["weight_decay"])
+    return a.detach(), w.detach(), b.detach()
+
+
+def test_fine_tune_and_lp_ft_match_a_plain_sgd_loop():
+    from robustlens.transfer import transfer_models
+
+    a = spectrum_matrix(3, 4, [2.0, 1.0, 0.5], seed=4)
+    model = LinearExtractor(a, 3).eval()
+    x = torch.rand(20, 1, 2, 2, generator=generator(83))
+    y = torch.randint(0, 3, (20,), generator=generator(84))
+    fit = {"epochs": 2, "lr": 0.05, "weight_decay": 0.01, "batch_size": 6}
+    settings = {"lp": fit, "ft": fit, "lp_ft": {**fit, "epochs": 3, "lr": 0.02}, "batch_size": 7}
+    torch.manual_seed(0)
+    models = transfer_models(model, x, y, "classification", 3, settings, seed=5)
+    ra, rw, rb = _reference_fine_tune(model, x, y, "classification", 3, fit, seed=5)
+    ft = models["ft"]
+    np.testing.assert_allclose(ft.a.detach().numpy(), ra.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ft.head.weight.detach().numpy(), rw.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ft.head.bias.detach().numpy(), rb.numpy(), rtol=1e-4, atol=1e-5)
+    # LP-FT starts from the LP model, its head included, and leaves the LP model as it was
+    lp = models["lp"]
+    lp_head_before = lp.head.weight.detach().clone()
+    ra, rw, rb = _reference_fine_tune(lp, x, y, "classification", 3, settings["lp_ft"], seed=5, head=lp.head)
+    lp_ft = models["lp_ft"]
+    np.testing.assert_allclose(lp_ft.a.detach().numpy(), ra.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(lp_ft.head.weight.detach().numpy(), rw.numpy(), rtol=1e-4, atol=1e-5)
+    again = fine_tune(lp, x, y, "classification", 3, settings["lp_ft"], seed=5, head=lp.head)
+    assert torch.equal(lp.head.weight, lp_head_before)
+    assert torch.equal(again.head.weight, lp_ft.head.weight)
+
+
+def test_fine_tune_stops_on_a_non_finite_loss():
+    model = LinearExtractor(torch.eye(4), 1).eval()
+    x = torch.rand(8, 1, 2, 2, generator=generator(85))
+    y = torch.full((8, 1), 1e30)
+    with pytest.raises(FloatingPointError, match="fine-tuning loss is"):
+        fine_tune(model, x, y, "regression", 1, {"epochs": 1, "lr": 0.1, "weight_decay": 0.0, "batch_size": 4}, seed=0)
