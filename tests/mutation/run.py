@@ -11,11 +11,18 @@ workflow in a subprocess, which never sees the mutants). The per-module counts g
     python tests/mutation/run.py attacks stats        # some modules
     python tests/mutation/run.py                      # every numerical module
     python tests/mutation/run.py --survivors stats    # list what survived, with diffs
+    python tests/mutation/run.py --rerun-survivors stats  # after adding tests: rerun only the
+                                                          # survivors of the last full run
+
+``--rerun-survivors`` is valid while the module's source is the one the full run mutated (mutant
+names number the mutations of that source; the runner checks its sha256): a mutant killed
+before is still killed by a suite that only grew, so only the survivors need running again.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -37,7 +44,7 @@ MODULE_TESTS = {
     "transfer": ["test_transfer.py"],
     "predictive": ["test_predictive.py", "test_similarity.py"],
     "probes": ["test_probes.py"],
-    "heads": ["test_probes.py"],
+    "heads": ["test_probes.py", "test_heads.py"],
     "activations": ["test_activations.py", "test_store.py", "faults/test_disk_full.py"],
     "data": ["test_datasets.py", "test_tasks.py", "test_train.py"],
 }
@@ -87,26 +94,50 @@ def results(root: Path) -> dict[str, str]:
     return status
 
 
-def run(module: str, children: int) -> dict:
+def source_sha256(root: Path, module: str) -> str:
+    return hashlib.sha256((root / "src" / "robustlens" / f"{module}.py").read_bytes()).hexdigest()
+
+
+def previous_run(module: str) -> dict:
+    """The last full run's summary, with the sha256 of the source it mutated."""
+    root = STAGES / module
+    summary = json.loads((root / "summary.json").read_text())
+    summary.setdefault("source_sha256", source_sha256(root, module))
+    if summary["source_sha256"] != hashlib.sha256((REPO / "workflow" / "robustlens" / f"{module}.py").read_bytes()).hexdigest():
+        sys.exit(f"{module}.py changed since its last full mutation run: run it in full")
+    return summary
+
+
+def run(module: str, children: int, rerun_survivors: bool = False) -> dict:
+    previous = previous_run(module) if rerun_survivors else None
     root = stage(module)
     env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
     log = root / "mutmut.log"
     print(f"{module}: mutmut running, progress in {log.relative_to(REPO)}", flush=True)
     with log.open("w") as out:
-        proc = subprocess.run([str(MUTMUT), "run", "--max-children", str(children)], cwd=root, env=env,
-                              stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.run([str(MUTMUT), "run", "--max-children", str(children), *(previous or {}).get("survivors", [])],
+                              cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         print(f"| {module} | mutmut failed (exit {proc.returncode}): see {log.relative_to(REPO)} |", flush=True)
         return {"module": module, "failed": proc.returncode}
     status = results(root)
-    counts = Counter(status.values())
-    summary = {"module": module, "mutants": len(status), **counts,
-               "survivors": sorted(n for n, s in status.items() if s == "survived")}
+    if previous is not None:  # the survivors' new status; every other mutant keeps its old one
+        rerun = {name: status[name] for name in previous["survivors"]}
+        counts = Counter({k: v for k, v in previous.items() if k in ("killed", "no tests", "timeout", "segfault", "suspicious")})
+        counts.update(rerun.values())
+        summary = {"module": module, "mutants": previous["mutants"], **counts,
+                   "survivors": sorted(n for n, s in rerun.items() if s == "survived")}
+    else:
+        counts = Counter(status.values())
+        summary = {"module": module, "mutants": len(status), **counts,
+                   "survivors": sorted(n for n, s in status.items() if s == "survived")}
+    summary["source_sha256"] = source_sha256(root, module)
+    n = summary["mutants"]
     (root / "summary.json").write_text(json.dumps(summary, indent=1))
     killed = counts.get("killed", 0)
-    print(f"| {module} | {len(status)} | {killed} | {counts.get('survived', 0)} | {counts.get('no tests', 0)} | "
-          f"{counts.get('timeout', 0)} | {100 * killed / max(len(status), 1):.1f} % |", flush=True)
+    print(f"| {module} | {n} | {killed} | {counts.get('survived', 0)} | {counts.get('no tests', 0)} | "
+          f"{counts.get('timeout', 0)} | {100 * killed / max(n, 1):.1f} % |", flush=True)
     return summary
 
 
@@ -121,6 +152,7 @@ def main() -> None:
     parser.add_argument("modules", nargs="*", default=list(MODULE_TESTS), help=f"any of {list(MODULE_TESTS)}")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--survivors", action="store_true", help="show the surviving mutants of a finished run")
+    parser.add_argument("--rerun-survivors", action="store_true", help="run only the last full run's survivors again")
     args = parser.parse_args()
     unknown = set(args.modules) - set(MODULE_TESTS)
     if unknown:
@@ -129,7 +161,7 @@ def main() -> None:
         if args.survivors:
             show_survivors(module)
         else:
-            run(module, args.max_children)
+            run(module, args.max_children, args.rerun_survivors)
 
 
 if __name__ == "__main__":

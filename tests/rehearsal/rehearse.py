@@ -65,14 +65,14 @@ EXPECTED_JOBS = {
 }
 
 
-def snakemake(workdir: Path, *args: str, configfiles=(), device: str | None = None, log: Path | None = None) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, configfiles=(), device: str | None = None, log: Path | None = None,
+              env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     if device:
         cmd += ["--config", f"device={device}"]
     if configfiles:
         cmd += ["--configfile", *map(str, configfiles)]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0", **(env or {})})
     if log is not None:
         log.write_text(proc.stdout + proc.stderr)
     return proc
@@ -268,6 +268,13 @@ GROWTH_OVERLAY = {
     "evaluation": {"eps": [0.5], "steps": 1}, "activations": {"layers": ["block1", "block2", "block3", "block4", "penultimate", "logits"]},
     "probes": {"adversarial": {"steps": 1}}, "comparison": {"rtd": {"layers": ["penultimate"]}},
 }
+#: glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after which
+#: freed batch tensors stay in the heap: the peak then carries 0-250 MB of retained batch memory
+#: that varies from run to run and hid the data term (CI measured make_probe at +142 to +260 MB
+#: for the same code). A fixed threshold returns every freed block of 128 kB or more to the OS,
+#: so the peak follows live memory: +177 MB for two copies of 7,500 more images (declared +176).
+#: Only the growth runs set it; the rehearsals measure peaks with the allocator users get.
+GROWTH_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
 def growth_check(base: Path, device: str | None, n: int = 2500, tolerance: float = 0.3, floor_mb: int = 50) -> tuple[list[dict], list[str]]:
@@ -277,7 +284,8 @@ def growth_check(base: Path, device: str | None, n: int = 2500, tolerance: float
     MB (the allocator keeps freed pages; a small data term can hide under the import peak).
     ``n`` = 2500: 4n is CIFAR-10's whole test split (the config caps it there), and the data term
     (+176 MB declared for extract_natural and make_probe) stands clear of that noise; at 1500
-    (+105 MB) three CI runs measured make_probe at +99 to +179 and extract_natural at +45 to +104."""
+    (+105 MB) three CI runs measured make_probe at +99 to +179 and extract_natural at +45 to +104.
+    The jobs run with :data:`GROWTH_ENV`."""
     from make_inputs import make_cifar
 
     peaks: dict[str, dict[int, int]] = {}
@@ -291,7 +299,7 @@ def growth_check(base: Path, device: str | None, n: int = 2500, tolerance: float
         model = "smallcnn-l2-eps0.5-s0"
         targets = [f"results/activations/natural/cifar10/{model}.zarr", f"results/probes/adversarial/{model}.zarr"]
         proc = snakemake(workdir, *targets, "--cores", "1", configfiles=[REPO / "configs" / "cifar10-universality.yaml", overlay_path],
-                         device=device, log=workdir / "snakemake.log")
+                         device=device, log=workdir / "snakemake.log", env=GROWTH_ENV)
         if proc.returncode != 0:
             return [], [f"growth run at {k}n failed; see {workdir / 'snakemake.log'}"]
         rows, _ = peak_memory(workdir, declared_jobs(proc.stdout + proc.stderr))

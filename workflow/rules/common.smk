@@ -168,7 +168,8 @@ MEMORY = {
     + activations_mb(wc.model, TRAIN_BATCH) + activations_mb(wc.model, EVAL_BATCH),
     "zoo_model": lambda wc, input: torch_base(wc.model) + images_mb(N_TEST) + 3 * weights_mb(wc.model, input.weights)
     + activations_mb(wc.model, EVAL_BATCH),
-    "extract_natural": lambda wc, input: torch_base(wc.model) + images_mb(N_TEST) + 2 * weights_mb(wc.model, input.checkpoint)
+    # the split's images once, and their uint8 file while it is converted (0.25 of a copy)
+    "extract_natural": lambda wc, input: torch_base(wc.model) + images_mb(N_TEST, copies=1.25) + 2 * weights_mb(wc.model, input.checkpoint)
     + activations_mb(wc.model, ACTIVATION_BATCH),
     "make_probe": lambda wc, input: torch_base(wc.model) + images_mb(N_TEST, copies=2)
     + sum(2 * weights_mb(m, checkpoint_path(m)) for m in probe_targets(wc.model))
