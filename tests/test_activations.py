@@ -95,9 +95,9 @@ def test_target_stores_hold_each_targets_stage_outputs_on_the_same_images(resnet
     x = torch.rand(7, 3, 16, 16, generator=generator(5))
     labels = np.array([3, 1, 4, 1, 0, 2, 2])
     settings = {"layers": ["layer2", "logits"], "spatial": "flatten", "batch_size": 3}
-    index = write_target_stores({"a": (resnet, {"m": "a"}), "b": (other, {"m": "b"})}, x.numpy(), labels,
-                                str(tmp_path / "probe" / "source" / "stores"), activations=settings, progress=False)
     stores = tmp_path / "probe" / "source" / "stores"  # parents made as needed
+    index = write_target_stores({"a": (resnet, {"m": "a"}), "b": (other, {"m": "b"})}, x.numpy(), labels,
+                                str(stores), activations=settings, progress=False)
     assert sorted(index) == ["a", "b"] and sorted(p.name for p in stores.glob("*.zarr")) == ["a.zarr", "b.zarr"]
     for name, model in (("a", resnet), ("b", other)):
         ds = open_store(stores / f"{name}.zarr")

@@ -889,11 +889,17 @@ def test_fit_head_matches_a_plain_sgd_loop(kind):
     assert torch.equal(again.weight, head.weight)
 
 
+def linear_extractor_task(seed: int, data_seed: int):
+    """A 3-feature LinearExtractor of a 2 x 2 grey input (singular values 2, 1, 0.5) and 20
+    random inputs with labels of 3 classes."""
+    a = spectrum_matrix(3, 4, [2.0, 1.0, 0.5], seed=seed)
+    x = torch.rand(20, 1, 2, 2, generator=generator(data_seed))
+    y = torch.randint(0, 3, (20,), generator=generator(data_seed + 1))
+    return a, LinearExtractor(a, 3).eval(), x, y
+
+
 def test_linear_probe_fits_its_head_on_the_features_and_freezes_the_extractor():
-    a = spectrum_matrix(3, 4, [2.0, 1.0, 0.5], seed=3)
-    model = LinearExtractor(a, 3).eval()
-    x = torch.rand(20, 1, 2, 2, generator=generator(81))
-    y = torch.randint(0, 3, (20,), generator=generator(82))
+    a, model, x, y = linear_extractor_task(3, 81)
     settings = {"epochs": 2, "lr": 0.1, "weight_decay": 0.0, "batch_size": 8}
     probe = linear_probe(model, x, y, "classification", 3, settings, seed=2)
     feats = (x.flatten(1) - 0.5) @ a.T
@@ -925,10 +931,7 @@ def _reference_fine_tune(model, x, y, kind, k, settings, seed, head=None):
 def test_fine_tune_and_lp_ft_match_a_plain_sgd_loop():
     from robustlens.transfer import transfer_models
 
-    a = spectrum_matrix(3, 4, [2.0, 1.0, 0.5], seed=4)
-    model = LinearExtractor(a, 3).eval()
-    x = torch.rand(20, 1, 2, 2, generator=generator(83))
-    y = torch.randint(0, 3, (20,), generator=generator(84))
+    _, model, x, y = linear_extractor_task(4, 83)
     fit = {"epochs": 2, "lr": 0.05, "weight_decay": 0.01, "batch_size": 6}
     settings = {"lp": fit, "ft": fit, "lp_ft": {**fit, "epochs": 3, "lr": 0.02}, "batch_size": 7}
     torch.manual_seed(0)

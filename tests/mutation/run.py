@@ -94,16 +94,17 @@ def results(root: Path) -> dict[str, str]:
     return status
 
 
-def source_sha256(root: Path, module: str) -> str:
-    return hashlib.sha256((root / "src" / "robustlens" / f"{module}.py").read_bytes()).hexdigest()
+def source_sha256(package: Path, module: str) -> str:
+    """sha256 of ``module``'s source in the robustlens package at ``package``."""
+    return hashlib.sha256((package / f"{module}.py").read_bytes()).hexdigest()
 
 
 def previous_run(module: str) -> dict:
     """The last full run's summary, with the sha256 of the source it mutated."""
     root = STAGES / module
     summary = json.loads((root / "summary.json").read_text())
-    summary.setdefault("source_sha256", source_sha256(root, module))
-    if summary["source_sha256"] != hashlib.sha256((REPO / "workflow" / "robustlens" / f"{module}.py").read_bytes()).hexdigest():
+    summary.setdefault("source_sha256", source_sha256(root / "src" / "robustlens", module))
+    if summary["source_sha256"] != source_sha256(REPO / "workflow" / "robustlens", module):
         sys.exit(f"{module}.py changed since its last full mutation run: run it in full")
     return summary
 
@@ -132,7 +133,7 @@ def run(module: str, children: int, rerun_survivors: bool = False) -> dict:
         counts = Counter(status.values())
         summary = {"module": module, "mutants": len(status), **counts,
                    "survivors": sorted(n for n, s in status.items() if s == "survived")}
-    summary["source_sha256"] = source_sha256(root, module)
+    summary["source_sha256"] = source_sha256(root / "src" / "robustlens", module)
     n = summary["mutants"]
     (root / "summary.json").write_text(json.dumps(summary, indent=1))
     killed = counts.get("killed", 0)
