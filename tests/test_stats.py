@@ -487,8 +487,35 @@ def test_benjamini_hochberg_keeps_nan_and_shape():
     q = benjamini_hochberg(p)
     assert q.shape == p.shape and np.isnan(q[0, 1])
     np.testing.assert_allclose(q[~np.isnan(p)], textbook_bh(p[~np.isnan(p)]))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^p-values must lie in \[0, 1\]$"):
         benjamini_hochberg([0.5, 1.5])
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        benjamini_hochberg([-1e-12, 0.5])
+
+
+def test_benjamini_hochberg_one_p_value_and_the_closed_interval():
+    """With one finite p-value, q = p (m = 1); 0 and 1 are valid p-values (an exact
+    permutation p of 1 is common)."""
+    np.testing.assert_array_equal(benjamini_hochberg([0.3]), [0.3])
+    np.testing.assert_array_equal(benjamini_hochberg([np.nan, 0.2, np.nan]), [np.nan, 0.2, np.nan])
+    np.testing.assert_array_equal(benjamini_hochberg([0.0, 1.0]), [0.0, 1.0])
+    assert np.isnan(benjamini_hochberg([np.nan, np.nan])).all()
+
+
+@pytest.mark.parametrize("model_a, model_b, eps_by_model, error, message", [
+    (["a", "b"], ["b"], {"a": 0, "b": 1}, ValueError, r"^model_a and model_b must have the same length, got 2 and 1$"),
+    (["a", "x"], ["b", "y"], {"a": 0, "b": 1}, KeyError, r"models without an eps in eps_by_model: \['x', 'y'\]"),
+    (["a", "b"], ["b", "b"], {"a": 0, "b": 1}, ValueError, r"^a pair compares a model with itself$"),
+    (["a", "a"], ["b", "c"], {"a": 0, "b": np.nan, "c": 1}, ValueError, r"^eps_by_model has a non-finite eps$"),
+])
+def test_pair_validation_names_the_problem(model_a, model_b, eps_by_model, error, message):
+    with pytest.raises(error, match=message):
+        pearson_eps_permutation([0.1, 0.2][:len(model_a)], model_a, model_b, eps_by_model, n_permutations=9)
+
+
+def test_partial_correlation_refuses_unequal_lengths_by_name():
+    with pytest.raises(ValueError, match=r"^x, y and covariate must have the same length, got 3, 3, 2$"):
+        partial_correlation([1, 2, 3], [1, 2, 4], [0, 1])
 
 
 # --------------------------------------------------------------------------- Freedman-Lane and the group-mean slope

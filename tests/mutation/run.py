@@ -14,7 +14,7 @@ workflow in a subprocess, which never sees the mutants). The per-module counts g
     python tests/mutation/run.py --rerun-survivors stats  # after adding tests: rerun only the
                                                           # survivors of the last full run
 
-``--rerun-survivors`` is valid while the module's source is the one the full run mutated (mutant
+``--rerun-survivors`` (the survivors and the mutants no test reached) is valid while the module's source is the one the full run mutated (mutant
 names number the mutations of that source; the runner checks its sha256): a mutant killed
 before is still killed by a suite that only grew, so only the survivors need running again.
 """
@@ -106,6 +106,10 @@ def previous_run(module: str) -> dict:
     summary.setdefault("source_sha256", source_sha256(root / "src" / "robustlens", module))
     if summary["source_sha256"] != source_sha256(REPO / "workflow" / "robustlens", module):
         sys.exit(f"{module}.py changed since its last full mutation run: run it in full")
+    # mutants no test reached may be reached by a new test: rerun them with the survivors
+    untested = sorted(name for name, state in results(root).items() if state == "no tests") if (root / "mutants").exists() else []
+    summary["rerun"] = sorted(set(summary["survivors"]) | set(untested))
+    summary["no tests"] = summary.get("no tests", 0) - len(untested)
     return summary
 
 
@@ -117,14 +121,14 @@ def run(module: str, children: int, rerun_survivors: bool = False) -> dict:
     log = root / "mutmut.log"
     print(f"{module}: mutmut running, progress in {log.relative_to(REPO)}", flush=True)
     with log.open("w") as out:
-        proc = subprocess.run([str(MUTMUT), "run", "--max-children", str(children), *(previous or {}).get("survivors", [])],
+        proc = subprocess.run([str(MUTMUT), "run", "--max-children", str(children), *(previous or {}).get("rerun", [])],
                               cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         print(f"| {module} | mutmut failed (exit {proc.returncode}): see {log.relative_to(REPO)} |", flush=True)
         return {"module": module, "failed": proc.returncode}
     status = results(root)
     if previous is not None:  # the survivors' new status; every other mutant keeps its old one
-        rerun = {name: status[name] for name in previous["survivors"]}
+        rerun = {name: status[name] for name in previous["rerun"]}
         counts = Counter({k: v for k, v in previous.items() if k in ("killed", "no tests", "timeout", "segfault", "suspicious")})
         counts.update(rerun.values())
         summary = {"module": module, "mutants": previous["mutants"], **counts,
