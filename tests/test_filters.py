@@ -650,3 +650,412 @@ def test_figures_draw_the_table_values(tmp_path):
     assert titles[0].startswith("robust: robust_s0") and titles[1].startswith("normal: normal_s0")
     for name in ["kl.png", "basis.png", "quality.png", "first.png"]:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# edge cases and exact values of the helpers (each against a hand computation)
+
+
+def test_sparse_mask_threshold_scales_with_the_layer_maximum():
+    # layer max 10: the threshold is 10 / 100 = 0.1 (not 0.01 / 10)
+    w = np.zeros((1, 3, 3, 3))
+    w[0, 0, 0, 0] = 10.0
+    w[0, 1, 1, 1] = -0.1  # exactly max|W| / 100: sparse
+    w[0, 2, 2, 2] = 0.05  # below: sparse
+    np.testing.assert_array_equal(F.sparse_filter_mask(w), [[False, True, True]])
+    w[0, 1, 1, 1] = 0.1001  # just above: kept
+    np.testing.assert_array_equal(F.sparse_filter_mask(w), [[False, False, True]])
+    assert sparsity(w) == pytest.approx(1 / 3)
+
+
+def test_check_weight_shapes_single_tap_layer_and_messages():
+    # a 1x1 layer of one channel: one filter, it is the layer maximum, so not sparse
+    assert sparsity(np.full((1, 1, 1, 1), 2.0)) == 0.0
+    with pytest.raises(ValueError, match=r"conv weight has shape \(c_out, c_in, k1, k2\); got shape \(3, 3, 3\)"):
+        sparsity(np.zeros((3, 3, 3)))
+    with pytest.raises(ValueError, match="^empty conv weight$"):
+        sparsity(np.zeros((0, 2, 3, 3)))
+
+
+def test_to_numpy_accepts_bfloat16_and_grad_tensors():
+    rng = np.random.default_rng(40)
+    w = rng.normal(size=(6, 5, 3, 3))
+    w[0, 0] *= 1e-4  # one sparse filter
+    t = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+    assert variance_entropy(t) == pytest.approx(independent_variance_entropy(w), abs=1e-12)
+    assert orthogonality(t) == pytest.approx(independent_orthogonality(w), abs=1e-12)
+    b = torch.tensor(w, dtype=torch.float32).to(torch.bfloat16)
+    wb = b.float().numpy().astype(np.float64)  # the bfloat16 values, exactly
+    assert sparsity(b) == pytest.approx(1 / 30)
+    assert variance_entropy(b) == pytest.approx(independent_variance_entropy(wb), abs=1e-12)
+
+
+def test_scale_filters_shapes_zero_filters_and_other_kernel_sizes():
+    rng = np.random.default_rng(41)
+    w = rng.normal(size=(3, 2, 3, 3))
+    w[1, 0] = 0.0  # an all-zero filter stays zero
+    rows = w.reshape(6, 9)
+    expected = np.array([r / np.abs(r).max() if np.any(r) else r for r in rows])
+    np.testing.assert_array_equal(F.scale_filters(w), expected)
+    np.testing.assert_array_equal(F.scale_filters(w.reshape(6, 3, 3)), expected)  # (n, 3, 3)
+    np.testing.assert_array_equal(F.scale_filters(rows), expected)
+    assert not np.isnan(F.scale_filters(w)).any()
+    # a 4-D weight of 3x5 kernels: rows of 15 taps, each over its own max
+    v = rng.normal(size=(2, 2, 3, 5))
+    r15 = v.reshape(4, 15)
+    np.testing.assert_allclose(F.scale_filters(v), r15 / np.abs(r15).max(axis=1, keepdims=True), rtol=0, atol=0)
+
+
+def test_filter_rows_accepts_the_three_documented_shapes_and_rejects_others():
+    rng = np.random.default_rng(42)
+    x = rng.normal(size=(40, 9))
+    z = x / np.abs(x).max(axis=1, keepdims=True)
+    vals = np.linalg.eigvalsh(np.cov(z.T))[::-1]
+    for shaped in (x, x.reshape(40, 3, 3), x.reshape(8, 5, 3, 3)):
+        basis = filter_basis(shaped)
+        np.testing.assert_allclose(basis.explained_variance, vals, rtol=1e-10, atol=1e-14)
+        assert basis.n_filters == 40
+        np.testing.assert_allclose(basis.project(z.reshape(shaped.shape)), (z - z.mean(0)) @ basis.components.T, atol=1e-12)
+    for bad in (np.zeros((5, 4)), np.zeros((3, 3, 4)), np.zeros((4, 4, 3)), np.zeros((2, 3, 4, 3)), np.zeros(9)):
+        with pytest.raises(ValueError, match=r"expected filters of shape \(n, 9\), \(n, 3, 3\) or \(c_out, c_in, 3, 3\); got"):
+            filter_basis(bad)
+
+
+def test_explained_variance_ratio_edge_cases():
+    # two filters: one axis carries all the variance
+    two = np.array([[1.0, 0, 0, 0, 0, 0, 0, 0, 0], [0, 1.0, 0, 0, 0, 0, 0, 0, 0]])
+    r = F.explained_variance_ratio(two)
+    assert r[0] == pytest.approx(1.0) and np.abs(r[1:]).max() < 1e-12 and r.shape == (2,)
+    # small total variance (< 1) is still normalised
+    rng = np.random.default_rng(43)
+    small = 1e-3 * rng.normal(size=(30, 9))
+    ev = np.linalg.eigvalsh(np.cov(small.T))[::-1]
+    np.testing.assert_allclose(F.explained_variance_ratio(small), ev / ev.sum(), rtol=1e-9, atol=1e-15)
+    # float32 input is computed in float64
+    x32 = rng.normal(size=(30, 9)).astype(np.float32)
+    ev64 = np.linalg.eigvalsh(np.cov(x32.astype(np.float64).T))[::-1]
+    np.testing.assert_allclose(F.explained_variance_ratio(x32), ev64 / ev64.sum(), rtol=1e-11, atol=1e-15)
+    # one column: all variance on that axis
+    np.testing.assert_allclose(F.explained_variance_ratio(rng.normal(size=(5, 1))), [1.0])
+    # no variance: all zeros, not NaN
+    flat = np.tile(rng.normal(size=9), (4, 1))
+    r0 = F.explained_variance_ratio(flat)
+    assert r0.shape == (4,) and np.array_equal(r0, np.zeros(4))
+    with pytest.raises(ValueError, match="^need at least two filters for a PCA$"):
+        F.explained_variance_ratio(np.ones((1, 9)))
+
+
+def test_entropy10_ignores_zero_ratios():
+    assert F.entropy10([0.5, 0.5, 0.0]) == pytest.approx(math.log10(2))
+    assert F.entropy10([0.0, 1.0]) == 0.0
+    assert F.entropy10([0.25] * 4) == pytest.approx(math.log10(4))
+
+
+def test_variance_entropy_few_filters_and_no_variance():
+    rng = np.random.default_rng(44)
+    w = np.zeros((3, 1, 3, 3))
+    w[0, 0] = rng.normal(size=(3, 3))
+    assert math.isnan(variance_entropy(w))  # one non-sparse filter
+    w[1, 0] = rng.normal(size=(3, 3))
+    # two filters: centred, they span one axis -> entropy 0
+    assert variance_entropy(w) == pytest.approx(0.0, abs=1e-12)
+    w[2, 0] = rng.normal(size=(3, 3))
+    assert variance_entropy(w) == pytest.approx(independent_variance_entropy(w), abs=1e-12)
+    # two non-sparse filters equal after scaling: no variance -> NaN
+    same = np.zeros((2, 1, 3, 3))
+    same[0, 0] = rng.normal(size=(3, 3))
+    same[1, 0] = 4.0 * same[0, 0]  # a power of two: scaled, the two are bitwise equal
+    assert math.isnan(variance_entropy(same))
+
+
+def test_orthogonality_keep_normalises_small_banks():
+    rng = np.random.default_rng(45)
+    banks = 0.05 * rng.normal(size=(5, 18))  # norms well below 1
+    banks[3] = 0.0
+    w = banks.reshape(5, 2, 3, 3)
+    assert orthogonality(w, "keep") == pytest.approx(independent_orthogonality(w, keep_zero_banks=True), abs=1e-12)
+    assert orthogonality(w) == pytest.approx(independent_orthogonality(w), abs=1e-12)
+
+
+def test_symmetric_kl_normalises_and_handles_zero_entries():
+    p, q = np.array([1.0, 1.0, 0.0]), np.array([9.0, 1.0, 0.0])  # unnormalised, a common empty entry
+    pn, qn = p[:2] / 2, q[:2] / 10
+    hand = sum((a - b) * (math.log(a) - math.log(b)) for a, b in zip(pn, qn))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert symmetric_kl(p, q) == pytest.approx(hand, rel=1e-12)
+        assert symmetric_kl([1, 3], [3, 1]) == pytest.approx(2 * (0.75 - 0.25) * math.log(3), rel=1e-12)
+        # mass where the other has none: infinite, without a warning
+        assert symmetric_kl([0.5, 0.5], [1.0, 0.0]) == math.inf
+
+
+def test_discrete_distribution_uses_the_given_range_and_its_width():
+    eps = float(np.finfo(np.float32).eps)
+    # values only in the first quarter of (0, 1): the data's own range would spread them out
+    dens = np.array([2 / (2 * 0.25), eps, eps, eps])
+    np.testing.assert_allclose(discrete_distribution([0.1, 0.2], (0.0, 1.0), bins=4), dens / dens.sum(), rtol=1e-14)
+    # range (1, 2): width 0.25 (not (1 + 2) / 4): the density scale sets eps's share
+    dens = np.array([1 / (2 * 0.25), eps, eps, 1 / (2 * 0.25)])
+    np.testing.assert_allclose(discrete_distribution([1.1, 1.9], (1.0, 2.0), bins=4), dens / dens.sum(), rtol=1e-14)
+    # no value inside the range: NaN, without a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(discrete_distribution([5.0], (0.0, 1.0), bins=4)).all()
+
+
+def test_depth_bin_index_against_exact_fractions():
+    from fractions import Fraction
+
+    for n_conv in range(2, 14):
+        for n_bins in range(1, 11):
+            d = np.arange(1, n_conv)
+            expected = [math.ceil(Fraction(int(k), n_conv - 1) * n_bins) - 1 for k in d]
+            np.testing.assert_array_equal(depth_bin_index(d, np.full(d.size, n_conv), n_bins), expected)
+            assert depth_bin_index([0], [n_conv], n_bins)[0] == -1
+    assert depth_bin_index([0], [1], 3)[0] == -1
+    with pytest.raises(ValueError, match="^n_bins must be >= 1$"):
+        depth_bin_index([1], [3], 0)
+
+
+def test_depth_bin_edges_and_normalised_depth():
+    np.testing.assert_array_equal(F.depth_bin_edges(4), [0.0, 0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_array_equal(F.depth_bin_edges(1), [0.0, 1.0])
+    assert F.normalised_depth(1, 2) == 1.0 and F.normalised_depth(0, 2) == 0.0
+    assert F.normalised_depth(0, 1) == 0.0 and F.normalised_depth(3, 7) == 0.5
+
+
+def test_choose_n_depth_bins_lowers_until_covered_and_needs_every_model():
+    # n_conv 5, 3x3 at depths 0, 1, 2: normalised 1/4, 1/2 both in (0, 1/2] -> 2 bins leave one empty
+    layers = pd.DataFrame({"model": "m", "depth_index": [0, 1, 2], "n_conv": 5})
+    assert choose_n_depth_bins(layers, 10) == 1
+    # a model with no layer after the first: 0, even if another model has some
+    both = pd.concat([pd.DataFrame({"model": "a", "depth_index": [0, 1, 2], "n_conv": 3}),
+                      pd.DataFrame({"model": "b", "depth_index": [0], "n_conv": 3})])
+    assert choose_n_depth_bins(both, 10) == 0
+    # the default is deciles: 12 layers after the first
+    deep = pd.DataFrame({"model": "d", "depth_index": range(13), "n_conv": 13})
+    assert choose_n_depth_bins(deep) == 10
+
+
+def test_filter_basis_sparse_mask_variance_scale_and_signs():
+    rng = np.random.default_rng(46)
+    x = rng.normal(size=(30, 9))
+    sparse = np.zeros(30, int)
+    sparse[[2, 7]] = 1  # an integer 0/1 mask is a boolean mask
+    basis = filter_basis(x, sparse)
+    kept = x[sparse == 0]
+    z = kept / np.abs(kept).max(axis=1, keepdims=True)
+    vals, vecs = np.linalg.eigh(np.cov(z.T))
+    vals, vecs = vals[::-1], vecs[:, ::-1].T
+    assert basis.n_filters == 28
+    np.testing.assert_allclose(basis.explained_variance, vals, rtol=1e-10)
+    np.testing.assert_allclose(basis.explained_variance_ratio, vals / vals.sum(), rtol=1e-10)
+    np.testing.assert_allclose(basis.mean, z.mean(axis=0), rtol=1e-12)
+    # each component is an eigenvector with its largest-magnitude entry positive
+    signs = np.sign(vecs[np.arange(9), np.abs(vecs).argmax(axis=1)])
+    np.testing.assert_allclose(basis.components, vecs * signs[:, None], atol=1e-9)
+    # without scaling, the raw rows
+    raw = filter_basis(kept, scale=False)
+    np.testing.assert_allclose(raw.explained_variance, np.linalg.eigvalsh(np.cov(kept.T))[::-1], rtol=1e-10)
+    # rank one: no negative variance
+    line = np.outer(rng.normal(size=12), rng.normal(size=9))
+    ev = filter_basis(line, scale=False).explained_variance
+    assert (ev >= 0).all() and ev[0] == pytest.approx(np.var(line @ (line[0] / np.linalg.norm(line[0])), ddof=1))
+    # two filters are enough; identical filters: ratios all zero
+    assert filter_basis(x[:2]).n_filters == 2
+    same = filter_basis(np.tile(x[0], (2, 1)))
+    assert np.array_equal(same.explained_variance_ratio, np.zeros(9))
+    with pytest.raises(ValueError, match="^need at least two filters for a PCA basis; got 1$"):
+        filter_basis(x[:1])
+
+
+# ---------------------------------------------------------------------------------------------
+# the filter dataset and its tables: every coordinate, attribute and column against hand values
+
+
+def _layout_records():
+    """Two models: m0 (eps 0, seed 3, n_conv 4: 3x3 at depths 1 and 3, one grouped; 1x1 'p' skipped)
+    and m1 (eps 0.5, seed unknown, one 3x3 layer at depth 0, a never-called conv)."""
+    rng = np.random.default_rng(50)
+    wa = rng.normal(size=(2, 3, 3, 3)).astype(np.float32)
+    wa[1, 2] = 0.0  # a sparse (zero) filter
+    wb = rng.normal(size=(4, 1, 3, 3)).astype(np.float32)
+    wc = rng.normal(size=(3, 2, 3, 3)).astype(np.float32)
+    m0 = ModelFilters(model_id="m0", eps=0.0, n_conv=4, skipped=("p",), order="forward", seed=3, layers=(
+        ConvLayerFilters("a", 1, 1 / 3, wa), ConvLayerFilters("b", 3, 1.0, wb, groups=4)))
+    m1 = ModelFilters(model_id="m1", eps=0.5, n_conv=2, order="registration", unexecuted=("u",), layers=(
+        ConvLayerFilters("a", 0, 0.0, wc),))
+    return [m0, m1], (wa, wb, wc)
+
+
+def test_filters_dataset_every_coordinate_dtype_dimension_and_attribute():
+    records, (wa, wb, wc) = _layout_records()
+    ds = filters_dataset(records)
+    assert ds["coefficients"].dims == ("filter", "tap") and ds["coefficients"].dtype == np.float32
+    np.testing.assert_array_equal(ds["coefficients"].values, np.vstack([wa.reshape(-1, 9), wb.reshape(-1, 9), wc.reshape(-1, 9)]))
+    assert ds["tap"].dims == ("tap",) and ds["tap"].dtype == np.int32
+    np.testing.assert_array_equal(ds["tap"].values, np.arange(9))
+    expected = {  # name: (dtype, values), rows: 6 of a, 4 of b, 6 of c
+        "model": (object, ["m0"] * 10 + ["m1"] * 6),
+        "layer": (object, ["a"] * 6 + ["b"] * 4 + ["a"] * 6),
+        "depth_index": (np.int32, [1] * 6 + [3] * 4 + [0] * 6),
+        "normalised_depth": (np.float64, [1 / 3] * 6 + [1.0] * 4 + [0.0] * 6),
+        "n_conv": (np.int32, [4] * 10 + [2] * 6),
+        "eps": (np.float64, [0.0] * 10 + [0.5] * 6),
+        "robust": (bool, [False] * 10 + [True] * 6),
+        "seed": (np.int64, [3] * 10 + [-1] * 6),
+        "out_channel": (np.int32, [0, 0, 0, 1, 1, 1, 0, 1, 2, 3, 0, 0, 1, 1, 2, 2]),
+        "in_channel": (np.int32, [0, 1, 2, 0, 1, 2, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1]),
+        "groups": (np.int32, [1] * 6 + [4] * 4 + [1] * 6),
+        "sparse": (bool, [False] * 5 + [True] + [False] * 10),
+    }
+    assert set(ds.coords) == set(expected) | {"tap"}
+    for name, (dtype, values) in expected.items():
+        assert ds[name].dims == ("filter",), name
+        assert ds[name].dtype == dtype, name
+        assert list(ds[name].values) == values, name
+    assert ds.attrs == {
+        "description": "3x3 conv filters, one row per filter (Gavrikov & Keuper 2022)",
+        "tap_order": "row-major (ky, kx)",
+        "sparse_criterion": "max|F| <= max|W|/100 within the layer",
+        "depth": "depth_index counts all Conv2d layers in forward order; normalised_depth = depth_index/(n_conv-1)",
+        "skipped_non3x3": {"m0": 1, "m1": 0},
+        "skipped_layers": {"m0": ["p"], "m1": []},
+        "n_conv": {"m0": 4, "m1": 2},
+        "depth_order": {"m0": "forward", "m1": "registration"},
+        "grouped_layers": {"m0": ["b"], "m1": []},
+        "unexecuted_layers": {"m0": [], "m1": ["u"]},
+    }
+
+
+def test_filters_dataset_of_models_without_3x3_layers_is_empty_and_typed():
+    ds = filters_dataset([ModelFilters(model_id="none", eps=1.0, layers=(), n_conv=2, skipped=("x", "y"))])
+    assert ds["coefficients"].shape == (0, 9) and ds["coefficients"].dtype == np.float32
+    assert ds["coefficients"].dims == ("filter", "tap")
+    dtypes = {"depth_index": np.int32, "normalised_depth": np.float64, "n_conv": np.int32, "eps": np.float64,
+              "robust": bool, "seed": np.int64, "out_channel": np.int32, "in_channel": np.int32,
+              "groups": np.int32, "sparse": bool}
+    for name, dtype in dtypes.items():
+        assert ds[name].shape == (0,) and ds[name].dtype == dtype, name
+    assert ds.attrs["skipped_non3x3"] == {"none": 2}
+    # the tables of an empty dataset: no rows, the documented columns
+    assert quality_table(ds).empty and list(quality_table(ds).columns) == F.QUALITY_COLUMNS
+    assert shift_table(ds).empty and list(shift_table(ds).columns) == F.SHIFT_COLUMNS
+
+
+def test_filters_dataset_rejects_bad_input_with_its_messages():
+    good = make_record("a", 0.0, 0, [np.ones((2, 2, 3, 3))])
+    with pytest.raises(ValueError, match="^no models given$"):
+        filters_dataset([])
+    with pytest.raises(ValueError, match=r"^duplicate model ids: \['a'\]$"):
+        filters_dataset([good, make_record("b", 0.0, 0, [np.ones((2, 2, 3, 3))]), good])
+    with pytest.raises(ValueError, match=r"^duplicate model ids: \['a', 'b'\]$"):
+        filters_dataset([good, good, good, make_record("b", 0, 0, []), make_record("b", 0, 0, [])])
+    bad = ModelFilters(model_id="m", eps=0.0, n_conv=1, layers=(ConvLayerFilters("c", 0, 0.0, np.ones((2, 2, 5, 5))),))
+    with pytest.raises(ValueError, match=r"^m/c: not a 3x3 conv weight: shape \(2, 2, 5, 5\)$"):
+        filters_dataset([bad])
+
+
+def test_model_table_counts_per_model():
+    records, _ = _layout_records()
+    records.append(ModelFilters(model_id="k", eps=2.0, n_conv=3, seed=7, layers=(
+        ConvLayerFilters("z", 2, 1.0, np.zeros((1, 2, 3, 3), np.float32)),)))
+    ds = filters_dataset(records)
+    t = F.model_table(ds)
+    expected = pd.DataFrame({
+        "model": ["k", "m0", "m1"], "eps": [2.0, 0.0, 0.5], "robust": [True, False, True], "seed": [7, 3, -1],
+        "n_conv": [3, 4, 2], "n_filters": [2, 10, 6], "n_sparse": [2, 1, 0], "n_layers_3x3": [1, 2, 1],
+        "n_skipped_non3x3": [0, 1, 0],
+    })
+    assert list(t.columns) == list(expected.columns)
+    for col in expected.columns:
+        assert list(t[col]) == list(expected[col]), col
+    # without the attribute, no skipped layers
+    del ds.attrs["skipped_non3x3"]
+    assert list(F.model_table(ds)["n_skipped_non3x3"]) == [0, 0, 0]
+
+
+def test_quality_table_metadata_columns_single_filter_layer_and_messages():
+    rng = np.random.default_rng(51)
+    w0 = rng.normal(size=(1, 1, 3, 3))  # one filter: sparsity 0, entropy and orthogonality NaN
+    w1 = rng.normal(size=(3, 2, 3, 3))
+    rec_b = make_record("b", 0.25, 9, [w0, w1], n_conv=5, depths=[0, 4])
+    rec_a = make_record("a", 0.0, None, [w1])
+    q = quality_table(filters_dataset([rec_b, rec_a]))
+    assert list(q["model"]) == ["a"] * 4 + ["b"] * 8
+    assert list(q["layer"]) == ["conv0"] * 8 + ["conv4"] * 4
+    assert list(q["metric"]) == list(F.QUALITY_METRICS) * 3
+    assert list(q["eps"]) == [0.0] * 4 + [0.25] * 8
+    assert list(q["robust"]) == [False] * 4 + [True] * 8
+    assert list(q["seed"]) == [-1] * 4 + [9] * 8
+    assert list(q["depth_index"]) == [0] * 8 + [4] * 4
+    assert list(q["normalised_depth"]) == [0.0] * 8 + [1.0] * 4
+    assert list(q["n_conv"]) == [1] * 4 + [5] * 8
+    assert list(q["n_filters"]) == [6] * 4 + [1] * 4 + [6] * 4 and list(q["n_banks"]) == [3] * 4 + [1] * 4 + [3] * 4
+    single = q[(q.model == "b") & (q.layer == "conv0")].set_index("metric")["value"]
+    assert single["sparsity"] == 0.0 and single["n_zero_banks"] == 0.0
+    assert math.isnan(single["variance_entropy"]) and math.isnan(single["orthogonality"])
+    w1_32 = w1.astype(np.float32)
+    last = q[(q.model == "b") & (q.layer == "conv4")].set_index("metric")["value"]
+    assert last["orthogonality"] == pytest.approx(independent_orthogonality(w1_32), abs=1e-12)
+    assert last["variance_entropy"] == pytest.approx(independent_variance_entropy(w1_32), abs=1e-12)
+    with pytest.raises(ValueError, match=r"^zero_banks must be one of \('drop', 'keep'\), got 'none'$"):
+        quality_table(filters_dataset([rec_a]), zero_banks="none")
+
+
+def test_layer_weight_rebuilds_one_layer_of_one_model():
+    rng = np.random.default_rng(52)
+    w_other = rng.normal(size=(2, 2, 3, 3))
+    w_first = rng.normal(size=(1, 1, 3, 3))  # the shallowest layer holds one filter
+    w_deep = rng.normal(size=(3, 2, 3, 3))
+    # same layer names in both models; the other model comes first and has a layer at depth 1
+    other = make_record("other", 0.0, 0, [w_other, w_other], depths=[0, 1], n_conv=3)
+    target = make_record("target", 1.0, 0, [w_first, w_deep], depths=[1, 2], n_conv=3)
+    ds = filters_dataset([other, target])
+    name, w = F.layer_weight(ds, "target")
+    assert name == "conv1" and w.dtype == np.float64
+    np.testing.assert_array_equal(w, w_first.astype(np.float32))
+    name, w = F.layer_weight(ds, "target", "conv2")
+    assert name == "conv2"
+    np.testing.assert_array_equal(w, w_deep.astype(np.float32))
+    name, w = F.layer_weight(ds, "other", "conv1")
+    np.testing.assert_array_equal(w, w_other.astype(np.float32))
+    with pytest.raises(KeyError, match="model 'nope' is not in the dataset"):
+        F.layer_weight(ds, "nope")
+    with pytest.raises(KeyError, match="layer 'conv0' of model 'target' is not in the dataset"):
+        F.layer_weight(ds, "target", "conv0")
+
+
+def test_filter_bases_leave_sparse_filters_out_and_keep_two_filter_subsets():
+    rng = np.random.default_rng(53)
+    wn = rng.normal(size=(4, 3, 3, 3))
+    wn[0, 0] *= 1e-4  # sparse in its layer; scaled by its own max it would be a full filter
+    wr = np.zeros((1, 3, 3, 3))
+    wr[0, :2] = rng.normal(size=(2, 3, 3))  # two non-sparse robust filters (the third is all zero)
+    ds = filters_dataset([make_record("n", 0.0, 0, [wn]), make_record("r", 1.0, 0, [wr])])
+    bases = F.filter_bases(ds)
+    assert set(bases) == {"all", "robust", "normal"}
+    rows_n = wn.astype(np.float32).astype(np.float64).reshape(-1, 9)[1:]
+    rows_r = wr.astype(np.float32).astype(np.float64).reshape(-1, 9)[:2]
+
+    def ev(rows):
+        z = rows / np.abs(rows).max(axis=1, keepdims=True)
+        return np.clip(np.linalg.eigvalsh(np.cov(z.T))[::-1], 0, None)
+
+    np.testing.assert_allclose(bases["normal"].explained_variance, ev(rows_n), rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(bases["robust"].explained_variance, ev(rows_r), rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(bases["all"].explained_variance, ev(np.vstack([rows_n, rows_r])), rtol=1e-9, atol=1e-14)
+    assert (bases["normal"].n_filters, bases["robust"].n_filters, bases["all"].n_filters) == (11, 2, 13)
+
+
+def test_basis_table_rows_and_empty_table():
+    rng = np.random.default_rng(54)
+    basis = filter_basis(rng.normal(size=(20, 9)))
+    table = F.basis_table({"s": basis})
+    assert list(table.columns) == F.BASIS_COLUMNS and len(table) == 81
+    assert list(table["tap"]) == list(range(9)) * 9
+    assert list(table["component"]) == [i for i in range(9) for _ in range(9)]
+    np.testing.assert_array_equal(table["explained_variance_ratio"], np.repeat(basis.explained_variance_ratio, 9))
+    np.testing.assert_array_equal(table["value"], basis.components.ravel())
+    empty = F.basis_table({})
+    assert empty.empty and list(empty.columns) == F.BASIS_COLUMNS
