@@ -1059,3 +1059,287 @@ def test_basis_table_rows_and_empty_table():
     np.testing.assert_array_equal(table["value"], basis.components.ravel())
     empty = F.basis_table({})
     assert empty.empty and list(empty.columns) == F.BASIS_COLUMNS
+
+
+def _quality_rows(model, eps, seed, n_conv, layers):
+    """Rows of a quality table: layers = {depth: (n_filters, n_banks, {metric: value})}."""
+    return [{"model": model, "eps": eps, "robust": eps > 0, "seed": seed, "layer": f"l{d}", "depth_index": d,
+             "normalised_depth": d / (n_conv - 1), "n_conv": n_conv, "n_filters": nf, "n_banks": nb,
+             "zero_banks": "drop", "metric": m, "value": v}
+            for d, (nf, nb, values) in layers.items() for m, v in values.items()]
+
+
+def test_quality_by_depth_whole_table_by_hand():
+    nan = float("nan")
+    rows = _quality_rows("b", 0.0, 0, 5, {  # depths 1, 2 -> bin (0, 1/2]; 3, 4 -> (1/2, 1]
+        0: (1, 1, {"sparsity": 0.0, "orthogonality": nan, "n_zero_banks": 0, "custom": 5.0}),
+        1: (4, 2, {"sparsity": 0.5, "orthogonality": 0.2, "n_zero_banks": 1, "custom": 1.0}),
+        2: (12, 3, {"sparsity": 0.25, "orthogonality": 0.6, "n_zero_banks": 2, "custom": 3.0}),
+        3: (2, 2, {"sparsity": 1.0, "orthogonality": 0.9, "n_zero_banks": 0, "custom": 2.0}),
+        4: (6, 3, {"sparsity": 0.0, "orthogonality": nan, "n_zero_banks": 4, "custom": 4.0}),
+    }) + _quality_rows("a", 0.5, 7, 3, {  # depth 1 -> (0, 1/2], depth 2 -> (1/2, 1]
+        0: (3, 3, {"sparsity": 0.4, "orthogonality": 0.7, "n_zero_banks": 1, "custom": 0.5}),
+        1: (6, 2, {"sparsity": 0.1, "orthogonality": 0.3, "n_zero_banks": 0, "custom": 1.5}),
+        2: (8, 4, {"sparsity": 0.2, "orthogonality": 0.8, "n_zero_banks": 2, "custom": 2.5}),
+    })
+    quality = pd.DataFrame(rows).sample(frac=1.0, random_state=3)  # input order does not matter
+    out = F.quality_by_depth(quality, n_bins=10)
+    assert list(out.columns) == F.QUALITY_BY_DEPTH_COLUMNS
+    metrics = ["custom", "n_zero_banks", "orthogonality", "sparsity"]
+    # (model, group): {metric: value}, by hand: sparsity/custom weighted by n_filters, orthogonality by
+    # n_banks (NaN layers left out), n_zero_banks summed; "custom" is not in QUALITY_WEIGHTS: n_filters
+    values = {
+        ("a", 0): [0.5, 1.0, 0.7, 0.4],
+        ("a", 1): [1.5, 0.0, 0.3, 0.1],
+        ("a", 2): [2.5, 2.0, 0.8, 0.2],
+        ("b", 0): [5.0, 0.0, nan, 0.0],
+        ("b", 1): [(4 * 1.0 + 12 * 3.0) / 16, 3.0, (2 * 0.2 + 3 * 0.6) / 5, (4 * 0.5 + 12 * 0.25) / 16],
+        ("b", 2): [(2 * 2.0 + 6 * 4.0) / 8, 4.0, 0.9, (2 * 1.0 + 6 * 0.0) / 8],
+    }
+    expected = []
+    for (model, group), vals in values.items():
+        eps, seed = (0.5, 7) if model == "a" else (0.0, 0)
+        lo, hi = {0: (0.0, 0.0), 1: (0.0, 0.5), 2: (0.5, 1.0)}[group]
+        n_layers = 1 if group == 0 or model == "a" else 2  # NaN layers count as layers
+        for metric, value in zip(metrics, vals):
+            expected.append({"model": model, "eps": eps, "robust": eps > 0, "seed": seed, "group": group,
+                             "scope": "first_layer" if group == 0 else "depth_bin", "depth_lo": lo, "depth_hi": hi,
+                             "n_depth_bins": 2, "n_layers": n_layers, "metric": metric, "value": value})
+    expected = pd.DataFrame(expected)
+    for col in F.QUALITY_BY_DEPTH_COLUMNS:
+        if col == "value":
+            np.testing.assert_allclose(out[col].to_numpy(float), expected[col].to_numpy(float), rtol=1e-12)
+        else:
+            assert list(out[col]) == list(expected[col]), col
+
+
+def test_quality_by_depth_without_bins_with_one_bin_and_defaults():
+    # a model without layers after the first: no depth bins, only the first layers are reported
+    q = pd.DataFrame(_quality_rows("a", 0.0, 0, 3, {0: (2, 1, {"sparsity": 0.5}), 1: (4, 2, {"sparsity": 0.25}),
+                                                    2: (4, 2, {"sparsity": 0.75})})
+                     + _quality_rows("c", 1.0, 1, 3, {0: (3, 3, {"sparsity": 1 / 3})}))
+    out = F.quality_by_depth(q)
+    assert list(out["model"]) == ["a", "c"] and list(out["group"]) == [0, 0]
+    assert list(out["scope"]) == ["first_layer"] * 2 and list(out["n_depth_bins"]) == [0, 0]
+    assert list(out["depth_lo"]) == [0.0, 0.0] and list(out["depth_hi"]) == [0.0, 0.0]
+    np.testing.assert_allclose(out["value"], [0.5, 1 / 3])
+    # one layer after the first: one bin (0, 1]
+    q1 = pd.DataFrame(_quality_rows("a", 0.0, 0, 2, {0: (2, 1, {"sparsity": 0.5}), 1: (4, 2, {"sparsity": 0.25})}))
+    out = F.quality_by_depth(q1)
+    assert list(out["group"]) == [0, 1] and list(out["scope"]) == ["first_layer", "depth_bin"]
+    assert list(out["depth_lo"]) == [0.0, 0.0] and list(out["depth_hi"]) == [0.0, 1.0]
+    assert list(out["n_depth_bins"]) == [1, 1]
+    np.testing.assert_allclose(out["value"], [0.5, 0.25])
+    # the default is deciles: 12 layers after the first
+    deep = pd.DataFrame(_quality_rows("d", 0.0, 0, 13, {d: (1, 1, {"sparsity": d / 12}) for d in range(13)}))
+    out = F.quality_by_depth(deep)
+    assert set(out["n_depth_bins"]) == {10} and list(out["group"]) == list(range(11))
+    # bin j of 10 over depths 1..12 of n_conv 13 holds the depths d with ceil(10 d / 12) = j
+    for j in range(1, 11):
+        members = [d for d in range(1, 13) if math.ceil(10 * d / 12) == j]
+        assert out.loc[out.group == j, "value"].item() == pytest.approx(np.mean(members) / 12)
+    empty = F.quality_by_depth(pd.DataFrame(columns=F.QUALITY_COLUMNS))
+    assert empty.empty and list(empty.columns) == F.QUALITY_BY_DEPTH_COLUMNS
+
+
+# ---------------------------------------------------------------------------------------------
+# shift_table, row by row, against a plain numpy/scipy reimplementation of its definition
+
+
+def _shift_models():
+    """Four models of 3 conv layers (n_conv 3): normal seeds 0, 1 with 3x3 layers at depths 0, 1, 2
+    (centre-heavy filters, one sparse filter in normal_s0); robust seeds 0, 1 whose first conv is
+    not 3x3 (3x3 at depths 1, 2; isotropic filters; one filter at depth 2)."""
+    rng = np.random.default_rng(60)
+    models = []
+    for seed in (0, 1):
+        layers = {}
+        for depth, shape in ((0, (3, 2)), (1, (3, 3)), (2, (2, 2))):
+            w = 0.3 * rng.normal(size=(*shape, 9))
+            w[..., 4] += 2.0
+            layers[depth] = w
+        if seed == 0:
+            layers[1][2, 1] = 1e-4 * rng.normal(size=9)  # sparse
+        models.append({"id": f"normal_s{seed}", "eps": 0.0, "seed": seed, "n_conv": 3, "layers": layers})
+    for seed in (0, 1):
+        layers = {1: rng.normal(size=(3, 3, 9)), 2: rng.normal(size=(1, 1, 9))}
+        models.append({"id": f"robust_s{seed}", "eps": 1.0, "seed": seed, "n_conv": 3, "layers": layers})
+    return models
+
+
+def _shift_dataset(models):
+    return filters_dataset([
+        make_record(m["id"], m["eps"], m["seed"], [w.reshape(*w.shape[:2], 3, 3) for w in m["layers"].values()],
+                    n_conv=m["n_conv"], depths=list(m["layers"])) for m in models])
+
+
+def reference_shift_table(models, n_bins, n_permutations=0, seed=0, bins=70):
+    """The shift table by its definition: per model and layer the non-sparse filters (max|F| >
+    max|W| / 100), each over its own max|F|; per comparison a PCA (numpy eigh of the covariance,
+    any signs) of all its filters; per scope and PCA axis a 70-bin density histogram of each side
+    over the pooled (min, max) of the scope's coefficients, empty bins = float32 eps, renormalised;
+    symmetric KL (scipy, nats) weighted by the explained variance ratio. Permutations: all
+    assignments of the comparison's models (exact, itertools) when at most n_permutations, else
+    n_permutations draws of numpy's Generator.permutation with ``seed``."""
+    from itertools import combinations as combos
+    from fractions import Fraction
+
+    eps32 = np.finfo(np.float32).eps
+    filt = []  # (model index, depth, scaled row)
+    for k, m in enumerate(models):
+        for depth, w in m["layers"].items():
+            rows = np.asarray(w, np.float32).astype(np.float64).reshape(-1, 9)
+            peak = np.abs(rows).max(axis=1)
+            for r in rows[peak > np.abs(rows).max() / 100]:
+                filt.append((k, depth, r / np.abs(r).max()))
+    owner = np.array([f[0] for f in filt])
+    depth = np.array([f[1] for f in filt])
+    x = np.array([f[2] for f in filt])
+    n_conv = np.array([models[k]["n_conv"] for k in owner])
+    scopes = [("overall", None, 0.0, 1.0, np.ones(len(x), bool)), ("first_layer", None, 0.0, 0.0, depth == 0)]
+    bin_of = np.array([math.ceil(Fraction(int(d), int(n) - 1) * n_bins) - 1 if d > 0 else -1 for d, n in zip(depth, n_conv)])
+    scopes += [("depth_bin", j, j / n_bins, (j + 1) / n_bins, bin_of == j) for j in range(n_bins)]
+
+    def distribution(values, lo, hi):
+        density, _ = np.histogram(values, bins=bins, range=(lo, hi), density=True)
+        density[density == 0] = eps32
+        return density / density.sum()
+
+    def shift(c, in_a, ratio):
+        if not in_a.any() or in_a.all():
+            return np.nan
+        total = 0.0
+        for i in range(9):
+            lo, hi = c[:, i].min(), c[:, i].max()
+            p, q = distribution(c[in_a, i], lo, hi), distribution(c[~in_a, i], lo, hi)
+            total += ratio[i] * (scipy.stats.entropy(p, q) + scipy.stats.entropy(q, p))
+        return total
+
+    normal = sorted(k for k, m in enumerate(models) if m["eps"] == 0)
+    robust = sorted(k for k, m in enumerate(models) if m["eps"] > 0)
+    comparisons = [("robust_vs_normal", "robust", "normal", robust, normal, True)]
+    for kind, ks in (("normal", normal), ("robust", robust)):
+        seeds = sorted({models[k]["seed"] for k in ks})
+        if len(seeds) >= 2:
+            first, second = seeds[: len(seeds) // 2], seeds[len(seeds) // 2:]
+            comparisons.append((f"{kind}_vs_{kind}", f"{kind} seeds " + ",".join(map(str, first)),
+                                f"{kind} seeds " + ",".join(map(str, second)),
+                                [k for k in ks if models[k]["seed"] in first], [k for k in ks if models[k]["seed"] in second], False))
+    out = []
+    for name, ga, gb, ka, kb, permute in comparisons:
+        comp = sorted(ka + kb)
+        members = np.isin(owner, comp)
+        values, vectors = np.linalg.eigh(np.cov(x[members].T))
+        values, vectors = values[::-1], vectors[:, ::-1]
+        ratio = values / values.sum()
+        labelings = None
+        if permute and n_permutations > 0:
+            if math.comb(len(comp), len(ka)) <= n_permutations:
+                labelings, exact = [set(c) for c in combos(comp, len(ka))], True
+            else:
+                rng = np.random.default_rng(seed)
+                base = np.arange(len(comp)) < len(ka)
+                labelings = [{comp[i] for i in np.flatnonzero(rng.permutation(base))} for _ in range(n_permutations)]
+                exact = False
+        for scope, b, lo, hi, rows in scopes:
+            sel = members & rows
+            c = (x[sel] - x[members].mean(axis=0)) @ vectors
+            in_a = np.isin(owner[sel], ka)
+            row = {"comparison": name, "group_a": ga, "group_b": gb, "scope": scope, "bin": b, "depth_lo": lo,
+                   "depth_hi": hi, "n_depth_bins": n_bins, "n_filters_a": int(in_a.sum()),
+                   "n_filters_b": int((~in_a).sum()), "n_models_a": len(set(owner[sel][in_a])),
+                   "n_models_b": len(set(owner[sel][~in_a])), "value": shift(c, in_a, ratio),
+                   "n_permutations": 0, "permutation_exact": None, "p_value": np.nan, "null_mean": np.nan,
+                   "null_q95": np.nan}
+            if labelings is not None and np.isfinite(row["value"]):
+                null = np.array([shift(c, np.isin(owner[sel], list(lab)), ratio) for lab in labelings])
+                null = null[np.isfinite(null)]
+                n_ge = int((null >= row["value"] * (1 - 1e-12)).sum())
+                row.update({"n_permutations": len(null), "permutation_exact": exact,
+                            "p_value": n_ge / len(null) if exact else (1 + n_ge) / (1 + len(null)),
+                            "null_mean": null.mean(), "null_q95": np.quantile(null, 0.95)})
+            out.append(row)
+    return out
+
+
+def _assert_shift_rows(table, expected):
+    assert list(table.columns) == F.SHIFT_COLUMNS
+    assert len(table) == len(expected)
+    assert str(table["bin"].dtype) == "Int64" and str(table["permutation_exact"].dtype) == "boolean"
+    for (_, got), want in zip(table.iterrows(), expected):
+        where = (want["comparison"], want["scope"], want["bin"])
+        for key in ("comparison", "group_a", "group_b", "scope", "n_depth_bins", "n_filters_a", "n_filters_b",
+                    "n_models_a", "n_models_b", "n_permutations"):
+            assert got[key] == want[key], (where, key)
+        assert got["measure"] == "weighted_symmetric_kl_nats" and got["histogram_range"] == "pooled"
+        assert (pd.isna(got["bin"]) and want["bin"] is None) or got["bin"] == want["bin"], where
+        assert (got["depth_lo"], got["depth_hi"]) == pytest.approx((want["depth_lo"], want["depth_hi"]), abs=1e-15)
+        if want["permutation_exact"] is None:
+            assert pd.isna(got["permutation_exact"]), where
+        else:
+            assert got["permutation_exact"] is want["permutation_exact"] or got["permutation_exact"] == want["permutation_exact"], where
+        for key in ("value", "p_value", "null_mean", "null_q95"):
+            if np.isnan(want[key]):
+                assert np.isnan(got[key]), (where, key)
+            else:
+                assert got[key] == pytest.approx(want[key], rel=1e-9), (where, key)
+
+
+def test_shift_table_every_row_matches_the_definition_with_an_exact_permutation_test():
+    models = _shift_models()
+    ds = _shift_dataset(models)
+    table = shift_table(ds, n_bins_depth=10, n_permutations=100)
+    expected = reference_shift_table(models, n_bins=2, n_permutations=100)
+    _assert_shift_rows(table, expected)
+    # the hand-checkable facts of this case
+    rows = table.set_index(["comparison", "scope", table["bin"].fillna(-1)])
+    assert rows.loc[("robust_vs_normal", "overall", -1), "n_filters_b"] == 2 * (6 + 9 + 4) - 1  # one sparse
+    assert rows.loc[("robust_vs_normal", "overall", -1), "n_permutations"] == 6  # C(4, 2)
+    first = rows.loc[("robust_vs_normal", "first_layer", -1)]
+    assert (first["n_filters_a"], first["n_models_a"], first["n_models_b"]) == (0, 0, 2)
+    assert np.isnan(first["value"]) and first["n_permutations"] == 0  # no test on an empty side
+    one = rows.loc[("robust_vs_robust", "depth_bin", 1)]  # one filter on each side
+    assert (one["n_filters_a"], one["n_filters_b"]) == (1, 1) and np.isfinite(one["value"])
+    assert set(table.loc[table.comparison != "robust_vs_normal", "n_permutations"]) == {0}
+    assert table.loc[table.comparison == "normal_vs_normal", "group_b"].iloc[0] == "normal seeds 1"
+
+
+def test_shift_table_random_permutations_follow_the_seed():
+    models = _shift_models()
+    ds = _shift_dataset(models)
+    for n_permutations, seed in ((4, 11), (1, 2), (5, 0)):
+        table = shift_table(ds, n_bins_depth=10, n_permutations=n_permutations, seed=seed)
+        _assert_shift_rows(table, reference_shift_table(models, 2, n_permutations, seed))
+        assert not table.loc[table.n_permutations > 0, "permutation_exact"].any()
+    # the default seed is 0; as many permutations as assignments: the exact test
+    _assert_shift_rows(shift_table(ds, n_permutations=4), reference_shift_table(models, 2, 4, 0))
+    exact = shift_table(ds, n_permutations=6)
+    assert exact.loc[exact.n_permutations > 0, "permutation_exact"].all()
+    _assert_shift_rows(exact, reference_shift_table(models, 2, 6))
+    # no permutations by default
+    plain = shift_table(ds)
+    _assert_shift_rows(plain, reference_shift_table(models, 2))
+    assert plain["p_value"].isna().all() and plain["permutation_exact"].isna().all()
+
+
+def test_shift_table_one_depth_bin_and_deciles_by_default():
+    rng = np.random.default_rng(61)
+    models = [{"id": "n", "eps": 0.0, "seed": 0, "n_conv": 2, "layers": {0: rng.normal(size=(3, 2, 9)), 1: rng.normal(size=(2, 2, 9)) + 1}},
+              {"id": "r", "eps": 0.5, "seed": 0, "n_conv": 2, "layers": {0: rng.normal(size=(3, 2, 9)), 1: rng.normal(size=(2, 3, 9))}}]
+    table = shift_table(_shift_dataset(models), n_bins_depth=10)
+    _assert_shift_rows(table, reference_shift_table(models, n_bins=1))
+    assert list(table["scope"]) == ["overall", "first_layer", "depth_bin"]
+    assert (table["depth_lo"].iloc[2], table["depth_hi"].iloc[2]) == (0.0, 1.0)
+    # 12 layers after the first: the default gives deciles
+    deep = [{"id": i, "eps": e, "seed": 0, "n_conv": 13, "layers": {d: rng.normal(size=(1, 2, 9)) for d in range(13)}}
+            for i, e in (("n", 0.0), ("r", 1.0))]
+    assert set(shift_table(_shift_dataset(deep))["n_depth_bins"]) == {10}
+
+
+def test_shift_table_seed_halves_of_four_seeds():
+    table = shift_table(_synthetic_shift_dataset(n_seeds=4), n_bins_depth=1)
+    halves = table[table.comparison != "robust_vs_normal"].drop_duplicates("comparison").set_index("comparison")
+    assert halves.loc["normal_vs_normal", ["group_a", "group_b"]].tolist() == ["normal seeds 0,1", "normal seeds 2,3"]
+    assert halves.loc["robust_vs_robust", ["group_a", "group_b"]].tolist() == ["robust seeds 0,1", "robust seeds 2,3"]
+    assert halves["n_models_a"].tolist() == [2, 2] and halves["n_models_b"].tolist() == [2, 2]
+    assert halves["n_filters_a"].tolist() == [2 * 5 * 256] * 2 and halves["n_filters_b"].tolist() == [2 * 5 * 256] * 2
