@@ -4,15 +4,19 @@ torchvision, and the dataset cache (uint8 storage, one split read at a time)."""
 
 import math
 import pickle
+import re
+import urllib.error
 
 import numpy as np
 import pytest
+import torchvision
 from PIL import Image
 
 from rehearsal.make_inputs import MODES, make_cifar, make_imagefolder, write_classes_file
 from robustlens.cifar import read_cifar
 from robustlens.config import n_test_images as predicted_test_size
-from robustlens.data import load_dataset, prepare_dataset, save_dataset
+from robustlens import data as data_module
+from robustlens.data import fetch_torchvision, load_dataset, prepare_dataset, save_dataset
 from robustlens.imagefolder import imagenet_classes, load_imagefolder
 
 
@@ -201,20 +205,22 @@ def test_cifar_reader_equals_torchvision(tmp_path, monkeypatch, source):
     monkeypatch.setattr(cls, "_check_integrity", lambda self: True)
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
     make_cifar(tmp_path, source, n_train=230, n_test=120, seed=3)
+    torchvision_data = {}
     for train in (True, False):
         ours, labels = read_cifar(source, train, tmp_path)
-        theirs = cls(str(tmp_path / source), train=train)
+        theirs = torchvision_data[train] = cls(str(tmp_path / source), train=train)
         assert ours.dtype == np.uint8 and ours.shape == (230 if train else 120, 3, 32, 32)
         np.testing.assert_array_equal(ours, theirs.data.transpose(0, 3, 1, 2))
         np.testing.assert_array_equal(labels, theirs.targets)
     assert len(np.unique(labels)) == (10 if source == "cifar10" else 100)
 
+    monkeypatch.undo()  # the workflow reads the pickles with robustlens' reader, not torchvision's checked class
     spec = {"source": source, "image_size": 32, "test_fraction": 0.2, "split_seed": 0}
     path = tmp_path / "data.npz"
     save_dataset(prepare_dataset(spec, root=tmp_path), path)
     with np.load(path) as stored:
         assert stored["x_train"].dtype == stored["x_test"].dtype == np.uint8
-    train_data = cls(str(tmp_path / source), train=True).data
+    train_data = torchvision_data[True].data
     np.testing.assert_array_equal(np.load(path)["x_train"], train_data.transpose(0, 3, 1, 2))  # the train split: train batches
     test = load_dataset(path, "test")  # theirs: torchvision's test split
     assert set(test) == {"x_test", "y_train", "y_test"} and np.array_equal(test["y_test"], theirs.targets)
@@ -262,7 +268,9 @@ def test_load_dataset_reads_one_split_as_float(tmp_path):
     assert test["x_test"].dtype == np.float32
     np.testing.assert_array_equal(test["x_test"].ravel(), np.float32([0.0, 0.2, 0.4, 1.0]))
     assert np.all(load_dataset(tmp_path / "d.npz")["x_train"] == 1.0)
-    with pytest.raises(ValueError, match=r"d.npz has no split 'val'"):
+    assert test["y_test"].dtype == test["y_train"].dtype == np.int64  # labels stay integers
+    np.testing.assert_array_equal(test["y_train"], [0, 1, 2])
+    with pytest.raises(ValueError, match=r"d.npz has no split 'val' \(arrays: x_train, y_train, x_test, y_test\)$"):
         load_dataset(tmp_path / "d.npz", "val")
 
 
@@ -325,7 +333,8 @@ def test_fashion_mnist_from_its_raw_idx_files(tmp_path):
         assert data[f"y_{split}"].dtype == np.int64
     native = prepare_dataset({"source": "fashion_mnist", "image_size": 28, "split_seed": 0}, root=tmp_path)
     np.testing.assert_array_equal(native["x_test"][:, 0], images["t10k"])
-    with pytest.raises(FileNotFoundError, match=r"fashion_mnist is not in .*elsewhere.*fashion_mnist: run the workflow's fetch_dataset rule"):
+    with pytest.raises(FileNotFoundError, match=r"fashion_mnist is not in .*elsewhere.*fashion_mnist: run the workflow's "
+                                                r"fetch_dataset rule \(Dataset not found"):  # torchvision's reason: no download tried
         prepare_dataset({"source": "fashion_mnist", "image_size": 28, "split_seed": 0}, root=tmp_path / "elsewhere")
 
 
@@ -349,3 +358,108 @@ def test_torchvision_splits_are_capped_by_stratified_subsets(tmp_path):
         assert rows == sorted(rows) and np.array_equal(labels[part][rows], y)  # whole rows, in file order
     other = prepare_dataset({**spec, "split_seed": 1}, root=tmp_path)
     assert not np.array_equal(other["x_train"], data["x_train"])
+    again = prepare_dataset(spec, root=tmp_path)
+    assert all(np.array_equal(again[key], data[key]) for key in data)  # fixed by the seed
+
+
+def test_fetch_torchvision_downloads_both_splits_into_the_source_folder(tmp_path, monkeypatch):
+    """fetch_torchvision asks torchvision's own class for both splits with download=True in
+    root/<source>; an offline failure (an OSError such as URLError) names the source, the
+    folder and the files to place by hand."""
+    calls = []
+
+    class Recorder:
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", Recorder)
+    fetch_torchvision("fashion_mnist", root=tmp_path)
+    assert calls == [(str(tmp_path / "fashion_mnist"), True, True), (str(tmp_path / "fashion_mnist"), False, True)]
+
+    class Offline:
+        def __init__(self, root, train, download):
+            raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", Offline)
+    folder = (tmp_path / "cifar100").resolve()
+    with pytest.raises(RuntimeError, match=rf"^cannot download cifar100 \(<urlopen error no route to host>\)\. Without network "
+                                           rf"access, place torchvision's files of CIFAR100 .* in {re.escape(str(folder))}\.$"):
+        fetch_torchvision("cifar100", root=tmp_path)
+
+
+class FakeRGB:
+    """A torchvision-style dataset of HWC uint8 images (as torchvision's CIFAR and SVHN-like
+    classes hold them) with a list of int targets."""
+
+    def __init__(self, root, train, download):
+        rng = np.random.default_rng(0 if train else 1)
+        self.data = rng.integers(0, 256, (5 if train else 3, 6, 6, 3), dtype=np.uint8)
+        self.targets = [0, 1, 0, 1, 1][: len(self.data)]
+
+
+def test_torchvision_hwc_images_become_chw(monkeypatch):
+    """Torchvision's HWC arrays are transposed to (n, c, h, w), pixel for pixel, per split."""
+    monkeypatch.setitem(data_module.TORCHVISION, "fake_rgb", "FakeRGB")
+    monkeypatch.setattr(torchvision.datasets, "FakeRGB", FakeRGB, raising=False)
+    data = prepare_dataset({"source": "fake_rgb", "image_size": 6, "split_seed": 0})
+    for split, train in (("train", True), ("test", False)):
+        hwc = FakeRGB(None, train, False).data
+        assert data[f"x_{split}"].shape == (len(hwc), 3, 6, 6) and data[f"x_{split}"].flags.c_contiguous
+        for i, c, h, w in [(0, 0, 0, 0), (1, 2, 3, 4), (len(hwc) - 1, 1, 5, 2)]:
+            assert data[f"x_{split}"][i, c, h, w] == hwc[i, h, w, c]
+        np.testing.assert_array_equal(data[f"y_{split}"], FakeRGB(None, train, False).targets)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 6), (2, 3, 6, 4), (1, 6, 5, 5)])
+def test_resize_of_non_square_images_is_pils_bilinear_per_channel(shape):
+    """Every (h, w) that is not size x size is resized to it (a side already equal to ``size``
+    does not stop the resize), channel by channel, as PIL's bilinear resize does."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, shape, dtype=np.uint8)
+    out = data_module._resize(images, 6)
+    expected = [[np.asarray(Image.fromarray(ch).resize((6, 6), Image.BILINEAR)) for ch in img] for img in images]
+    np.testing.assert_array_equal(out, np.array(expected, dtype=np.uint8))
+    assert data_module._resize(out, 6) is out  # already size x size: unchanged, no copy
+
+
+def test_shapes_default_size_and_unknown_sources():
+    """Without n_samples the shapes source makes 2,000 sprites; a source the library does not
+    know is named in the error."""
+    data = prepare_dataset({"source": "shapes", "image_size": 8, "test_fraction": 0.25, "split_seed": 0})
+    assert len(data["y_train"]) + len(data["y_test"]) == 2000 and len(data["y_test"]) == 500
+    with pytest.raises(ValueError, match=r"^dataset source 'mnist' is not one of "):
+        prepare_dataset({"source": "mnist", "image_size": 8, "test_fraction": 0.25, "split_seed": 0})
+
+
+def test_imagefolder_classes_file_errors_name_the_key(tmp_path):
+    """A classes_file that is missing, empty, or lists classes outside dataset.classes is
+    rejected with the key and the offending names, before any image is read."""
+    folder = colour_folder(tmp_path / "images", {s: {"a": 2, "b": 2} for s in ("train", "val")})
+    classes = write_classes_file(tmp_path / "classes.txt", ["a", "b"])
+    spec = folder_spec(folder, classes=str(classes), num_classes=2)
+    with pytest.raises(FileNotFoundError, match=r"^dataset.classes_file = '.*nothing.txt': no such file$"):
+        prepare_dataset({**spec, "classes_file": str(tmp_path / "nothing.txt")})
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(ValueError, match=r"^dataset.classes_file = '.*empty.txt': no class names$"):
+        prepare_dataset({**spec, "classes_file": str(tmp_path / "empty.txt")})
+    outside = write_classes_file(tmp_path / "outside.txt", ["a", "x", "y"])
+    with pytest.raises(ValueError, match=rf"^dataset.classes_file = {re.escape(repr(str(outside)))}: 2 classes not in "
+                                         r"dataset.classes: \['x', 'y'\]$"):
+        prepare_dataset({**spec, "classes_file": str(outside)})
+
+
+def test_imagefolder_train_and_test_come_from_their_folders_fixed_by_the_seed(tmp_path):
+    """x_train is read from train/, x_test from val/ (different colours here), and the capped
+    subsets are the same for the same split_seed."""
+    folder = tmp_path / "images"
+    for split, shade in (("train", 40), ("val", 200)):
+        for name in ("a", "b"):
+            (folder / split / name).mkdir(parents=True)
+            for i in range(6):
+                Image.new("RGB", (8, 8), (shade, i * 10, 0 if name == "a" else 255)).save(folder / split / name / f"{i}.png")
+    classes = write_classes_file(tmp_path / "classes.txt", ["a", "b"])
+    spec = folder_spec(folder, classes=str(classes), num_classes=2, max_train=4, max_test=4)
+    data = prepare_dataset(spec)
+    assert np.all(data["x_train"][:, 0] == 40) and np.all(data["x_test"][:, 0] == 200)
+    again = prepare_dataset(spec)
+    assert all(np.array_equal(again[key], data[key]) for key in data)
