@@ -589,6 +589,21 @@ def test_freedman_lane_eps_groups_is_undefined_below_four_levels_or_with_missing
     assert (test.n_pairs, test.n_permutations, test.exact, test.test) == (3 * k, 0, False, "freedman_lane_eps_groups")
 
 
+def test_freedman_lane_eps_groups_of_values_linear_in_the_covariate_has_no_partial_r():
+    """Group means exactly linear in the covariate leave zero residuals: the partial r and its
+    p-value are undefined (NaN), not 0 or 1, while the design's smallest p (eps against the
+    covariate) is still the exact enumeration's."""
+    from robustlens.stats import freedman_lane_eps_groups
+
+    eps, _, covariate = eps_group_design(np.random.default_rng(2), k=4)
+    test = freedman_lane_eps_groups(3.0 * covariate + 1.0, eps, covariate, n_permutations=24)
+    assert np.isnan(test.r) and np.isnan(test.p_value)
+    means = pd.DataFrame({"eps": eps, "c": covariate}).groupby("eps").mean()
+    levels = means.index.to_numpy()
+    _, extreme_linear = freedman_lane_by_hand(levels, levels, means["c"].to_numpy(), list(itertools.permutations(range(4))))
+    assert test.min_p == pytest.approx(extreme_linear / 24, abs=1e-12) and (test.n_permutations, test.exact) == (24, True)
+
+
 def test_freedman_lane_models_against_every_relabeling_of_four_models():
     """Pairs of all 4 models; a relabeling pi gives pair {a, b} the residual of pair {pi(a), pi(b)}."""
     from robustlens.stats import freedman_lane_models
