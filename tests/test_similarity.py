@@ -458,6 +458,23 @@ def test_measures_raise_rather_than_return_nan(name, shape):
             fn(X * 1e200, Y, **kwargs)
 
 
+@pytest.mark.parametrize("unbiased", [False, True])
+@pytest.mark.parametrize("route", ["features", "gram"])
+def test_cka_is_scale_invariant_up_to_where_its_terms_overflow(unbiased, route):
+    """CKA(sX, Y) = CKA(X, Y) (Kornblith et al. 2019: invariant to isotropic scaling) for every
+    scale whose HSIC(K, K) is still a finite float64: with ||X||_F = ||Y||_F = 1, scales 1e76
+    and 1e3 give HSICs up to 1e304 and 1e12 whose product overflows, which once turned CKA into
+    a silent 0; at 1e78 the HSIC itself overflows and the error says so."""
+    X, Y = related_pair(n=20, p=5, q=5, seed=21)
+    X, Y = X / np.linalg.norm(X), Y / np.linalg.norm(Y)  # HSIC(K, K) <= ||X||_F^4 = 1
+    reference = S.linear_cka(X, Y, unbiased=unbiased, route=route)
+    for scale_x, scale_y in ((1e-60, 1.0), (1e60, 1e-30), (1e76, 1e3), (1e3, 1e76)):
+        value = S.linear_cka(X * scale_x, Y * scale_y, unbiased=unbiased, route=route)
+        assert value == pytest.approx(reference, rel=1e-9), (scale_x, scale_y)
+    with pytest.raises(S.RepresentationError, match="too large"):
+        S.linear_cka(X * 1e78, Y, unbiased=unbiased, route=route)
+
+
 def test_invalid_settings_raise():
     X, Y = related_pair(n=10, seed=20)
     with pytest.raises(ValueError, match="k must"):

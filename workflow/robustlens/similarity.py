@@ -102,7 +102,8 @@ def _require_finite(witness: float, X, Y) -> None:
 
     This is how the measures check their inputs for NaN/Inf without an extra pass over the
     data: the witness comes from products they compute anyway. A non-finite witness from finite
-    data means float64 overflow (entries beyond ~1e154), also raised."""
+    data means float64 overflow, also raised: squared norms overflow for entries beyond ~1e154,
+    CKA's squared Frobenius norms of the cross-products (fourth powers) already beyond ~1e77."""
     if np.isfinite(witness):
         return
     validate_representation(X, "X")
@@ -265,7 +266,7 @@ def _cka_from_hsics(hsic_xy: float, hsic_xx: float, hsic_yy: float, unbiased: bo
             f"self-similarity HSIC(K,K)={hsic_xx:.3g}, HSIC(L,L)={hsic_yy:.3g} is not positive; "
             "CKA is undefined (too few or degenerate samples)"
         )
-    value = _finite_float(hsic_xy / np.sqrt(hsic_xx * hsic_yy), "CKA")
+    value = _finite_float(hsic_xy / (np.sqrt(hsic_xx) * np.sqrt(hsic_yy)), "CKA")  # the product of the HSICs can overflow
     return float(np.clip(value, -1.0 if unbiased else 0.0, 1.0))
 
 
