@@ -578,7 +578,7 @@ def test_shift_table_global_range_is_the_authors_one_range_over_every_projected_
     assert list(table.columns) == F.SHIFT_COLUMNS
     with pytest.raises(ValueError, match="histogram_range"):
         shift_table(ds, histogram_range="local")
-    with pytest.raises(ValueError, match="value_range"):
+    with pytest.raises(ValueError, match=r"^value_range and histogram_range='global' both fix the histogram range; give one$"):
         shift_table(ds, histogram_range="global", value_range=(-1.0, 1.0))
 
 
@@ -1009,7 +1009,8 @@ def test_layer_weight_rebuilds_one_layer_of_one_model():
     w_first = rng.normal(size=(1, 1, 3, 3))  # the shallowest layer holds one filter
     w_deep = rng.normal(size=(3, 2, 3, 3))
     # same layer names in both models; the other model comes first and has a layer at depth 1
-    other = make_record("other", 0.0, 0, [w_other, w_other], depths=[0, 1], n_conv=3)
+    other = ModelFilters(model_id="other", eps=0.0, n_conv=3, layers=(
+        ConvLayerFilters("x", 1, 0.5, w_other.astype(np.float32)), ConvLayerFilters("conv1", 2, 1.0, w_other.astype(np.float32))))
     target = make_record("target", 1.0, 0, [w_first, w_deep], depths=[1, 2], n_conv=3)
     ds = filters_dataset([other, target])
     name, w = F.layer_weight(ds, "target")
@@ -1018,7 +1019,8 @@ def test_layer_weight_rebuilds_one_layer_of_one_model():
     name, w = F.layer_weight(ds, "target", "conv2")
     assert name == "conv2"
     np.testing.assert_array_equal(w, w_deep.astype(np.float32))
-    name, w = F.layer_weight(ds, "other", "conv1")
+    name, w = F.layer_weight(ds, "other")
+    assert name == "x"
     np.testing.assert_array_equal(w, w_other.astype(np.float32))
     with pytest.raises(KeyError, match="model 'nope' is not in the dataset"):
         F.layer_weight(ds, "nope")
@@ -1083,7 +1085,9 @@ def test_quality_by_depth_whole_table_by_hand():
         2: (8, 4, {"sparsity": 0.2, "orthogonality": 0.8, "n_zero_banks": 2, "custom": 2.5}),
     })
     quality = pd.DataFrame(rows).sample(frac=1.0, random_state=3)  # input order does not matter
-    out = F.quality_by_depth(quality, n_bins=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ("b", 0) orthogonality: all NaN -> NaN, not a 0/0
+        out = F.quality_by_depth(quality, n_bins=10)
     assert list(out.columns) == F.QUALITY_BY_DEPTH_COLUMNS
     metrics = ["custom", "n_zero_banks", "orthogonality", "sparsity"]
     # (model, group): {metric: value}, by hand: sparsity/custom weighted by n_filters, orthogonality by
@@ -1217,7 +1221,7 @@ def reference_shift_table(models, n_bins, n_permutations=0, seed=0, bins=70):
 
     normal = sorted(k for k, m in enumerate(models) if m["eps"] == 0)
     robust = sorted(k for k, m in enumerate(models) if m["eps"] > 0)
-    comparisons = [("robust_vs_normal", "robust", "normal", robust, normal, True)]
+    comparisons = [("robust_vs_normal", "robust", "normal", robust, normal, True)] if robust and normal else []
     for kind, ks in (("normal", normal), ("robust", robust)):
         seeds = sorted({models[k]["seed"] for k in ks})
         if len(seeds) >= 2:
@@ -1255,9 +1259,10 @@ def reference_shift_table(models, n_bins, n_permutations=0, seed=0, bins=70):
                 null = np.array([shift(c, np.isin(owner[sel], list(lab)), ratio) for lab in labelings])
                 null = null[np.isfinite(null)]
                 n_ge = int((null >= row["value"] * (1 - 1e-12)).sum())
-                row.update({"n_permutations": len(null), "permutation_exact": exact,
-                            "p_value": n_ge / len(null) if exact else (1 + n_ge) / (1 + len(null)),
-                            "null_mean": null.mean(), "null_q95": np.quantile(null, 0.95)})
+                row.update({"n_permutations": len(null), "permutation_exact": exact})
+                if len(null):
+                    row.update({"p_value": n_ge / len(null) if exact else (1 + n_ge) / (1 + len(null)),
+                                "null_mean": null.mean(), "null_q95": np.quantile(null, 0.95)})
             out.append(row)
     return out
 
@@ -1343,3 +1348,152 @@ def test_shift_table_seed_halves_of_four_seeds():
     assert halves.loc["robust_vs_robust", ["group_a", "group_b"]].tolist() == ["robust seeds 0,1", "robust seeds 2,3"]
     assert halves["n_models_a"].tolist() == [2, 2] and halves["n_models_b"].tolist() == [2, 2]
     assert halves["n_filters_a"].tolist() == [2 * 5 * 256] * 2 and halves["n_filters_b"].tolist() == [2 * 5 * 256] * 2
+
+
+def _identity_basis(ratio):
+    ratio = np.asarray(ratio, np.float64)
+    return F.FilterBasis(components=np.eye(9), explained_variance_ratio=ratio, explained_variance=ratio,
+                         mean=np.zeros(9), n_filters=0)
+
+
+def _taps_shift(a, b, ratio, value_range=None, bins=70):
+    """The shift with the identity basis (coefficients = taps), by hand: per tap the pooled (or the
+    given) range, widened by 0.5 on each side where it is a single point."""
+    eps32 = np.finfo(np.float32).eps
+    total = 0.0
+    for i in range(9):
+        if value_range is None:
+            lo, hi = min(a[:, i].min(), b[:, i].min()), max(a[:, i].max(), b[:, i].max())
+        else:
+            lo, hi = value_range
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        dists = []
+        for v in (a[:, i], b[:, i]):
+            d, _ = np.histogram(v, bins=bins, range=(lo, hi), density=True)
+            d[d == 0] = eps32
+            dists.append(d / d.sum())
+        total += ratio[i] * (scipy.stats.entropy(*dists) + scipy.stats.entropy(*dists[::-1]))
+    return total
+
+
+def test_coefficient_shift_flat_axes_value_ranges_and_small_samples():
+    rng = np.random.default_rng(62)
+    # every filter has its max|F| = 1 at tap 8: scaling leaves it, and tap 8 is flat at 1.0
+    a = np.hstack([rng.uniform(-0.9, 0.9, size=(25, 8)), np.ones((25, 1))])
+    b = np.hstack([rng.uniform(-0.5, 0.9, size=(15, 8)) ** 3, np.ones((15, 1))])
+    ratio = rng.dirichlet(np.ones(9))
+    basis = _identity_basis(ratio)
+    assert coefficient_shift(a, b, basis) == pytest.approx(_taps_shift(a, b, ratio), rel=1e-12)
+    assert coefficient_shift(a.reshape(25, 3, 3), b.reshape(5, 3, 3, 3), basis) == pytest.approx(_taps_shift(a, b, ratio), rel=1e-12)
+    # one fixed range for every axis, including a single point (widened to (0.25, 1.25))
+    for value_range in ((-2.0, 2.0), (-1.0, 1.0), (0.75, 0.75)):
+        expected = _taps_shift(a, b, ratio, value_range)
+        assert coefficient_shift(a, b, basis, value_range=value_range) == pytest.approx(expected, rel=1e-12), value_range
+    assert coefficient_shift(a, b, basis, bins=7) == pytest.approx(_taps_shift(a, b, ratio, bins=7), rel=1e-12)
+    # a single filter on one side is a sample; an empty side gives NaN
+    assert coefficient_shift(a[:1], b, basis) == pytest.approx(_taps_shift(a[:1], b, ratio), rel=1e-12)
+    assert coefficient_shift(a, b[:1], basis) == pytest.approx(_taps_shift(a, b[:1], ratio), rel=1e-12)
+    assert math.isnan(coefficient_shift(a[:1], np.zeros((0, 9))))
+    assert math.isnan(coefficient_shift(np.zeros((0, 9)), b[:1]))
+    assert math.isnan(coefficient_shift(np.zeros((0, 3, 3)), b, basis))
+
+
+# ---------------------------------------------------------------------------------------------
+# extraction: dtypes, devices of the probe input, record fields
+
+
+def test_extraction_float64_model_record_fields_and_warning_location():
+    from torch import nn
+
+    model = nn.Sequential(OrderedDict(a=nn.Conv2d(2, 3, 3, padding=1), b=nn.Conv2d(3, 2, 3, padding=1))).double()
+    rec = extract_conv_filters(model, 7, eps=1, seed=np.int64(4), input_shape=(1, 2, 5, 5))
+    assert rec.order == "forward" and rec.model_id == "7"
+    assert rec.eps == 1.0 and type(rec.eps) is float
+    assert rec.seed == 4 and type(rec.seed) is int
+    for layer, module in zip(rec.layers, (model.a, model.b)):
+        assert layer.weight.dtype == np.float32
+        np.testing.assert_array_equal(layer.weight, module.weight.detach().numpy().astype(np.float32))
+    assert extract_conv_filters(model, "m", eps=0.0).seed is None
+
+    class Skips(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used = nn.Conv2d(1, 1, 3)
+            self.unused = nn.Conv2d(1, 1, 3)
+
+        def forward(self, x):
+            return self.used(x)
+
+    with pytest.warns(UserWarning, match=r"m: conv layers never called in the forward pass were placed last: \['unused'\]") as caught:
+        extract_conv_filters(Skips(), "m", eps=0.0, input_shape=(1, 1, 4, 4))
+    assert caught[0].filename == __file__  # attributed to the caller
+
+
+def test_extraction_probe_input_dtype_without_parameters():
+    from torch import nn
+
+    class Probe(nn.Module):
+        """No parameters; records the dtype of what it is called with."""
+
+        def __init__(self, buffer=None):
+            super().__init__()
+            if buffer is not None:
+                self.register_buffer("b", buffer)
+            self.seen = []
+
+        def forward(self, x):
+            self.seen.append(x.dtype)
+            return x
+
+    for buffer, dtype in ((None, torch.float32), (torch.zeros(2, dtype=torch.int64), torch.float32),
+                          (torch.zeros(2, dtype=torch.float64), torch.float64)):
+        probe = Probe(buffer)
+        rec = extract_conv_filters(probe, "p", eps=0.0, input_shape=(1, 2))
+        assert probe.seen == [dtype]
+        assert rec.n_conv == 0 and rec.layers == () and rec.order == "forward"
+
+
+def test_quality_table_of_a_single_filter():
+    w = np.arange(9.0).reshape(1, 1, 3, 3) - 4
+    q = quality_table(filters_dataset([make_record("one", 0.0, 0, [w])])).set_index("metric")["value"]
+    assert list(q.index) == list(F.QUALITY_METRICS)
+    assert q["sparsity"] == 0.0 and q["n_zero_banks"] == 0.0
+    assert math.isnan(q["variance_entropy"]) and math.isnan(q["orthogonality"])
+
+
+def test_shift_table_one_kind_of_model_unknown_seeds_and_permutations_without_a_finite_null():
+    rng = np.random.default_rng(63)
+
+    def model(name, eps, seed, depths):
+        return {"id": name, "eps": eps, "seed": seed, "n_conv": 2,
+                "layers": {d: rng.normal(size=(2, 2, 9)) + (0.0 if eps else 1.5) for d in depths}}
+
+    # only normal (or only robust) models: the seed-half comparison alone
+    normal = [model("n0", 0.0, 0, [0, 1]), model("n1", 0.0, 1, [0, 1])]
+    for models, name in ((normal, "normal_vs_normal"), ([dict(m, eps=1.0) for m in normal], "robust_vs_robust")):
+        table = shift_table(_shift_dataset(models), n_permutations=10)
+        assert set(table["comparison"]) == {name}
+        _assert_shift_rows(table, reference_shift_table(models, n_bins=1, n_permutations=10))
+    # a model of unknown seed takes no part in the seed halves
+    unknown = normal + [model("nx", 0.0, None, [0, 1])]
+    halves = shift_table(_shift_dataset(unknown)).query("scope == 'overall'").iloc[0]
+    assert (halves["n_models_a"], halves["n_models_b"], halves["n_filters_a"], halves["n_filters_b"]) == (1, 1, 8, 8)
+    # first layers only in n0 and r0: a permuted labeling that puts both on one side has no finite
+    # shift; with one random labeling that does so, the test has no null at all
+    models = [model("n0", 0.0, 0, [0, 1]), model("n1", 0.0, 1, [1]), model("r0", 1.0, 0, [0, 1]), model("r1", 1.0, 1, [1])]
+    ds = _shift_dataset(models)
+
+    def draw_splits_n0_r0(seed):  # sorted models n0, n1, r0, r1; the first two drawn are group a
+        a = np.flatnonzero(np.random.default_rng(seed).permutation(np.arange(4) < 2))
+        return (0 in a) != (2 in a)
+
+    seed = next(s for s in range(100) if not draw_splits_n0_r0(s))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no mean or quantile of an empty null
+        for n_permutations, s in ((100, 0), (1, seed)):
+            table = shift_table(ds, n_permutations=n_permutations, seed=s)
+            _assert_shift_rows(table, reference_shift_table(models, 1, n_permutations, s))
+    first = table.query("comparison == 'robust_vs_normal' and scope == 'first_layer'").iloc[0]
+    assert first["n_permutations"] == 0 and np.isnan(first["p_value"]) and np.isnan(first["null_q95"])
+    assert np.isfinite(first["value"])
