@@ -254,6 +254,7 @@ def test_stratified_subset_keeps_class_proportions_and_copes_with_too_few():
     for limit in (2, 58):  # fewer kept / left out than the 3 classes: no stratified subset exists
         idx = stratified_subset(labels, limit, seed=0)
         assert len(np.unique(idx)) == limit and np.all(np.diff(idx) > 0) and idx.max() < 60
+        assert np.array_equal(idx, stratified_subset(labels, limit, seed=0))  # the uniform fallback is seeded too
 
 
 # ---- the dataset cache ---------------------------------------------------------------------
@@ -446,6 +447,9 @@ def test_imagefolder_classes_file_errors_name_the_key(tmp_path):
     with pytest.raises(ValueError, match=rf"^dataset.classes_file = {re.escape(repr(str(outside)))}: 2 classes not in "
                                          r"dataset.classes: \['x', 'y'\]$"):
         prepare_dataset({**spec, "classes_file": str(outside)})
+    many = write_classes_file(tmp_path / "many.txt", ["a", *"stuvwxyz"])  # 8 outside: the first 5 are named
+    with pytest.raises(ValueError, match=r": 8 classes not in dataset.classes: \['s', 't', 'u', 'v', 'w'\]$"):
+        prepare_dataset({**spec, "classes_file": str(many)})
 
 
 def test_imagefolder_train_and_test_come_from_their_folders_fixed_by_the_seed(tmp_path):
