@@ -54,8 +54,13 @@ DESELECT = "not tiny_run and not tiny_study"
 def stage(module: str) -> Path:
     """The staging directory of one module: package under src/, its tests under tests/."""
     root = STAGES / module
+    summary = root / "summary.json"
+    kept = summary.read_text() if summary.exists() else None  # a failed run must not lose the last one
     if root.exists():
         shutil.rmtree(root)
+    root.mkdir(parents=True)
+    if kept is not None:
+        summary.write_text(kept)
     shutil.copytree(REPO / "workflow" / "robustlens", root / "src" / "robustlens",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "workflow" / "schemas", root / "src" / "schemas")  # config.py reads ../schemas
@@ -107,7 +112,9 @@ def previous_run(module: str) -> dict:
     if summary["source_sha256"] != source_sha256(REPO / "workflow" / "robustlens", module):
         sys.exit(f"{module}.py changed since its last full mutation run: run it in full")
     # mutants no test reached may be reached by a new test: rerun them with the survivors
-    untested = sorted(name for name, state in results(root).items() if state == "no tests") if (root / "mutants").exists() else []
+    untested = summary.get("untested")
+    if untested is None:  # summaries written before the runner recorded them
+        untested = sorted(name for name, state in results(root).items() if state == "no tests") if (root / "mutants").exists() else []
     summary["rerun"] = sorted(set(summary["survivors"]) | set(untested))
     summary["no tests"] = summary.get("no tests", 0) - len(untested)
     return summary
@@ -132,11 +139,13 @@ def run(module: str, children: int, rerun_survivors: bool = False) -> dict:
         counts = Counter({k: v for k, v in previous.items() if k in ("killed", "no tests", "timeout", "segfault", "suspicious")})
         counts.update(rerun.values())
         summary = {"module": module, "mutants": previous["mutants"], **counts,
-                   "survivors": sorted(n for n, s in rerun.items() if s == "survived")}
+                   "survivors": sorted(n for n, s in rerun.items() if s == "survived"),
+                   "untested": sorted(n for n, s in rerun.items() if s == "no tests")}
     else:
         counts = Counter(status.values())
         summary = {"module": module, "mutants": len(status), **counts,
-                   "survivors": sorted(n for n, s in status.items() if s == "survived")}
+                   "survivors": sorted(n for n, s in status.items() if s == "survived"),
+                   "untested": sorted(n for n, s in status.items() if s == "no tests")}
     summary["source_sha256"] = source_sha256(root / "src" / "robustlens", module)
     n = summary["mutants"]
     (root / "summary.json").write_text(json.dumps(summary, indent=1))
