@@ -14,9 +14,10 @@ workflow in a subprocess, which never sees the mutants). The per-module counts g
     python tests/mutation/run.py --rerun-survivors stats  # after adding tests: rerun only the
                                                           # survivors of the last full run
 
-``--rerun-survivors`` (the survivors and the mutants no test reached) is valid while the module's source is the one the full run mutated (mutant
-names number the mutations of that source; the runner checks its sha256): a mutant killed
-before is still killed by a suite that only grew, so only the survivors need running again.
+``--rerun-survivors`` reruns the survivors and the mutants no test reached. It is valid while
+the module's source is the one the full run mutated (mutant names number the mutations of that
+source; the runner checks its sha256): a mutant killed before is still killed by a suite that
+only grew, so only the survivors need running again.
 """
 
 from __future__ import annotations
