@@ -9,7 +9,8 @@ import torch
 
 from robustlens.activations import NonFiniteActivationError, extract_activations, write_target_stores
 from robustlens.runtime import generator
-from robustlens.train import NonFiniteLossError, _batches, train_model
+from robustlens.fitting import batch_order
+from robustlens.train import NonFiniteLossError, train_model
 from robustlens.zoo import build_architecture
 
 ARCH = {"name": "smallcnn", "in_channels": 1, "num_classes": 10, "widths": [4, 8, 8], "convs_per_block": 1}
@@ -32,7 +33,7 @@ def test_training_stops_at_the_step_with_a_nonfinite_loss(bad):
     sample, batch_size, seed = 50, 16, 3
     x[sample, 0, 2, 2] = bad
     # the step of epoch 1 whose batch holds the bad sample, from the training's own batch order
-    order = list(_batches(len(x), batch_size, generator(seed)))
+    order = batch_order(len(x), batch_size, generator(seed))
     step = next(i for i, idx in enumerate(order) if sample in idx.tolist()) + 1
     with pytest.raises(NonFiniteLossError) as err:
         train_model(

@@ -81,12 +81,15 @@ def pgd_maximize(
     random_init: bool = True,
     restarts: int = 0,
     gen: torch.Generator | Sequence[torch.Generator] | None = None,
+    use_best: bool = False,
 ) -> torch.Tensor:
     """Inputs in the eps-ball around ``x`` (and in [0, 1]) that maximise a per-sample objective.
 
     ``objective(x_adv)`` returns one value per sample. Runs ``1 + restarts`` PGD runs (each
     restart from a fresh random start) and keeps, per sample, the run with the highest final
-    objective. ``step_size`` defaults to 2.5 * eps / steps (Madry et al. 2018). ``gen``: see
+    objective. ``use_best``: a run ends at its iterate with the highest objective (the start
+    and every step's iterate compared, per sample, as the robustness library's ``use_best``)
+    instead of its last one. ``step_size`` defaults to 2.5 * eps / steps (Madry et al. 2018). ``gen``: see
     :func:`random_start`; with per-example generators (and an objective that treats samples
     independently, as a model in eval mode does) the result for a sample does not depend on the
     other samples of the batch, so batching does not change it.
@@ -99,22 +102,31 @@ def pgd_maximize(
         use_random = random_init or run > 0
         delta = random_start(x, eps, norm, gen) if use_random else torch.zeros_like(x)
         x_adv = (x + delta).clamp(0, 1).detach()
+        run_x, run_val = None, None
         for _ in range(steps):
             x_adv.requires_grad_(True)
-            (grad,) = torch.autograd.grad(objective(x_adv).sum(), x_adv)
+            obj = objective(x_adv)
+            (grad,) = torch.autograd.grad(obj.sum(), x_adv)
+            if use_best:
+                run_x, run_val = _keep_better(run_x, run_val, x_adv.detach(), obj.detach())
             with torch.no_grad():
                 x_adv = x_adv + ascent_step(grad, step_size, norm)
                 x_adv = (x + project(x_adv - x, eps, norm)).clamp(0, 1)
             x_adv = x_adv.detach()
         with torch.no_grad():
             val = objective(x_adv)
-        if best_val is None:
-            best_x, best_val = x_adv, val
-        else:
-            better = val > best_val
-            best_x = torch.where(better.view(-1, *([1] * (x.dim() - 1))), x_adv, best_x)
-            best_val = torch.maximum(val, best_val)
+        if use_best:
+            x_adv, val = _keep_better(run_x, run_val, x_adv, val)
+        best_x, best_val = _keep_better(best_x if best_val is not None else None, best_val, x_adv, val)
     return best_x
+
+
+def _keep_better(best_x, best_val, x_new, val_new):
+    """Per sample, the input with the higher objective (ties keep the earlier one)."""
+    if best_val is None:
+        return x_new, val_new
+    better = val_new > best_val
+    return torch.where(better.view(-1, *([1] * (x_new.dim() - 1))), x_new, best_x), torch.maximum(val_new, best_val)
 
 
 def pgd_attack(
@@ -128,13 +140,14 @@ def pgd_attack(
     random_init: bool = True,
     restarts: int = 0,
     gen: torch.Generator | Sequence[torch.Generator] | None = None,
+    use_best: bool = False,
 ) -> torch.Tensor:
     """Untargeted PGD on the cross-entropy loss (Madry et al. 2018, Eq. 2's inner maximisation)."""
 
     def loss(x_adv: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(model(x_adv), y, reduction="none")
 
-    return pgd_maximize(loss, x, eps, norm, steps, step_size, random_init, restarts, gen)
+    return pgd_maximize(loss, x, eps, norm, steps, step_size, random_init, restarts, gen, use_best)
 
 
 #: Per-sample errors of a regression output (the losses of regression transfer tasks).

@@ -35,6 +35,8 @@ def fit_linear_head(
     import torch
     import torch.nn.functional as F
 
+    from robustlens.fitting import fit
+
     gen = torch.Generator().manual_seed(int(seed))
     features = np.asarray(features, dtype=np.float64)
     mean, std = features.mean(axis=0), features.std(axis=0)
@@ -46,17 +48,9 @@ def fit_linear_head(
         bound = 1 / np.sqrt(x.shape[1])
         head.weight.copy_((torch.rand(head.weight.shape, generator=gen) * 2 - 1) * bound)
         head.bias.copy_((torch.rand(head.bias.shape, generator=gen) * 2 - 1) * bound)
-    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=gen).to(device)
-        for i in range(0, len(x), batch_size):
-            idx = order[i : i + batch_size]
-            loss = F.cross_entropy(head(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        sched.step()
+    fit([head], head.parameters(), len(x), lambda idx: F.cross_entropy(head(x[idx]), y[idx]), epochs=epochs,
+        batch_size=batch_size, lr=lr, momentum=0.9, weight_decay=weight_decay, schedule={"kind": "cosine_epoch"},
+        gen=gen, name="head")
     w = head.weight.detach().cpu().double().numpy() / std
     b = head.bias.detach().cpu().double().numpy() - w @ mean
     return w, b

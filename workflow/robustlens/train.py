@@ -6,7 +6,7 @@ the inner maximum approximated by PGD; eps = 0 is standard training.
 
 from __future__ import annotations
 
-import math
+import hashlib
 
 import numpy as np
 import torch
@@ -14,17 +14,33 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from robustlens.attacks import pgd_attack
+from robustlens.fitting import NonFiniteLossError, Resume, fit
 from robustlens.runtime import generator
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or Inf."""
+#: Settings of the ``training`` block with the values the default study was built with; a
+#: config that leaves one out gets this value (paper configs set every one, with its source).
+TRAINING_DEFAULTS = {
+    "nesterov": True,
+    "schedule": {"kind": "onecycle", "warmup": 0.2},
+    "attack_step_size": None,
+    "attack_random_start": True,
+    "attack_use_best": False,
+    "augment": "none",
+    "validation": None,
+    "resume_minutes": 10,
+}
 
 
-def _batches(n: int, batch_size: int, gen: torch.Generator | None):
-    order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        yield order[start : start + batch_size]
+def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices of a training split of ``n`` samples: a validation split of
+    round(fraction * n) samples (at least one) drawn by a seeded permutation; both sorted.
+    Checkpoints are chosen and recipes tuned on it, never on the test split."""
+    n_val = max(1, int(round(fraction * n)))
+    if n_val >= n:
+        raise ValueError(f"validation fraction {fraction} leaves no training sample of {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 def train_model(
@@ -42,50 +58,85 @@ def train_model(
     attack_steps: int,
     seed: int,
     device: torch.device,
+    nesterov: bool = True,
+    schedule: dict | None = None,
+    attack_step_size: float | None = None,
+    attack_random_start: bool = True,
+    attack_use_best: bool = False,
+    augment: str = "none",
+    validation: dict | None = None,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    resume: Resume | None = None,
     model_id: str = "",
     progress: bool = True,
 ) -> list[dict]:
-    """Train ``model`` in place with SGD and a cosine learning-rate schedule; PGD-``attack_steps``
-    adversarial examples at radius ``eps`` (eps = 0: clean training). Returns per-epoch history.
+    """Train ``model`` in place with minibatch SGD (:func:`robustlens.fitting.fit`) on
+    PGD-``attack_steps`` adversarial examples at radius ``eps`` (eps = 0: clean training), each
+    batch augmented by ``augment`` (:mod:`robustlens.augment`) before it is attacked. Returns
+    the per-epoch history (loss, learning rate, training accuracy on the attacked batches and,
+    with ``x_val``, clean and robust validation accuracy).
 
-    Raises :class:`NonFiniteLossError` naming the model, epoch and step when the loss is NaN/Inf.
+    ``validation``: ``{"select": "last" | "best_robust_val", "every": k}``; every k epochs and
+    after the last, clean and robust validation accuracy on (``x_val``, ``y_val``), the latter
+    under the training attack (same eps, steps, step size, random start, best iterate), as the
+    robustness library's ``train.py`` does (L342-349); ``best_robust_val`` leaves ``model`` at
+    the validated epoch with the highest one (the earliest of ties), marked ``selected`` in the
+    history. ``resume``: where the state is saved
+    for a killed job to continue from. Raises :class:`NonFiniteLossError` naming the model,
+    epoch and step when the loss is NaN/Inf.
     """
+    from robustlens.augment import augment_batch
+
     torch.manual_seed(seed)  # parameter init happened before; this seeds dropout-free layers only
     gen = generator(seed)
     attack_gen = generator(seed + 1_000_003, device)
+    augment_gen = generator(seed + 2_000_003, device)
     x = torch.as_tensor(x_train).to(device)
     y = torch.as_tensor(y_train).to(device)
     model.to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
-    steps_per_epoch = math.ceil(len(x) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.2, anneal_strategy="cos"
+    attack = {"eps": eps, "norm": norm, "steps": attack_steps, "step_size": attack_step_size,
+              "random_init": attack_random_start, "use_best": attack_use_best}
+
+    def batch_loss(idx):
+        xb, yb = augment_batch(x[idx], augment, augment_gen), y[idx]
+        if eps > 0:
+            model.eval()
+            xb = pgd_attack(model, xb, yb, gen=attack_gen, **attack)
+        model.train()
+        logits = model(xb)
+        return F.cross_entropy(logits, yb), (logits.argmax(1) == yb).sum()
+
+    select = (validation or {}).get("select", "last")
+    if select == "best_robust_val" and x_val is None:
+        raise ValueError("select: best_robust_val needs a validation split (training.validation.fraction)")
+    carry: dict = {}
+
+    every = int((validation or {}).get("every", 1))
+
+    def on_epoch_end(epoch: int) -> dict:
+        if x_val is None or (epoch % every and epoch != epochs):
+            return {}
+        model.eval()
+        xv, yv = torch.as_tensor(x_val).to(device), torch.as_tensor(y_val).to(device)
+        clean = (predict(model, xv).argmax(1) == yv).double().mean().item()
+        robust = robust_accuracy(model, xv, yv, eps=eps, norm=norm, steps=attack_steps, restarts=0, seed=seed,
+                                 step_size=attack_step_size, random_init=attack_random_start, use_best=attack_use_best)
+        if select == "best_robust_val" and robust > carry.get("best", -1.0):
+            carry.update(best=robust, epoch=epoch, state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+        return {"val_clean_accuracy": clean, "val_robust_accuracy": robust}
+
+    history = fit(
+        [model], model.parameters(), len(x), batch_loss, epochs=epochs, batch_size=batch_size, lr=lr,
+        momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
+        schedule=schedule or TRAINING_DEFAULTS["schedule"], gen=gen, generators=[attack_gen, augment_gen],
+        name=f"model {model_id}: training", carry=carry, on_epoch_end=on_epoch_end, resume=resume, progress=progress,
     )
-    history = []
-    bar = tqdm(range(epochs), desc=f"train {model_id} eps={eps}", disable=not progress, mininterval=1.0)
-    for epoch in bar:
-        total_loss, correct, seen = 0.0, 0, 0
-        for step, idx in enumerate(_batches(len(x), batch_size, gen)):
-            xb, yb = x[idx], y[idx]
-            if eps > 0:
-                model.eval()
-                xb = pgd_attack(model, xb, yb, eps, norm, steps=attack_steps, gen=attack_gen)
-            model.train()
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"model {model_id}: training loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total_loss += loss.item() * len(yb)
-            correct += (logits.argmax(1) == yb).sum().item()
-            seen += len(yb)
-        history.append({"epoch": epoch + 1, "loss": total_loss / seen, "train_accuracy": correct / seen})
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+    if select == "best_robust_val":
+        model.load_state_dict(carry["state"])
+    chosen = carry.get("epoch", epochs)
+    for row in history:
+        row["selected"] = row["epoch"] == chosen
     model.eval()
     return history
 
@@ -107,15 +158,20 @@ def robust_accuracy(
     restarts: int,
     seed: int,
     batch_size: int = 512,
+    step_size: float | None = None,
+    random_init: bool = True,
+    use_best: bool = False,
 ) -> float:
     """Fraction of inputs classified correctly under every one of ``1 + restarts`` PGD runs
-    (each from a random start in the eps-ball); eps = 0 gives clean accuracy."""
+    (each from a random start in the eps-ball unless ``random_init`` is False); eps = 0 gives
+    clean accuracy. ``step_size``, ``use_best``: as in :func:`robustlens.attacks.pgd_maximize`."""
     gen = generator(seed, x.device)
     robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
     for _ in range(1 + restarts):
         for i in range(0, len(x), batch_size):
             xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-            x_adv = pgd_attack(model, xb, yb, eps, norm, steps=steps, random_init=True, gen=gen)
+            x_adv = pgd_attack(model, xb, yb, eps, norm, steps=steps, step_size=step_size, random_init=random_init,
+                               use_best=use_best, gen=gen)
             with torch.no_grad():
                 robust[i : i + batch_size] &= model(x_adv).argmax(1) == yb
         if eps == 0:
@@ -158,27 +214,35 @@ def train_and_evaluate(
     evaluation: dict,
     device: torch.device,
     progress: bool = True,
+    resume_path: str | None = None,
 ) -> tuple[torch.nn.Module, dict]:
-    """Build the model ``spec`` describes (initialised with its seed), train it at its eps and
-    evaluate it on the shared attack grid. Returns (model, metrics)."""
+    """Build the model ``spec`` describes (initialised with its seed), train it at its eps with
+    the ``training`` block (a validation split carved from the training split when it has
+    ``validation``) and evaluate it on the shared attack grid. Returns (model, metrics);
+    ``metrics["history"]`` holds the training curves. ``resume_path``: where resumable state is
+    kept while training (see :class:`robustlens.fitting.Resume`)."""
     from robustlens.zoo import build_architecture
 
+    settings = {**TRAINING_DEFAULTS, **training}
+    x_train, y_train, x_val, y_val = dataset["x_train"], dataset["y_train"], None, None
+    if settings["validation"]:
+        val = settings["validation"]
+        keep, held = split_validation(len(x_train), val["fraction"], val.get("seed", 0))
+        x_train, y_train, x_val, y_val = x_train[keep], y_train[keep], x_train[held], y_train[held]
+    resume = None
+    if resume_path is not None:
+        fingerprint = {"spec": spec, "training": settings, "device": device.type,
+                       "data": hashlib.sha256(np.ascontiguousarray(x_train).tobytes() + np.ascontiguousarray(y_train).tobytes()).hexdigest()}
+        resume = Resume(resume_path, fingerprint, 60.0 * settings["resume_minutes"])
     torch.manual_seed(spec["seed"])
     model = build_architecture(spec["arch"])
     history = train_model(
-        model,
-        dataset["x_train"],
-        dataset["y_train"],
-        eps=spec["eps"],
-        norm=spec["norm"],
-        seed=spec["seed"],
-        device=device,
-        model_id=spec["id"],
-        progress=progress,
-        **training_kwargs(training),
+        model, x_train, y_train, eps=spec["eps"], norm=spec["norm"], seed=spec["seed"], device=device,
+        x_val=x_val, y_val=y_val, resume=resume, model_id=spec["id"], progress=progress, **training_kwargs(settings),
     )
     metrics = evaluate_with_settings(model, dataset, evaluation, device, progress, spec["id"])
     metrics["history"] = history
+    metrics["selected_epoch"] = next(row["epoch"] for row in history if row["selected"])
     return model, metrics
 
 
@@ -214,6 +278,17 @@ def evaluate_with_settings(
 
 
 def training_kwargs(training: dict) -> dict:
-    """The optimisation settings of the ``training`` config block (its ``norm`` is the model's)."""
-    keys = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "attack_steps")
-    return {key: training[key] for key in keys}
+    """The optimisation settings of the ``training`` block for :func:`train_model` (defaults
+    from :data:`TRAINING_DEFAULTS`; the block's ``norm`` is the model's, ``resume_minutes`` the
+    job's)."""
+    settings = {**TRAINING_DEFAULTS, **training}
+    keys = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "attack_steps", "nesterov", "schedule",
+            "attack_step_size", "attack_random_start", "attack_use_best", "augment", "validation")
+    return {key: settings[key] for key in keys}
+
+
+def history_table(history: list[dict]):
+    """The training curves as a table, one row per epoch (the CSV beside a trained checkpoint)."""
+    import pandas as pd
+
+    return pd.DataFrame(history)

@@ -128,13 +128,6 @@ def _init_linear(d: int, k: int, gen: "torch.Generator") -> "torch.nn.Linear":
     return head
 
 
-def _sgd(params, lr: float, weight_decay: float, epochs: int, steps_per_epoch: int):
-    torch = _torch()
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
-    return opt, sched
-
-
 def fit_head(
     feats: "torch.Tensor",
     y: "torch.Tensor",
@@ -151,23 +144,17 @@ def fit_head(
     cross-entropy or the MSE. Features are standardised with their mean and standard deviation
     for the fit and the standardisation is folded back into the returned head, so it applies to
     raw features. Random init and batch order from ``seed``; returned on the features' device."""
+    from robustlens.fitting import fit
+
     torch = _torch()
     gen = torch.Generator().manual_seed(int(seed))
     mean, std = feats.mean(0), feats.std(0, unbiased=False)
     std = torch.where(std > 0, std, torch.ones_like(std))
     z = (feats - mean) / std
     head = _init_linear(z.shape[1], n_outputs, gen).to(feats.device)
-    steps = math.ceil(len(z) / batch_size)
-    opt, sched = _sgd(head.parameters(), lr, weight_decay, epochs, steps)
-    for _ in range(epochs):
-        order = torch.randperm(len(z), generator=gen).to(feats.device)
-        for i in range(0, len(z), batch_size):
-            idx = order[i : i + batch_size]
-            loss = task_loss(head(z[idx]), y[idx], kind).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+    fit([head], head.parameters(), len(z), lambda idx: task_loss(head(z[idx]), y[idx], kind).mean(), epochs=epochs,
+        batch_size=batch_size, lr=lr, momentum=0.9, weight_decay=weight_decay, schedule={"kind": "cosine"}, gen=gen,
+        name="linear probe")
     folded = torch.nn.Linear(z.shape[1], n_outputs).to(feats.device)
     with torch.no_grad():
         folded.weight.copy_(head.weight / std)
@@ -203,6 +190,8 @@ def fine_tune(
     """FT: a copy of ``model`` with a new head (random from ``seed``, or a copy of ``head``:
     LP-FT) and every weight trained (batch norm in training mode) by minibatch SGD (momentum 0.9,
     cosine schedule) on the task loss. ``settings``: epochs, lr, weight_decay, batch_size."""
+    from robustlens.fitting import fit
+
     torch = _torch()
     gen = torch.Generator().manual_seed(int(seed))
     tuned = copy.deepcopy(model)
@@ -212,21 +201,13 @@ def fine_tune(
     tuned.to(device)
     for p in tuned.parameters():
         p.requires_grad_(True)
-    s = _fit_kwargs(settings)
-    steps = math.ceil(len(x) / s["batch_size"])
-    opt, sched = _sgd(tuned.parameters(), s["lr"], s["weight_decay"], s["epochs"], steps)
-    for _ in range(s["epochs"]):
+
+    def batch_loss(idx):
         tuned.train()
-        order = torch.randperm(len(x), generator=gen).to(device)
-        for i in range(0, len(x), s["batch_size"]):
-            idx = order[i : i + s["batch_size"]]
-            loss = task_loss(tuned(x[idx]), y[idx], kind).mean()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"fine-tuning loss is {loss.item()}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+        return task_loss(tuned(x[idx]), y[idx], kind).mean()
+
+    fit([tuned], tuned.parameters(), len(x), batch_loss, momentum=0.9, schedule={"kind": "cosine"}, gen=gen,
+        name="fine-tuning", **_fit_kwargs(settings))
     return tuned.eval()
 
 
