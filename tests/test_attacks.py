@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustlens.attacks import example_generators, example_seed, pgd_attack, project, random_start
+from robustlens.attacks import example_generators, example_seed, pgd_attack, pgd_maximize, project, random_start
 from robustlens.runtime import generator
 
 
@@ -360,3 +360,31 @@ def test_ties_keep_the_first_run():
     x = torch.full((3, 1, 2, 2), 0.5, dtype=torch.float64)
     out = pgd_maximize(lambda z: 0 * z.flatten(1).sum(1), x, 0.2, "l2", steps=2, random_init=False, restarts=2, gen=generator(0))
     assert torch.equal(out, x)
+
+
+def test_use_best_returns_the_iterate_with_the_highest_objective_of_each_run():
+    """Without a random start, a k-step run with a fixed step size is the first k steps of a
+    longer one, so the iterates of a T-step run are the results of runs with k = 0..T steps.
+    An objective whose PGD path overshoots (a large step on a concave objective) has its
+    best iterate inside the path; use_best must return, per sample, the iterate of highest
+    objective among x_0..x_T (the robustness library's ``use_best``, T + 1 candidates), and
+    without use_best the last one."""
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 4, 4) * 0.5 + 0.25
+    centre = x + 0.05 * torch.randn_like(x)
+
+    def objective(z):
+        return -((z - centre) ** 2).flatten(1).sum(1)
+
+    eps, steps, step = 0.6, 5, 0.35
+    iterates = [pgd_maximize(objective, x, eps, "l2", steps=k, step_size=step, random_init=False) if k else x.clone()
+                for k in range(steps + 1)]
+    values = torch.stack([objective(z) for z in iterates])  # (T + 1, n)
+    best = values.argmax(0)
+    assert len(set(best.tolist())) > 1 or 0 < best[0] < steps  # the best is not always the last iterate
+    expected = torch.stack([iterates[k][i] for i, k in enumerate(best.tolist())])
+    got = pgd_maximize(objective, x, eps, "l2", steps=steps, step_size=step, random_init=False, use_best=True)
+    assert torch.allclose(got, expected, atol=1e-6)
+    last = pgd_maximize(objective, x, eps, "l2", steps=steps, step_size=step, random_init=False)
+    assert torch.allclose(last, iterates[-1], atol=1e-6)
+    assert (best < steps).any() and not torch.allclose(got, last)

@@ -80,3 +80,138 @@ def test_training_is_deterministic(digits):
     b, _ = train_and_evaluate(spec, digits, short, EVALUATION, torch.device("cpu"), progress=False)
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
+
+
+RESUME_SCRIPT = """
+import sys
+sys.path.insert(0, {workflow!r})
+import numpy as np, torch
+from robustlens.checkpoints import save_state_dict
+from robustlens.runtime import configure_torch
+from robustlens.train import train_and_evaluate
+
+configure_torch(1)
+rng = np.random.default_rng(0)
+x = rng.random((480, 1, 12, 12), dtype=np.float32)
+y = (x[:, 0, :6].mean(axis=(1, 2)) > x[:, 0, 6:].mean(axis=(1, 2))).astype(np.int64) + 2 * (x[:, 0, :, :6].mean(axis=(1, 2)) > 0.5)
+data = {{"x_train": x[:400], "y_train": y[:400], "x_test": x[400:], "y_test": y[400:]}}
+arch = {{"name": "smallcnn", "in_channels": 1, "num_classes": 4, "widths": [8, 8], "convs_per_block": 1}}
+training = {{"epochs": 8, "batch_size": 32, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "attack_steps": 3,
+            "nesterov": False, "schedule": {{"kind": "step", "step_epochs": 3, "gamma": 0.5}}, "attack_use_best": True,
+            "attack_random_start": True, "augment": "crop_flip", "resume_minutes": 1e-9,
+            "validation": {{"fraction": 0.2, "select": "best_robust_val", "every": 1, "seed": 0}}}}
+evaluation = {{"eps": [0.5], "norm": "l2", "steps": 2, "restarts": 0, "seed": 0}}
+spec = {{"id": "k", "arch": arch, "eps": 0.5, "norm": "l2", "seed": 5}}
+model, metrics = train_and_evaluate(spec, data, training, evaluation, torch.device("cpu"), progress=False, resume_path=sys.argv[1])
+print("SHA", save_state_dict(model.state_dict(), sys.argv[2]), "SELECTED", metrics["selected_epoch"], "HISTORY", metrics["history"])
+"""
+
+
+def test_a_killed_training_job_resumes_to_the_checkpoint_of_an_uninterrupted_run(tmp_path):
+    """Kill a training process (SIGKILL) once its resumable state holds epoch 2 or later; the
+    rerun continues from that state (not from scratch) and writes a checkpoint whose sha256 is
+    that of an uninterrupted run of the same settings, with the same per-epoch history and
+    selected epoch (the run uses augmentation, a random-start best-iterate attack, a step schedule and best
+    robust-validation selection, so every generator, the schedule and the kept weights must be
+    restored)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = tmp_path / "train.py"
+    import robustlens
+
+    script.write_text(RESUME_SCRIPT.format(workflow=str(Path(robustlens.__file__).parents[1])))
+
+    def run(state, out):
+        return subprocess.run([sys.executable, str(script), str(state), str(out)], capture_output=True, text=True, check=True).stdout
+
+    whole = run(tmp_path / "whole.pt", tmp_path / "whole-checkpoint.pt")
+    state = tmp_path / "state" / "k.pt"
+    proc = subprocess.Popen([sys.executable, str(script), str(state), str(tmp_path / "killed.pt")], stdout=subprocess.PIPE)
+    epoch = 0
+    while proc.poll() is None and epoch < 2:
+        time.sleep(0.02)
+        if state.exists():
+            try:
+                epoch = torch.load(state, weights_only=False)["epoch"]
+            except Exception:  # noqa: BLE001  (never torn: written by rename; a read may race the rename)
+                pass
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the training finished before it could be killed"
+    saved = torch.load(state, weights_only=False)["epoch"]
+    assert 2 <= saved < 8
+    assert not (tmp_path / "killed.pt").exists()
+    resumed = run(state, tmp_path / "resumed-checkpoint.pt")
+    assert f"continues after epoch {saved} of 8" in resumed
+    assert whole.split("SHA")[1] == resumed.split("SHA")[1]
+    assert not list(state.parent.glob("*.tmp"))
+
+
+def test_the_validation_split_is_a_seeded_disjoint_part_of_the_training_split():
+    from robustlens.train import split_validation
+
+    keep, held = split_validation(100, 0.15, seed=3)
+    assert len(held) == 15 and len(keep) == 85
+    assert sorted(np.concatenate([keep, held]).tolist()) == list(range(100))
+    again, held_again = split_validation(100, 0.15, seed=3)
+    assert np.array_equal(held, held_again) and not np.array_equal(held, split_validation(100, 0.15, seed=4)[1])
+    assert len(split_validation(10, 0.01, seed=0)[1]) == 1  # at least one validation sample
+    with pytest.raises(ValueError, match="leaves no training sample of 2"):
+        split_validation(2, 0.9, seed=0)
+
+
+def _short_training(**extra):
+    return {**TRAINING, "epochs": 4, "attack_steps": 2, **extra}
+
+
+def test_a_validation_split_removes_its_samples_from_training_and_nothing_else(digits):
+    """Training with a validation split (select: last) gives bit for bit the model trained
+    without one on the remaining samples: validation never draws from the training's
+    generators, and the held samples are really out of the training set."""
+    from robustlens.train import split_validation, train_model
+    from robustlens.zoo import build_architecture
+
+    configure_torch(1)
+    keep, held = split_validation(len(digits["x_train"]), 0.2, seed=1)
+    models = []
+    for with_validation in (True, False):
+        torch.manual_seed(2)
+        model = build_architecture(ARCH)
+        kwargs = dict(validation={"select": "last"}, x_val=digits["x_train"][held], y_val=digits["y_train"][held]) if with_validation else {}
+        history = train_model(model, digits["x_train"][keep], digits["y_train"][keep], eps=0.5, norm="l2", seed=2,
+                              device=torch.device("cpu"), progress=False, **_short_training(), **kwargs)
+        models.append(model)
+    for (name, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [row["selected"] for row in history] == [False, False, False, True]
+
+
+def test_best_robust_val_keeps_the_epoch_with_the_highest_robust_validation_accuracy(digits):
+    """Validated every 2 epochs (and at the last of 5): the history's robust validation accuracy
+    at the selected epoch is the largest one (earliest of ties), and the returned model, attacked
+    again with the same attack, has exactly that accuracy on the validation split."""
+    from robustlens.train import robust_accuracy, split_validation, train_model
+    from robustlens.zoo import build_architecture
+
+    configure_torch(1)
+    keep, held = split_validation(len(digits["x_train"]), 0.2, seed=0)
+    xv, yv = digits["x_train"][held], digits["y_train"][held]
+    torch.manual_seed(0)
+    model = build_architecture(ARCH)
+    history = train_model(model, digits["x_train"][keep], digits["y_train"][keep], eps=1.0, norm="l2", seed=0,
+                          device=torch.device("cpu"), progress=False, validation={"select": "best_robust_val", "every": 2},
+                          x_val=xv, y_val=yv, **_short_training(epochs=5, lr=0.2, attack_use_best=True))
+    validated = [row for row in history if "val_robust_accuracy" in row]
+    assert [row["epoch"] for row in validated] == [2, 4, 5]
+    values = [row["val_robust_accuracy"] for row in validated]
+    best = validated[int(np.argmax(values))]
+    assert [row["epoch"] for row in history if row["selected"]] == [best["epoch"]]
+    again = robust_accuracy(model, torch.as_tensor(xv), torch.as_tensor(yv), eps=1.0, norm="l2", steps=2, restarts=0,
+                            seed=0, use_best=True)
+    assert again == best["val_robust_accuracy"]
+    clean = (model(torch.as_tensor(xv)).argmax(1).numpy() == yv).mean()
+    assert clean == pytest.approx(best["val_clean_accuracy"])

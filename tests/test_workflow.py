@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import json
 import re
 
 import numpy as np
@@ -83,6 +84,23 @@ def test_models_table_has_clean_and_robust_accuracy(tiny_run):
         assert value == pytest.approx(np.mean(store["logits"].values.argmax(1) == store["label"].values), abs=1e-9), model
 
 
+def test_training_curves_beside_each_checkpoint_hold_its_history(tiny_run):
+    """training.csv: one row per epoch with the metrics file's history; the tiny study keeps
+    the last epoch (select: last), validates every epoch on round(0.1 * 1437) = 144 held
+    training images (so accuracies are multiples of 1/144), and leaves no resumable state."""
+    for model in (f"smallcnn-l2-eps{e}-s{s}" for e in (0, 1) for s in (0, 1)):
+        curves = pd.read_csv(tiny_run / f"results/models/{model}/training.csv")
+        history = json.loads((tiny_run / f"results/models/{model}/metrics.json").read_text())["history"]
+        assert curves["epoch"].tolist() == [row["epoch"] for row in history] == [1, 2, 3]
+        assert np.allclose(curves["loss"], [row["loss"] for row in history], rtol=0, atol=0)
+        assert curves["selected"].tolist() == [False, False, True]
+        for column in ("val_clean_accuracy", "val_robust_accuracy"):
+            assert np.allclose(curves[column] * 144, np.round(curves[column] * 144), atol=1e-9)
+        assert (curves["val_robust_accuracy"] <= curves["val_clean_accuracy"]).all()
+        assert curves["lr"].iloc[0] == pytest.approx(0.05 / 25)  # OneCycleLR starts at max_lr / div_factor
+    assert not list((tiny_run / "resume").glob("**/*.pt"))
+
+
 def unbiased_cka(a, b):
     """Unbiased linear CKA from the unbiased HSIC estimator (Song et al. 2012, Eq. 5) on Gram
     matrices with zeroed diagonals, written out here."""
@@ -141,7 +159,7 @@ def test_one_value_of_every_table_behind_a_figure_recomputed_from_the_artifacts(
 FIGURES = [
     "agreement_vs_eps", "cka_by_layer", "similarity_vs_eps", "similarity_heatmaps", "heads_agreement",
     "universality", "inversions", "filters_kl_by_depth", "filters_basis", "filters_quality_by_depth",
-    "filters_first_layer",
+    "filters_first_layer", "training_curves",
 ]
 
 

@@ -40,6 +40,23 @@ def models_table(study: str, models: list[dict], metrics: list[dict]) -> pd.Data
     return pd.DataFrame(rows)
 
 
+#: Columns of a trained model's training curves (``results/models/<id>/training.csv``); the
+#: validation columns are empty where the epoch was not validated or there is no validation split.
+TRAINING_COLUMNS = ["model", "eps", "seed", "epoch", "lr", "loss", "train_accuracy", "val_clean_accuracy",
+                    "val_robust_accuracy", "selected"]
+
+
+def training_curves(spec: dict, history: list[dict]) -> pd.DataFrame:
+    """One row per training epoch of the model ``spec``: the learning rate it started with, the
+    mean training loss and accuracy on its (attacked) batches, clean and robust validation
+    accuracy, and whether its weights are the ones kept (``selected``)."""
+    df = pd.DataFrame(history).reindex(columns=TRAINING_COLUMNS[3:])
+    df.insert(0, "seed", spec["seed"])
+    df.insert(0, "eps", spec["eps"])
+    df.insert(0, "model", spec["id"])
+    return df
+
+
 def pair_table(study: str, models: dict[str, dict], parts: pd.DataFrame) -> pd.DataFrame:
     """Add study, each model's eps and seed, and the measure's direction to pairwise rows."""
     df = parts.copy()

@@ -286,9 +286,3 @@ def training_kwargs(training: dict) -> dict:
             "attack_step_size", "attack_random_start", "attack_use_best", "augment", "validation")
     return {key: settings[key] for key in keys}
 
-
-def history_table(history: list[dict]):
-    """The training curves as a table, one row per epoch (the CSV beside a trained checkpoint)."""
-    import pandas as pd
-
-    return pd.DataFrame(history)

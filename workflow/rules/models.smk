@@ -1,15 +1,19 @@
 rule train_model:
     """Standard (eps = 0) or PGD adversarial training of one model, then its robust accuracy
-    on the shared attack grid. The checkpoint's sha256 goes into the metrics file."""
+    on the shared attack grid. The checkpoint's sha256 goes into the metrics file, the training
+    curves into training.csv. While it trains, resumable state is kept in resume/ (outside the
+    outputs): a killed job rerun continues from its last saved epoch."""
     input:
         dataset=f"results/data/{DATASET}.npz",
     output:
         checkpoint="results/models/{model}/checkpoint.pt",
         metrics="results/models/{model}/metrics.json",
+        curves="results/models/{model}/training.csv",
     wildcard_constraints:
         model=one_of(TRAIN_MODELS),
     params:
         spec=lambda wc: MODELS[wc.model],
+        resume=lambda wc: f"resume/train_model/{wc.model}.pt",
         training=config["training"],
         evaluation=config["evaluation"],
         device=DEVICE,
@@ -103,3 +107,30 @@ rule models_table:
 
 
 ALL_TARGETS.append("results/tables/models.csv")
+
+
+rule figure_training_curves:
+    """Training curves of the models trained in the workflow: loss, learning rate, clean and
+    robust validation accuracy per epoch, the kept epoch marked."""
+    input:
+        curves=[f"results/models/{m}/training.csv" for m in TRAIN_MODELS],
+    output:
+        png=report("results/figures/training_curves.png", category="Models", caption="../report/training_curves.rst"),
+        pdf="results/figures/training_curves.pdf",
+    params:
+        figure=config["figures"]["training_curves"],
+        dpi=config["figures"]["dpi"],
+        version=VERSION,
+    log:
+        "logs/figure_training_curves/figure.log",
+    threads: 1
+    resources:
+        mem_mb=table_memory,
+    conda:
+        "../../envs/robustlens.yaml"
+    script:
+        "../scripts/figure_training_curves.py"
+
+
+if TRAIN_MODELS:
+    ALL_TARGETS.extend(["results/figures/training_curves.png", "results/figures/training_curves.pdf"])
