@@ -1,0 +1,313 @@
+"""Batched training augmentation (robustlens.augment) against torchvision's own functional ops.
+
+Every random op is checked image by image against ``torchvision.transforms.functional`` (the
+per-image PIL/tensor transforms the robustness library's recipes use) with the random parameters
+recovered from the output itself (a search over crop offsets, flip or not, a least-squares fit
+of the colour factors, a search over rotation angles), never by replaying the generator's draws;
+the recovered parameters are then checked against their documented distributions.
+"""
+
+import itertools
+import math
+
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from torchvision.transforms import InterpolationMode
+
+from robustlens.augment import AUGMENTS, augment_batch, color_jitter, random_crop, random_flip, random_rotation, rotate
+
+
+def _images(n, c, h, w, seed=0, low=0.0, high=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return low + (high - low) * torch.rand((n, c, h, w), generator=g)
+
+
+def _crop_matches(out, x, padding):
+    """(n, 2p+1, 2p+1) bool: output image i equals torchvision's pad-then-crop of x[i] at
+    (top, left)."""
+    h, w = x.shape[-2:]
+    padded = TF.pad(x, [padding], fill=0)
+    k = 2 * padding + 1
+    matches = torch.zeros((len(x), k, k), dtype=torch.bool)
+    for top, left in itertools.product(range(k), repeat=2):
+        matches[:, top, left] = (TF.crop(padded, top, left, h, w) == out).flatten(1).all(1)
+    return matches
+
+
+def _binomial_ok(count, n, p, sds=5.0):
+    return abs(count - n * p) <= sds * math.sqrt(n * p * (1 - p))
+
+
+# ---------------------------------------------------------------- random_crop
+
+
+def test_random_crop_is_torchvision_pad_then_crop_at_uniform_offsets():
+    # non-square so that rows and columns cannot be swapped unnoticed; random values, so each
+    # output image matches exactly one of the (2p+1)^2 offsets
+    padding, n = 3, 1400
+    x = _images(n, 3, 12, 20)
+    out = random_crop(x, padding, torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    matches = _crop_matches(out, x, padding)
+    assert (matches.flatten(1).sum(1) == 1).all()
+    idx = matches.flatten(1).float().argmax(1)
+    top, left = idx // (2 * padding + 1), idx % (2 * padding + 1)
+    # torchvision RandomCrop draws top and left independently and uniformly from 0..2p
+    k = 2 * padding + 1
+    for offsets in (top, left):
+        counts = torch.bincount(offsets, minlength=k)
+        assert all(_binomial_ok(int(c), n, 1 / k) for c in counts), counts
+    assert _binomial_ok(int((top == left).sum()), n, 1 / k)  # independent, not one shared draw
+
+
+def test_random_crop_output_pixels_are_zero_padding_or_input_pixels():
+    padding = 4
+    x = _images(64, 3, 12, 20, seed=2, low=0.1)  # no input pixel is 0
+    out = random_crop(x, padding, torch.Generator().manual_seed(3))
+    for xi, oi in zip(x, out):
+        from_input = torch.isin(oi, xi)
+        assert ((oi == 0) | from_input).all()
+        # every image keeps at least (h - p) x (w - p) input pixels per channel
+        assert from_input.sum() >= 3 * (12 - padding) * (20 - padding)
+    # padding 0 leaves every image unchanged
+    assert torch.equal(random_crop(x, 0, torch.Generator().manual_seed(3)), x)
+
+
+# ---------------------------------------------------------------- random_flip
+
+
+def test_random_flip_p0_identity_p1_torchvision_hflip():
+    x = _images(16, 3, 5, 7)
+    assert torch.equal(random_flip(x, torch.Generator().manual_seed(0), p=0.0), x)
+    flipped = random_flip(x, torch.Generator().manual_seed(0), p=1.0)
+    assert torch.equal(flipped, TF.hflip(x))
+    assert torch.equal(flipped, torch.stack([TF.hflip(im) for im in x]))
+
+
+@pytest.mark.parametrize("p", [0.5, 0.2])
+def test_random_flip_fraction_is_binomial(p):
+    n = 4000
+    x = _images(n, 1, 3, 4, seed=4)
+    out = random_flip(x, torch.Generator().manual_seed(5), p=p)
+    same = (out == x).flatten(1).all(1)
+    flipped = (out == TF.hflip(x)).flatten(1).all(1)
+    assert (same ^ flipped).all()  # each image is itself or its mirror image, never both
+    assert _binomial_ok(int(flipped.sum()), n, p, sds=4.0), int(flipped.sum())
+
+
+# ---------------------------------------------------------------- color_jitter
+
+
+def _lstsq_slope(x, y):
+    """Least-squares slope of y on x (with intercept)."""
+    xc, yc = x - x.mean(), y - y.mean()
+    return float((xc * yc).sum() / (xc * xc).sum())
+
+
+def _check_factors(factors, v, n):
+    low, high = max(0.0, 1 - v), 1 + v
+    f = torch.tensor(factors, dtype=torch.float64)
+    assert f.min() >= low - 1e-4 and f.max() <= high + 1e-4
+    width = high - low
+    # uniform on [low, high]: mean and standard deviation, and both ends reached
+    assert abs(f.mean() - (low + high) / 2) < 5 * width / math.sqrt(12 * n)
+    assert abs(f.std() - width / math.sqrt(12)) < 0.15 * width / math.sqrt(12)
+    assert f.min() < low + 0.05 * width and f.max() > high - 0.05 * width
+
+
+@pytest.mark.parametrize("v", [0.5, 1.5])
+def test_color_jitter_brightness_is_torchvision_adjust_brightness(v):
+    n = 400
+    x = _images(n, 3, 6, 7, seed=6, low=0.05)
+    out = color_jitter(x, v, 0.0, 0.0, torch.Generator().manual_seed(7))
+    factors = []
+    for xi, oi in zip(x, out):
+        free = oi < 1  # not clipped
+        assert free.any()  # a factor <= 0 would blacken every pixel; torchvision's is > 0
+        f = float((oi[free] / xi[free]).median())
+        factors.append(f)
+        torch.testing.assert_close(oi, TF.adjust_brightness(xi, f), atol=1e-5, rtol=0)
+    _check_factors(factors, v, n)
+
+
+def test_color_jitter_contrast_is_torchvision_adjust_contrast():
+    n, v = 400, 0.5
+    x = _images(n, 3, 8, 9, seed=8)
+    out = color_jitter(x, 0.0, v, 0.0, torch.Generator().manual_seed(9))
+    factors = []
+    for xi, oi in zip(x, out):
+        free = (oi > 0) & (oi < 1)
+        f = _lstsq_slope(xi[free].double(), oi[free].double())
+        factors.append(f)
+        torch.testing.assert_close(oi, TF.adjust_contrast(xi, f), atol=1e-5, rtol=0)
+    _check_factors(factors, v, n)
+    assert sum(bool(((oi == 0) | (oi == 1)).any()) for oi in out) > n / 10  # clipping was exercised
+
+
+def test_color_jitter_saturation_is_torchvision_adjust_saturation():
+    n, v = 400, 0.5
+    x = _images(n, 3, 8, 9, seed=10)
+    out = color_jitter(x, 0.0, 0.0, v, torch.Generator().manual_seed(11))
+    factors = []
+    for xi, oi in zip(x, out):
+        grey = TF.rgb_to_grayscale(xi).expand_as(xi)
+        free = (oi > 0) & (oi < 1)
+        # out - grey = f (x - grey) where not clipped
+        d, e = (xi - grey)[free].double(), (oi - grey)[free].double()
+        f = float((d * e).sum() / (d * d).sum())
+        factors.append(f)
+        torch.testing.assert_close(oi, TF.adjust_saturation(xi, f), atol=1e-5, rtol=0)
+    _check_factors(factors, v, n)
+
+
+def test_color_jitter_single_channel():
+    x = _images(200, 1, 8, 9, seed=12)
+    # saturation of a grey image is the image itself
+    assert torch.equal(color_jitter(x, 0.0, 0.0, 0.9, torch.Generator().manual_seed(13)), x)
+    # contrast blends with the image's own mean (torchvision's one-channel adjust_contrast)
+    out = color_jitter(x, 0.0, 0.5, 0.0, torch.Generator().manual_seed(14))
+    for xi, oi in zip(x, out):
+        free = (oi > 0) & (oi < 1)
+        f = _lstsq_slope(xi[free].double(), oi[free].double())
+        assert 0.5 - 1e-4 <= f <= 1.5 + 1e-4
+        torch.testing.assert_close(oi, TF.adjust_contrast(xi, f), atol=1e-5, rtol=0)
+        # the blend point is the mean: the unclipped pixels' line passes through (m, m)
+        m = float(xi.mean())
+        if abs(f - 1) > 0.05:
+            intercept = float(oi[free].double().mean() - f * xi[free].double().mean())
+            assert abs(intercept - (1 - f) * m) < 1e-5
+
+
+def test_color_jitter_zero_ranges_are_identity():
+    x = _images(32, 3, 5, 6, seed=15)
+    assert torch.equal(color_jitter(x, 0.0, 0.0, 0.0, torch.Generator().manual_seed(0)), x)
+
+
+def test_color_jitter_order_is_drawn_per_image():
+    # brightness and saturation only (contrast factor exactly 1 is an identity). Without
+    # clipping the two commute and out = fb fs x + fb (1 - fs) grey(x) on every pixel, which
+    # recovers both factors by least squares from the mid-range "probe" pixels; the first row
+    # holds extreme pixels that clip differently in the two orders, which tells them apart.
+    n, v = 300, 0.25
+    g = torch.Generator().manual_seed(16)
+    x = 0.4 + 0.2 * torch.rand((n, 3, 6, 6), generator=g)  # probes: never clip in either order
+    x[:, :, 0, :] = torch.rand((n, 3, 6), generator=g)
+    x[:, 0, 0, :3], x[:, 2, 0, 3:] = 0.97, 0.97
+    out = color_jitter(x, v, 0.0, v, torch.Generator().manual_seed(17))
+    orders = {"bs": 0, "sb": 0, "either": 0}
+    for xi, oi in zip(x, out):
+        probe_x, probe_o = xi[:, 1:].reshape(3, -1), oi[:, 1:].reshape(3, -1)
+        grey = TF.rgb_to_grayscale(xi[:, 1:]).reshape(1, -1).expand_as(probe_x)
+        design = torch.stack([probe_x.reshape(-1), grey.reshape(-1)], 1).double()
+        a, b = torch.linalg.lstsq(design, probe_o.reshape(-1, 1).double()).solution.flatten().tolist()
+        fb, fs = a + b, a / (a + b)
+        assert 1 - v - 1e-3 <= fb <= 1 + v + 1e-3 and 1 - v - 1e-3 <= fs <= 1 + v + 1e-3
+        bs = TF.adjust_saturation(TF.adjust_brightness(xi, fb), fs)
+        sb = TF.adjust_brightness(TF.adjust_saturation(xi, fs), fb)
+        is_bs = torch.allclose(oi, bs, atol=1e-4, rtol=0)
+        is_sb = torch.allclose(oi, sb, atol=1e-4, rtol=0)
+        assert is_bs or is_sb
+        orders["either" if is_bs and is_sb else "bs" if is_bs else "sb"] += 1
+    decided = orders["bs"] + orders["sb"]
+    assert decided > n / 4, orders
+    assert _binomial_ok(orders["bs"], decided, 0.5), orders  # each order with probability 1/2
+
+
+# ---------------------------------------------------------------- rotate
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 16), (1, 12, 20), (3, 13, 17)])
+@pytest.mark.parametrize("angle", [2.0, -2.0, 30.0, -45.0, 90.0, 0.7])
+def test_rotate_is_torchvision_rotate_nearest_fill_zero(shape, angle):
+    x = _images(3, *shape, seed=18)
+    out = rotate(x, torch.full((3,), angle))
+    ref = TF.rotate(x, angle, interpolation=InterpolationMode.NEAREST, fill=0)
+    assert torch.equal(out, ref)
+
+
+def test_rotate_uses_each_images_own_angle_and_zero_is_identity():
+    angles = [0.0, 10.0, -30.0, 90.0, -1.5]
+    x = _images(len(angles), 3, 11, 14, seed=19)
+    out = rotate(x, torch.tensor(angles))
+    for xi, oi, a in zip(x, out, angles):
+        assert torch.equal(oi, TF.rotate(xi, a, interpolation=InterpolationMode.NEAREST, fill=0))
+    assert torch.equal(out[0], x[0])
+    # 90 degrees counter-clockwise on a square image is torch.rot90 (corners included)
+    sq = _images(2, 1, 8, 8, seed=20)
+    assert torch.equal(rotate(sq, torch.tensor([90.0, 90.0])), torch.rot90(sq, 1, dims=(-2, -1)))
+
+
+def test_random_rotation_angles_are_uniform_within_degrees():
+    # recover each image's angle from the grid angles whose torchvision rotation agrees best with
+    # it (nearest-neighbour rotation is constant over small angle intervals, the identity for
+    # |angle| < ~0.6 degrees on 96 x 96 images: take the middle of the best-agreeing angles)
+    n, degrees = 60, 2.0
+    x = _images(n, 1, 96, 96, seed=21)
+    out = random_rotation(x, degrees, torch.Generator().manual_seed(22))
+    grid = torch.arange(-50, 51) * 0.1  # -5 .. 5 degrees
+    agreement = torch.stack(
+        [(TF.rotate(x, float(a), interpolation=InterpolationMode.NEAREST, fill=0) == out).float().mean((1, 2, 3)) for a in grid],
+        1,
+    )
+    best = agreement.max(1, keepdim=True).values
+    assert (best > 0.85).all()
+    near = agreement >= best - 1e-6
+    angles = torch.stack([grid[row].mean() for row in near])
+    assert angles.abs().max() <= degrees + 0.15
+    assert angles.min() < -1.5 and angles.max() > 1.5
+    assert _binomial_ok(int((angles < 0).sum()), n, 0.5)
+
+
+# ---------------------------------------------------------------- augment_batch
+
+
+def test_augment_none_and_unknown_name():
+    x = _images(4, 3, 8, 8, seed=23).double()
+    same = augment_batch(x, "none", torch.Generator().manual_seed(0))
+    assert torch.equal(same, x) and same.dtype == torch.float64
+    with pytest.raises(ValueError) as err:
+        augment_batch(x, "autoaugment", torch.Generator().manual_seed(0))
+    assert "autoaugment" in str(err.value)
+    assert all(name in str(err.value) for name in ("none", "crop_flip", "cifar"))
+    assert AUGMENTS == ("none", "crop_flip", "cifar")
+
+
+def test_augment_crop_flip_is_pad4_crop_then_hflip():
+    n = 300
+    x = _images(n, 3, 10, 14, seed=24)
+    out = augment_batch(x, "crop_flip", torch.Generator().manual_seed(25))
+    plain_at, mirrored_at = _crop_matches(out, x, 4), _crop_matches(TF.hflip(out), x, 4)
+    plain, mirrored = plain_at.flatten(1).any(1), mirrored_at.flatten(1).any(1)
+    assert (plain ^ mirrored).all()
+    assert _binomial_ok(int(mirrored.sum()), n, 0.5)
+    # padding 4: every top and left offset 0..8 occurs (hflip(out) undoes the flip of a mirrored one)
+    at = (plain_at | mirrored_at).flatten(1).float().argmax(1)
+    assert set((at // 9).tolist()) == set(range(9)) and set((at % 9).tolist()) == set(range(9))
+
+
+@pytest.mark.parametrize("augment", ["crop_flip", "cifar"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_augment_reproducible_in_range_shape_dtype(augment, dtype):
+    x = _images(16, 3, 32, 32, seed=26).to(dtype)
+    a = augment_batch(x, augment, torch.Generator().manual_seed(27))
+    b = augment_batch(x, augment, torch.Generator().manual_seed(27))
+    c = augment_batch(x, augment, torch.Generator().manual_seed(28))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert a.shape == x.shape and a.dtype == dtype
+    assert a.min() >= 0 and a.max() <= 1
+
+
+def test_augment_cifar_adds_colour_and_rotation_to_crop_flip():
+    # the cifar recipe's outputs are not plain crops/flips of the input (colour jitter and
+    # rotation changed them), yet stay close to one: jitter factors within 25% and a rotation
+    # of at most 2 degrees move the mean only a little
+    n = 64
+    x = _images(n, 3, 32, 32, seed=29)
+    out = augment_batch(x, "cifar", torch.Generator().manual_seed(30))
+    plain = _crop_matches(out, x, 4).flatten(1).any(1) | _crop_matches(TF.hflip(out), x, 4).flatten(1).any(1)
+    assert not plain.any()
+    ratio = out.mean((1, 2, 3)) / x.mean((1, 2, 3))
+    assert ratio.min() > 0.5 and ratio.max() < 1.3
+    assert ratio.std() > 0.05  # brightness factors differ between images
