@@ -121,3 +121,45 @@ def test_bad_reduction_and_sample_count_are_named():
         reduce_spatial(torch.zeros(2, 3, 4, 4), "maxpool")
     with pytest.raises(ValueError, match="layer block1: 5 samples, labels have 4"):
         activations_dataset({"block1": np.zeros((5, 3))}, np.zeros(4))
+
+
+def test_bf16_extraction_runs_the_layers_in_bfloat16_and_channels_last_changes_nothing(resnet):
+    """precision bf16: the stage outputs equal a hand-run forward pass in bfloat16 (the model's
+    weights and the input cast by hand, the independent oracle) to bf16 rounding, differ from
+    fp32, and are stored as float32; channels_last gives the fp32 values."""
+    x = torch.rand(9, 3, 16, 16, generator=generator(1))
+    layers = ["layer1", "layer3", "penultimate", "logits"]
+    fp32 = extract_activations(resnet, x.numpy(), layers, batch_size=4, progress=False)
+    bf16 = extract_activations(resnet, x.numpy(), layers, batch_size=4, progress=False, precision="bf16")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = stage_outputs(resnet, x)
+    for name in layers:
+        e = expected[name].float()
+        e = e.mean(dim=(2, 3)) if e.dim() == 4 else e
+        scale = float(np.abs(fp32[name]).max())
+        assert bf16[name].dtype == np.float32
+        np.testing.assert_allclose(bf16[name], e.numpy(), atol=2e-2 * scale, err_msg=name)
+        assert np.abs(bf16[name] - fp32[name]).max() > 1e-4 * scale, name  # bf16 really ran
+        assert np.abs(bf16[name] - fp32[name]).max() < 5e-2 * scale, name
+    last = extract_activations(resnet, x.numpy(), layers, batch_size=4, progress=False, channels_last=True)
+    for name in layers:
+        np.testing.assert_allclose(last[name], fp32[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert all(p.is_contiguous() for p in resnet.parameters())  # the model is left in the default layout
+
+
+def test_configure_torch_switches_determinism_and_cudnn_autotuning():
+    from robustlens.runtime import autocast, configure_torch
+
+    try:
+        configure_torch(1, deterministic=False)
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+        configure_torch(1, deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+    finally:
+        configure_torch(1, deterministic=True)
+    with autocast(torch.device("cpu"), "bf16"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with autocast(torch.device("cpu"), "fp32"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    with pytest.raises(ValueError, match=r"precision must be one of \('fp32', 'bf16'\), got 'fp16'"):
+        autocast(torch.device("cpu"), "fp16")

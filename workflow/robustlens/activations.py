@@ -12,6 +12,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from robustlens.runtime import autocast, memory_format
 from robustlens.zoo import LOGITS, PENULTIMATE
 
 SPATIAL = ("avgpool", "flatten")
@@ -44,8 +45,13 @@ def extract_activations(
     progress: bool = True,
     desc: str = "extract",
     model_id: str = "",
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> dict[str, np.ndarray]:
     """Activations of ``model`` at ``layers`` for inputs ``x``, as float32 arrays (n, features).
+
+    ``precision``: ``bf16`` runs the forward passes under bf16 autocast (the activations are
+    stored as float32 all the same); ``channels_last``: model and batches in NHWC layout.
 
     Raises :class:`NonFiniteActivationError` naming ``model_id``, the layer and the batch (step)
     as soon as a batch's activations contain NaN or Inf, so no store is written from them.
@@ -53,7 +59,9 @@ def extract_activations(
     Block layers are read with forward hooks on the model's ``representation_modules()``; ``penultimate``
     is ``model.forward_features`` and ``logits`` the head's output.
     """
-    model = model.to(device).eval()
+    layout = memory_format(channels_last)
+    model = model.to(device, memory_format=layout).eval()
+    device = torch.device(device)
     x = torch.as_tensor(x)
     captured: dict[str, torch.Tensor] = {}
     hooks = []
@@ -69,10 +77,11 @@ def extract_activations(
     try:
         starts = range(0, len(x), batch_size)
         for step, start in enumerate(tqdm(starts, desc=desc, disable=not progress, mininterval=1.0)):
-            xb = x[start : start + batch_size].to(device)
-            features = model.forward_features(xb)
-            captured[PENULTIMATE] = features
-            captured[LOGITS] = model.head(features)
+            xb = x[start : start + batch_size].to(device).contiguous(memory_format=layout)
+            with autocast(device, precision):
+                features = model.forward_features(xb)
+                captured[PENULTIMATE] = features
+                captured[LOGITS] = model.head(features)
             for name in layers:
                 values = reduce_spatial(captured[name], spatial).float()
                 if not bool(torch.isfinite(values).all()):
@@ -86,6 +95,7 @@ def extract_activations(
     finally:
         for hook in hooks:
             hook.remove()
+        model.to(memory_format=torch.contiguous_format)
     return {name: np.concatenate(chunks) for name, chunks in out.items()}
 
 
@@ -109,10 +119,13 @@ def write_target_stores(
     activations: dict,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> dict:
     """Activations of every target model on the same probe images, one store per target
     (``<directory>/<target>.zarr`` with its manifest), written into a temporary directory that
-    is renamed into place at the end. ``targets`` maps id -> (model, provenance).
+    is renamed into place at the end. ``targets`` maps id -> (model, provenance);
+    ``precision``, ``channels_last``: as in :func:`extract_activations`.
     Returns an index: target id -> the store's checksum."""
     from pathlib import Path
 
@@ -128,7 +141,7 @@ def write_target_stores(
             acts = extract_activations(
                 model, images, activations["layers"], spatial=activations["spatial"],
                 batch_size=activations["batch_size"], device=device, progress=progress,
-                desc=f"extract {target}", model_id=target,
+                desc=f"extract {target}", model_id=target, precision=precision, channels_last=channels_last,
             )
             manifest = write_store(activations_dataset(acts, labels), tmp / f"{target}.zarr", prov, activations["layers"])
             index[target] = manifest["checksum"]

@@ -85,14 +85,34 @@ def take_gpu_slot(n_gpus: int, directory: Path | str | None = None, poll_s: floa
 
 def configure_torch(threads: int, deterministic: bool = True) -> None:
     """Use exactly ``threads`` intra-op threads (the rule's ``threads:``), so parallel jobs do
-    not oversubscribe the cores and float reductions happen in the same order in every run."""
+    not oversubscribe the cores and float reductions happen in the same order in every run.
+    ``deterministic`` (the config's ``deterministic``): deterministic algorithms and
+    ``cudnn.benchmark`` off (bit-reproducible runs); false: cuDNN picks the fastest algorithm
+    for each shape, and GPU results may differ in the last bits between runs."""
     torch.set_num_threads(max(1, int(threads)))
-    if deterministic:
-        # What torch.use_deterministic_algorithms(True, warn_only=True) sets for eager execution.
-        # The public function also sets torch.compile's (inductor's) flag, which imports inductor
-        # and dynamo: 2.7 s in every job, for a compiler robustlens never uses.
-        torch._C._set_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+    # What torch.use_deterministic_algorithms(..., warn_only=True) sets for eager execution.
+    # The public function also sets torch.compile's (inductor's) flag, which imports inductor
+    # and dynamo: 2.7 s in every job, for a compiler robustlens never uses.
+    torch._C._set_deterministic_algorithms(bool(deterministic), warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+#: The config's ``precision``: fp32 everywhere, or bf16 autocast in training and extraction
+#: forward passes (weights, optimiser state and stored activations stay float32).
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of ``precision`` on ``device`` (a no-op context for fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    """The memory layout of models and image batches: channels-last (NHWC, faster convolutions
+    on tensor-core GPUs) or the default contiguous NCHW."""
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from robustlens.attacks import pgd_attack
 from robustlens.fitting import NonFiniteLossError, Resume, fit
-from robustlens.runtime import generator
+from robustlens.runtime import autocast, generator, memory_format
 
 
 #: Settings of the ``training`` block with the values the default study was built with; a
@@ -68,6 +68,8 @@ def train_model(
     x_val: np.ndarray | None = None,
     y_val: np.ndarray | None = None,
     resume: Resume | None = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
     model_id: str = "",
     progress: bool = True,
 ) -> list[dict]:
@@ -83,8 +85,12 @@ def train_model(
     robustness library's ``train.py`` does (L342-349); ``best_robust_val`` leaves ``model`` at
     the validated epoch with the highest one (the earliest of ties), marked ``selected`` in the
     history. ``resume``: where the state is saved
-    for a killed job to continue from. Raises :class:`NonFiniteLossError` naming the model,
-    epoch and step when the loss is NaN/Inf.
+    for a killed job to continue from. ``precision``: ``bf16`` runs the training step (the
+    training attack and the forward pass) under bf16 autocast, the weights and the optimiser
+    staying float32; validation is fp32. ``channels_last``: the model and batches in NHWC
+    layout while training (the returned model is back in the default layout, so its checkpoint
+    does not depend on it). Raises :class:`NonFiniteLossError` naming the model, epoch and step
+    when the loss is NaN/Inf.
     """
     from robustlens.augment import augment_batch
 
@@ -94,17 +100,19 @@ def train_model(
     augment_gen = generator(seed + 2_000_003, device)
     x = torch.as_tensor(x_train).to(device)
     y = torch.as_tensor(y_train).to(device)
-    model.to(device)
+    layout = memory_format(channels_last)
+    model.to(device, memory_format=layout)
     attack = {"eps": eps, "norm": norm, "steps": attack_steps, "step_size": attack_step_size,
               "random_init": attack_random_start, "use_best": attack_use_best}
 
     def batch_loss(idx):
-        xb, yb = augment_batch(x[idx], augment, augment_gen), y[idx]
-        if eps > 0:
-            model.eval()
-            xb = pgd_attack(model, xb, yb, gen=attack_gen, **attack)
-        model.train()
-        logits = model(xb)
+        xb, yb = augment_batch(x[idx], augment, augment_gen).contiguous(memory_format=layout), y[idx]
+        with autocast(device, precision):
+            if eps > 0:
+                model.eval()
+                xb = pgd_attack(model, xb, yb, gen=attack_gen, **attack)
+            model.train()
+            logits = model(xb).float()
         return F.cross_entropy(logits, yb), (logits.argmax(1) == yb).sum()
 
     select = (validation or {}).get("select", "last")
@@ -134,6 +142,7 @@ def train_model(
     )
     if select == "best_robust_val":
         model.load_state_dict(carry["state"])
+    model.to(memory_format=torch.contiguous_format)
     chosen = carry.get("epoch", epochs)
     for row in history:
         row["selected"] = row["epoch"] == chosen
@@ -215,15 +224,19 @@ def train_and_evaluate(
     device: torch.device,
     progress: bool = True,
     resume_path: str | None = None,
+    compute: dict | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Build the model ``spec`` describes (initialised with its seed), train it at its eps with
     the ``training`` block (a validation split carved from the training split when it has
     ``validation``) and evaluate it on the shared attack grid. Returns (model, metrics);
     ``metrics["history"]`` holds the training curves. ``resume_path``: where resumable state is
-    kept while training (see :class:`robustlens.fitting.Resume`)."""
+    kept while training (see :class:`robustlens.fitting.Resume`). ``compute``: the config's
+    ``precision`` and ``channels_last`` for training (evaluation is fp32); recorded in the
+    metrics."""
     from robustlens.zoo import build_architecture
 
     settings = {**TRAINING_DEFAULTS, **training}
+    compute = {"precision": "fp32", "channels_last": False, **(compute or {})}
     x_train, y_train, x_val, y_val = dataset["x_train"], dataset["y_train"], None, None
     if settings["validation"]:
         val = settings["validation"]
@@ -231,17 +244,19 @@ def train_and_evaluate(
         x_train, y_train, x_val, y_val = x_train[keep], y_train[keep], x_train[held], y_train[held]
     resume = None
     if resume_path is not None:
-        fingerprint = {"spec": spec, "training": settings, "device": device.type,
+        fingerprint = {"spec": spec, "training": settings, "device": device.type, "compute": compute,
                        "data": hashlib.sha256(np.ascontiguousarray(x_train).tobytes() + np.ascontiguousarray(y_train).tobytes()).hexdigest()}
         resume = Resume(resume_path, fingerprint, 60.0 * settings["resume_minutes"])
     torch.manual_seed(spec["seed"])
     model = build_architecture(spec["arch"])
     history = train_model(
         model, x_train, y_train, eps=spec["eps"], norm=spec["norm"], seed=spec["seed"], device=device,
-        x_val=x_val, y_val=y_val, resume=resume, model_id=spec["id"], progress=progress, **training_kwargs(settings),
+        x_val=x_val, y_val=y_val, resume=resume, model_id=spec["id"], progress=progress, precision=compute["precision"],
+        channels_last=compute["channels_last"], **training_kwargs(settings),
     )
     metrics = evaluate_with_settings(model, dataset, evaluation, device, progress, spec["id"])
     metrics["history"] = history
+    metrics["training_compute"] = {k: compute[k] for k in ("precision", "channels_last")}
     metrics["selected_epoch"] = next(row["epoch"] for row in history if row["selected"])
     return model, metrics
 

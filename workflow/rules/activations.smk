@@ -13,6 +13,7 @@ rule extract_natural:
         probe=config["probes"]["natural"],
         activations=config["activations"],
         device=DEVICE,
+        compute=COMPUTE,
         progress=PROGRESS,
         version=VERSION,
     log:

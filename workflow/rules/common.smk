@@ -22,6 +22,10 @@ MODELS = expand_models(config)
 PAIRS = select_pairs(MODELS, config["comparison"]["pairs"])
 THREADS = config.get("threads", 1)
 DEVICE = config.get("device", "auto")
+# How torch jobs compute (robustlens.runtime): bf16 autocast in training and extraction forward
+# passes (attacks of the evaluation and similarity measures stay fp32/float64), channels-last
+# memory layout, deterministic algorithms (cudnn.benchmark off) or not.
+COMPUTE = {key: config.get(key, default) for key, default in (("precision", "fp32"), ("channels_last", False), ("deterministic", True))}
 PROGRESS = config.get("progress", True)
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 

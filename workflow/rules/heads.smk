@@ -11,6 +11,7 @@ rule retrain_heads:
         spec=lambda wc: MODELS[wc.model],
         heads=config["heads"],
         device=DEVICE,
+        compute=COMPUTE,
         progress=PROGRESS,
         version=VERSION,
     log:

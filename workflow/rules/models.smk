@@ -17,6 +17,7 @@ rule train_model:
         training=config["training"],
         evaluation=config["evaluation"],
         device=DEVICE,
+        compute=COMPUTE,
         progress=PROGRESS,
         version=VERSION,
     log:
@@ -71,6 +72,7 @@ rule zoo_model:
         spec=lambda wc: MODELS[wc.model],
         evaluation=config["evaluation"],
         device=DEVICE,
+        compute=COMPUTE,
         progress=PROGRESS,
         version=VERSION,
     log:

@@ -19,6 +19,7 @@ rule make_probe:
         settings=lambda wc: config["probes"][wc.probe],
         activations=config["activations"],
         device=DEVICE,
+        compute=COMPUTE,
         progress=PROGRESS,
         version=VERSION,
     log:

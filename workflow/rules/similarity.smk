@@ -12,6 +12,7 @@ rule compare_similarity:
         settings=config["comparison"],
         layers=config["activations"]["layers"],
         device=DEVICE,
+        compute=COMPUTE,
         version=VERSION,
     log:
         "logs/compare_similarity/{model_a}__{model_b}.log",
@@ -59,6 +60,7 @@ rule similarity_matrix:
         settings=config["comparison"],
         layers=config["activations"]["layers"],
         device=DEVICE,
+        compute=COMPUTE,
         version=VERSION,
     log:
         "logs/similarity_matrix/similarity_matrix.log",

@@ -64,6 +64,7 @@ rule transfer:
         tasks=TRANSFER_TASKS,
         settings={k: v for k, v in TRANSFER.items() if k not in ("seeds", "tasks", "task_settings")},
         device=DEVICE,
+        compute=COMPUTE,
         progress=PROGRESS,
         version=VERSION,
     log:

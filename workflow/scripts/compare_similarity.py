@@ -9,7 +9,7 @@ from robustlens.runtime import configure_torch, resolve_device
 from robustlens.store import open_store
 
 w, p = snakemake.wildcards, snakemake.params
-configure_torch(snakemake.threads)
+configure_torch(snakemake.threads, snakemake.params.compute["deterministic"])
 device = str(resolve_device(p.device, snakemake.resources.get("gpu", 0)))
 rows = []
 for probe, source, path_a, path_b in p.stores:

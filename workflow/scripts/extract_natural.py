@@ -9,7 +9,7 @@ from robustlens.store import write_store
 from robustlens.zoo import load_model
 
 p = snakemake.params
-configure_torch(snakemake.threads)
+configure_torch(snakemake.threads, snakemake.params.compute["deterministic"])
 model = load_model(p.spec, snakemake.input.checkpoint, sha256=read_json(snakemake.input.metrics)["sha256"])
 images, labels = probe_inputs(load_dataset(snakemake.input.dataset, p.probe["split"]), p.probe["split"])
 acts = extract_activations(
@@ -22,6 +22,9 @@ acts = extract_activations(
     progress=p.progress,
     desc=f"extract {p.spec['id']}",
     model_id=p.spec["id"],
+    precision=p.compute["precision"],
+    channels_last=p.compute["channels_last"],
 )
-spec = {"probe": "natural", **p.probe, "target": p.spec, "activations": p.activations}
+spec = {"probe": "natural", **p.probe, "target": p.spec, "activations": p.activations,
+        "precision": p.compute["precision"], "channels_last": p.compute["channels_last"]}
 write_store(activations_dataset(acts, labels), snakemake.output.store, provenance(spec, "extract_natural"), p.activations["layers"])

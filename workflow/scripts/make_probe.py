@@ -10,7 +10,7 @@ from robustlens.store import write_store
 from robustlens.zoo import load_model
 
 p, probe = snakemake.params, snakemake.wildcards.probe
-configure_torch(snakemake.threads)
+configure_torch(snakemake.threads, snakemake.params.compute["deterministic"])
 device = resolve_device(p.device, snakemake.resources.get("gpu", 0))
 models = {
     spec["id"]: load_model(spec, ckpt, sha256=read_json(metrics)["sha256"])
@@ -20,10 +20,11 @@ images, labels = probe_inputs(load_dataset(snakemake.input.dataset, p.settings["
 made = make_probe(probe, models[p.source["id"]], images, labels, p.settings, device, p.progress)
 spec = {"probe": probe, "settings": p.settings, "source": p.source}
 write_store(probe_dataset(made), snakemake.output.probe, provenance(spec, "make_probe"))
+extraction = {"precision": p.compute["precision"], "channels_last": p.compute["channels_last"]}
 targets = {
-    spec_t["id"]: (models[spec_t["id"]], provenance({**spec, "target": spec_t, "activations": p.activations}, "make_probe"))
+    spec_t["id"]: (models[spec_t["id"]], provenance({**spec, "target": spec_t, "activations": p.activations, **extraction}, "make_probe"))
     for spec_t in p.targets
 }
 index = write_target_stores(targets, made["images"], made["labels"], snakemake.output.activations,
-                            activations=p.activations, device=device, progress=p.progress)
+                            activations=p.activations, device=device, progress=p.progress, **extraction)
 write_json({"probe": probe, "source": p.source["id"], "stores": index}, snakemake.output.index)

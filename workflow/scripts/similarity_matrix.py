@@ -10,7 +10,7 @@ from robustlens.tables import pair_table, write_table
 import pandas as pd
 
 p = snakemake.params
-configure_torch(snakemake.threads)
+configure_torch(snakemake.threads, snakemake.params.compute["deterministic"])
 stores = {model: open_store(path) for model, path in p.stores.items()}
 matrix = p.settings["matrix"]
 rows = similarity_matrix_rows(stores, p.layers, matrix["measures"], p.settings, {"probe": matrix["probe"]},

@@ -11,10 +11,10 @@ from robustlens.tables import training_curves, write_table
 from robustlens.train import train_and_evaluate
 
 p = snakemake.params
-configure_torch(snakemake.threads)
+configure_torch(snakemake.threads, snakemake.params.compute["deterministic"])
 device = resolve_device(p.device, snakemake.resources.get("gpu", 0))
 model, metrics = train_and_evaluate(
-    p.spec, load_dataset(snakemake.input.dataset), p.training, p.evaluation, device, p.progress, resume_path=p.resume
+    p.spec, load_dataset(snakemake.input.dataset), p.training, p.evaluation, device, p.progress, resume_path=p.resume, compute=p.compute
 )
 write_table(training_curves(p.spec, metrics["history"]), snakemake.output.curves)
 metrics["sha256"] = save_state_dict(model.cpu().state_dict(), snakemake.output.checkpoint)

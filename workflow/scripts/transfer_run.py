@@ -8,7 +8,7 @@ from robustlens.transfer import transfer_study
 from robustlens.zoo import load_model
 
 p = snakemake.params
-configure_torch(snakemake.threads)
+configure_torch(snakemake.threads, snakemake.params.compute["deterministic"])
 device = resolve_device(p.device, snakemake.resources.get("gpu", 0))
 model = load_model(p.spec, snakemake.input.checkpoint, sha256=read_json(snakemake.input.metrics)["sha256"])
 results = {

@@ -10,7 +10,7 @@ from robustlens.train import evaluate_with_settings
 from robustlens.zoo import load_model
 
 p = snakemake.params
-configure_torch(snakemake.threads)
+configure_torch(snakemake.threads, snakemake.params.compute["deterministic"])
 device = resolve_device(p.device, snakemake.resources.get("gpu", 0))
 model = load_model(p.spec)
 metrics = evaluate_with_settings(model, load_dataset(snakemake.input.dataset, "test"), p.evaluation, device, p.progress, p.spec["id"])
