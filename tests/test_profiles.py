@@ -137,29 +137,43 @@ def test_local_profile_runs_gpu_jobs_one_at_a_time(tmp_path):
     """Real scheduling, not the profile's text: a toy workflow of four jobs that each hold
     `gpu=1` for a second, run through profiles/local with two cores, never overlap; the same
     jobs declaring no GPU do (so two cores could have run them together)."""
+    assert overlaps(hold_jobs(tmp_path / "gpu1", "gpu=1")) == 0
+    assert overlaps(hold_jobs(tmp_path / "gpu0", "gpu=0")) >= 1
+
+
+def hold_jobs(work, resources: str, *args: str) -> list[tuple[float, float]]:
+    """Four toy jobs declaring ``resources`` that each hold them for a second, run through
+    profiles/local with two cores (and ``args``); their (start, end) times, sorted."""
     import subprocess
     import sys
     from pathlib import Path
 
-    def run(gpu: int) -> list[tuple[float, float]]:
-        work = tmp_path / f"gpu{gpu}"
-        work.mkdir()
-        (work / "Snakefile").write_text(
-            "import time\n"
-            "rule all:\n    input: expand('t/{i}.txt', i=range(4))\n"
-            "rule hold:\n    output: 't/{i}.txt'\n"
-            f"    resources: gpu={gpu}\n"
-            "    run:\n"
-            "        start = time.time(); time.sleep(1.0)\n"
-            "        open(output[0], 'w').write(f'{start} {time.time()}')\n"
-        )
-        snakemake = Path(sys.executable).with_name("snakemake")
-        subprocess.run([str(snakemake), "--profile", str(PROFILES / "local"), "--cores", "2", "--directory", str(work),
-                        "--snakefile", str(work / "Snakefile"), "--quiet"], check=True, capture_output=True)
-        return sorted(tuple(map(float, (work / "t" / f"{i}.txt").read_text().split())) for i in range(4))
+    work.mkdir()
+    (work / "Snakefile").write_text(
+        "import time\n"
+        "rule all:\n    input: expand('t/{i}.txt', i=range(4))\n"
+        "rule hold:\n    output: 't/{i}.txt'\n"
+        f"    resources: {resources}\n"
+        "    run:\n"
+        "        start = time.time(); time.sleep(1.0)\n"
+        "        open(output[0], 'w').write(f'{start} {time.time()}')\n"
+    )
+    snakemake = Path(sys.executable).with_name("snakemake")
+    subprocess.run([str(snakemake), "--profile", str(PROFILES / "local"), "--cores", "2", "--directory", str(work),
+                    "--snakefile", str(work / "Snakefile"), "--quiet", *args], check=True, capture_output=True)
+    return sorted(tuple(map(float, (work / "t" / f"{i}.txt").read_text().split())) for i in range(4))
 
-    def overlaps(spans):
-        return sum(b[0] < a[1] for a, b in zip(spans, spans[1:]))
 
-    assert overlaps(run(1)) == 0
-    assert overlaps(run(0)) >= 1
+def overlaps(spans) -> int:
+    return sum(b[0] < a[1] for a, b in zip(spans, spans[1:]))
+
+
+def test_jobs_sharing_one_card_never_declare_more_than_its_memory_together(tmp_path):
+    """Real scheduling: with four GPU slots on one card (`--resources gpu=4
+    gpu_mem_mb=1000`), jobs declaring 600 MB each never run together (two would need 1200),
+    jobs declaring 400 MB do; and the profile's own cap (its gpu_mem_mb) is what a job of the
+    default study fits in."""
+    assert overlaps(hold_jobs(tmp_path / "big", "gpu=1, gpu_mem_mb=600", "--resources", "gpu=4", "gpu_mem_mb=1000")) == 0
+    assert overlaps(hold_jobs(tmp_path / "small", "gpu=1, gpu_mem_mb=400", "--resources", "gpu=4", "gpu_mem_mb=1000")) >= 1
+    profile = yaml.safe_load((PROFILES / "local" / "config.yaml").read_text())
+    assert profile["resources"]["gpu_mem_mb"] >= 16000 and profile["set-resources"]["compare_similarity"]["gpu_mem_mb"] == 0

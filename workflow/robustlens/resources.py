@@ -1,4 +1,4 @@
-"""Memory each rule declares (``mem_mb``), computed from what its job reads: image counts and
+"""Memory each rule declares (``mem_mb``, and ``gpu_mem_mb`` for the rules on the device), computed from what its job reads: image counts and
 sizes, the model's parameters, the configured batch, the layers it stores or compares, and the
 attempt (a retry after running out of memory asks for more).
 
@@ -43,6 +43,30 @@ ACTIVATION_MB_AT_32 = {
     "robustbench": 64.0,  # WideResNet-28-10 and DMWideResNet-28-10: 47 and 59 MB measured
     "timm": 16.0,
 }
+#: GPU memory of the tensors one image's forward pass keeps for backward (a training or PGD
+#: step: the loss differentiated to the weights and the input), MB at 32 x 32 px, growing with
+#: the pixels. Counted with autograd's saved-tensor hooks, which see what a GPU would hold
+#: (benchmarks/gpu_memory.py: smallcnn 0.068 at 16 px, resnet18_cifar 4.48, resnet18 0.43,
+#: resnet50 1.67, wide_resnet50_2 2.18 at 32-px scale), rounded up by a tenth; resnet34,
+#: resnet101 and wide_resnet50_4 are scaled from their siblings' depth and width; robustbench
+#: and timm models keep the host constant (not measured on a GPU-sized count).
+GPU_ACTIVATION_MB_AT_32 = {
+    "smallcnn": 0.08,
+    "resnet18_cifar": 5.0,
+    "resnet18": 0.5,
+    "resnet34": 0.8,
+    "resnet50": 1.9,
+    "resnet101": 3.0,
+    "wide_resnet50_2": 2.4,
+    "wide_resnet50_4": 4.8,
+    "robustbench": 64.0,
+    "timm": 16.0,
+}
+#: A torch job's GPU memory before it holds anything: the CUDA context, cuBLAS and cuDNN
+#: handles and workspaces (typically 0.3-0.6 GB on current cards), with room to spare.
+CUDA_CONTEXT_MB = 1000
+#: The caching allocator's fragmentation and temporaries on top of what autograd saves.
+GPU_ACTIVATION_SLACK = 1.25
 #: A filter extraction job holds about this many bytes per byte of the network's weights beyond
 #: its base: per-filter coordinates (model, layer, depth) beside each 3x3 filter's 36 bytes of
 #: coefficients (measured in the rehearsals: 10.9 for a WRN-28-10, 3.0 for a CIFAR ResNet-18).
@@ -78,6 +102,12 @@ def activation_mb(arch: dict, image_size: int, batch: int) -> float:
     """Forward and backward activations of ``batch`` images (MB)."""
     per_image = ACTIVATION_MB_AT_32.get(family(arch), ACTIVATION_MB_AT_32["robustbench"])
     return batch * per_image * max(1.0, (image_size / 32) ** 2)
+
+
+def gpu_activation_mb(arch: dict, image_size: int, batch: int) -> float:
+    """GPU memory of a training or attack step's activations for ``batch`` images (MB)."""
+    per_image = GPU_ACTIVATION_MB_AT_32.get(family(arch), GPU_ACTIVATION_MB_AT_32["robustbench"])
+    return GPU_ACTIVATION_SLACK * batch * per_image * max(1.0, (image_size / 32) ** 2)
 
 
 def model_mb(arch: dict, checkpoint_bytes: int | None = None) -> float:

@@ -1,6 +1,7 @@
 # Shared by every rule: the validated config, the resolved models and pairs, path helpers.
 # Every setting a rule uses reaches it through `params:` (scripts never read `config`), and
 # VERSION is in the params of every rule, since Snakemake does not track imported modules.
+import math
 import re
 import sys
 
@@ -42,9 +43,11 @@ def one_of(names):
 
 
 def resources_of(rule, **defaults):
-    """A rule's resources: its computed memory (MEMORY, below) and its defaults, overridden by
-    the config's ``resources.<rule>``."""
+    """A rule's resources: its computed memory (MEMORY and GPU_MEMORY, below) and its defaults,
+    overridden by the config's ``resources.<rule>``."""
     computed = {"mem_mb": memory(MEMORY[rule])} if rule in MEMORY else {}
+    if rule in GPU_MEMORY:
+        computed["gpu_mem_mb"] = lambda wildcards, input: int(math.ceil(GPU_MEMORY[rule](wildcards, input)))
     return {**computed, **defaults, **RESOURCES.get(rule, {})}
 
 
@@ -188,6 +191,32 @@ MEMORY = {
     "extract_filters": lambda wc, input: torch_base(wc.model)
     + rs.FILTER_EXTRACTION_PER_WEIGHT_BYTE * weights_mb(wc.model, input.checkpoint),
     "figure_first_layer_filters": lambda wc, input: rs.TABLE_BASE_MB + read_mb(input, rs.FILTER_TABLE_PER_STORE_BYTE),
+}
+
+
+def gpu_activations_mb(model, batch):
+    return rs.gpu_activation_mb(MODELS[model]["arch"], IMAGE_SIZE, batch)
+
+
+# GPU memory of the rules that run torch on the device (gpu_mem_mb): the CUDA context, the float32
+# images a job moves to the device, the weights (training: weights, gradients, momentum and a
+# copy), and the activations one step keeps for backward (robustlens.resources). The local
+# profile caps the sum of concurrent jobs at one card's memory.
+GPU_MEMORY = {
+    "train_model": lambda wc, input: rs.CUDA_CONTEXT_MB + images_mb(N_TRAIN + N_TEST, copies=1) + 4 * weights_mb(wc.model)
+    + gpu_activations_mb(wc.model, TRAIN_BATCH),
+    "zoo_model": lambda wc, input: rs.CUDA_CONTEXT_MB + images_mb(N_TEST, copies=1) + 2 * weights_mb(wc.model, input.weights)
+    + gpu_activations_mb(wc.model, EVAL_BATCH),
+    "extract_natural": lambda wc, input: rs.CUDA_CONTEXT_MB + weights_mb(wc.model, input.checkpoint)
+    + gpu_activations_mb(wc.model, ACTIVATION_BATCH),
+    "make_probe": lambda wc, input: rs.CUDA_CONTEXT_MB + sum(weights_mb(m, checkpoint_path(m)) for m in probe_targets(wc.model))
+    + gpu_activations_mb(wc.model, max(min(config["probes"][wc.probe].get("batch_size", EVAL_BATCH), N_TEST), ACTIVATION_BATCH)),
+    "retrain_heads": lambda wc, input: rs.CUDA_CONTEXT_MB + weights_mb(wc.model, input.checkpoint)
+    + gpu_activations_mb(wc.model, ACTIVATION_BATCH),
+    "transfer": lambda wc, input: rs.CUDA_CONTEXT_MB + read_mb(input.tasks, 1) + 4 * weights_mb(wc.model, input.checkpoint)
+    + gpu_activations_mb(wc.model, max(config["transfer"]["batch_size"], config["transfer"]["ft"]["batch_size"])),
+    "compare_similarity": lambda wc, input: rs.CUDA_CONTEXT_MB + read_mb(input, 2),
+    "similarity_matrix": lambda wc, input: rs.CUDA_CONTEXT_MB + read_mb(input, 2),
 }
 
 
