@@ -43,7 +43,8 @@ def plot_training_curves(curves: pd.DataFrame, paths: list[str], figure: dict, d
             ax.set_yscale("log")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     unique = dict(zip(labels, handles))
-    fig.legend(unique.values(), unique.keys(), loc="upper center", ncol=min(len(unique), 7), fontsize=8, frameon=False)
-    fig.suptitle(figure.get("title", "training curves (ring: the kept epoch)"), y=1.02, fontsize=10)
+    fig.suptitle(figure.get("title", "training curves (ring: the kept epoch)"), fontsize=10)
     fig.tight_layout()
+    fig.legend(unique.values(), unique.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(unique), 7),
+               fontsize=8, frameon=False)
     save_figure(fig, paths, dpi, bbox_inches="tight")
