@@ -369,11 +369,11 @@ def test_resume_writes_at_most_every_every_s(tmp_path):
 
 def test_standardising_scale_floors_nearly_constant_features():
     """Standard deviations below 1 % of the largest are raised to it (numpy and torch alike);
-    all-constant features are divided by 1."""
+    constant features (std 0) are divided by 1."""
     from robustlens.fitting import STD_FLOOR, standardising_scale
 
     std = np.array([2.0, 0.5, 1e-5, 0.0])
-    expected = np.array([2.0, 0.5, 2.0 * STD_FLOOR, 2.0 * STD_FLOOR])
+    expected = np.array([2.0, 0.5, 2.0 * STD_FLOOR, 1.0])
     np.testing.assert_array_equal(standardising_scale(std), expected)
     np.testing.assert_array_equal(standardising_scale(torch.as_tensor(std)).numpy(), expected)
     np.testing.assert_array_equal(standardising_scale(np.zeros(3)), np.ones(3))

@@ -23,7 +23,7 @@ def replay_fit(features, labels, n_classes, *, seed, epochs, lr, weight_decay, b
     standardised features are rounded to float32 first, as the fit sees them)."""
     f = np.asarray(features, dtype=np.float64)
     mean, std = f.mean(axis=0), f.std(axis=0)
-    std = np.maximum(std, 0.01 * std.max())  # the documented floor: 1 % of the largest std
+    std = np.where(std > 0, np.maximum(std, 0.01 * std.max()), 1.0)  # the documented floor: 1 % of the largest std
     x = torch.as_tensor((f - mean) / std, dtype=torch.float32).double().numpy()
     y = np.asarray(labels).astype(np.int64)
     n, d = x.shape

@@ -857,7 +857,7 @@ def _reference_fit_head(feats, y, kind, k, epochs, lr, weight_decay, batch_size,
     gen = torch.Generator().manual_seed(seed)
     mean = feats.mean(0)
     std = ((feats - mean) ** 2).mean(0).sqrt()
-    std = torch.maximum(std, 0.01 * std.max())  # the documented floor: 1 % of the largest std
+    std = torch.where(std > 0, torch.maximum(std, 0.01 * std.max()), torch.ones_like(std))  # the documented floor
     z = (feats - mean) / std
     w, b = _reference_init(z.shape[1], k, gen)
     # the generator is drawn from in this order: the init, then one permutation per epoch

@@ -32,21 +32,20 @@ SCHEDULES = ("onecycle", "cosine", "cosine_epoch", "step")
 
 
 #: When features are standardised for fitting a head, a unit whose standard deviation is below
-#: this fraction of the largest unit's is divided by that fraction instead (a unit constant over
-#: the split, or every unit, by 1). A nearly constant unit would otherwise be amplified without
-#: bound and its weight, folded back to raw features, explode: a default-study LP head reached
-#: |w| = 765 on a unit of std 5e-5, and LP-FT from it diverged to NaN.
+#: this fraction of the largest unit's is divided by that fraction instead. A nearly constant
+#: unit would otherwise be amplified without bound and its weight, folded back to raw features,
+#: explode: a default-study LP head reached |w| = 765 on a unit of std 5e-5, and LP-FT from it
+#: diverged to NaN. A unit constant over the split is divided by 1 (its standardised value is 0
+#: whatever the divisor, so its weight is only the initial one, decayed).
 STD_FLOOR = 0.01
 
 
 def standardising_scale(std):
     """The divisor of each feature when standardising (a numpy array or a torch tensor of
     standard deviations): its standard deviation, at least STD_FLOOR times the largest one;
-    1 for every feature when all are constant."""
+    1 for a feature that is constant (std 0)."""
     floor = STD_FLOOR * std.max()
-    if not floor > 0:
-        return std * 0 + 1
-    return std.clip(min=floor)
+    return (std > 0) * std.clip(min=floor) + (std <= 0) * 1.0
 
 
 class NonFiniteLossError(FloatingPointError):

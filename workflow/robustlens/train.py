@@ -84,10 +84,9 @@ def train_model(
     under the training attack (same eps, steps, step size, random start, best iterate), as the
     robustness library's ``train.py`` does (L342-349); ``best_robust_val`` leaves ``model`` at
     the validated epoch with the highest one (the earliest of ties), marked ``selected`` in the
-    history. ``resume``: where the state is saved
-    for a killed job to continue from. ``precision``: ``bf16`` runs the training step (the
-    training attack and the forward pass) under bf16 autocast, the weights and the optimiser
-    staying float32; validation is fp32. ``channels_last``: the model and batches in NHWC
+    history. ``resume``: where the state is saved for a killed job to continue from.
+    ``precision``: ``bf16`` runs the training step (the training attack and the forward pass)
+    under bf16 autocast, the weights and the optimiser staying float32; validation is fp32. ``channels_last``: the model and batches in NHWC
     layout while training (the returned model is back in the default layout, so its checkpoint
     does not depend on it). Raises :class:`NonFiniteLossError` naming the model, epoch and step
     when the loss is NaN/Inf.
@@ -119,7 +118,6 @@ def train_model(
     if select == "best_robust_val" and x_val is None:
         raise ValueError("select: best_robust_val needs a validation split (training.validation.fraction)")
     carry: dict = {}
-
     every = int((validation or {}).get("every", 1))
 
     def on_epoch_end(epoch: int) -> dict:
