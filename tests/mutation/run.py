@@ -48,6 +48,8 @@ MODULE_TESTS = {
     "heads": ["test_probes.py", "test_heads.py"],
     "activations": ["test_activations.py", "test_store.py", "faults/test_disk_full.py"],
     "data": ["test_datasets.py", "test_tasks.py", "test_train.py"],
+    "fitting": ["test_fitting.py", "test_heads.py"],
+    "augment": ["test_augment.py"],
 }
 DESELECT = "not tiny_run and not tiny_study"
 
