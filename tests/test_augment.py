@@ -12,10 +12,23 @@ import math
 
 import pytest
 import torch
+import torchvision.transforms as T
 import torchvision.transforms.functional as TF
+import torchvision.transforms.v2.functional as TF2
 from torchvision.transforms import InterpolationMode
 
-from robustlens.augment import AUGMENTS, augment_batch, color_jitter, random_crop, random_flip, random_rotation, rotate
+from robustlens.augment import (
+    AUGMENTS,
+    augment_batch,
+    color_jitter,
+    random_crop,
+    random_flip,
+    random_resized_crop,
+    random_rotation,
+    resize,
+    resize_center_crop,
+    rotate,
+)
 
 
 def _images(n, c, h, w, seed=0, low=0.0, high=1.0):
@@ -269,8 +282,8 @@ def test_augment_none_and_unknown_name():
     with pytest.raises(ValueError) as err:
         augment_batch(x, "autoaugment", torch.Generator().manual_seed(0))
     assert "autoaugment" in str(err.value)
-    assert all(name in str(err.value) for name in ("none", "crop_flip", "cifar"))
-    assert AUGMENTS == ("none", "crop_flip", "cifar")
+    assert all(name in str(err.value) for name in ("none", "crop_flip", "cifar", "resized_crop_flip"))
+    assert AUGMENTS == ("none", "crop_flip", "cifar", "resized_crop_flip")
 
 
 def test_augment_crop_flip_is_pad4_crop_then_hflip():
@@ -311,3 +324,226 @@ def test_augment_cifar_adds_colour_and_rotation_to_crop_flip():
     ratio = out.mean((1, 2, 3)) / x.mean((1, 2, 3))
     assert ratio.min() > 0.5 and ratio.max() < 1.3
     assert ratio.std() > 0.05  # brightness factors differ between images
+
+
+# ---------------------------------------------------------------- resize and resize_center_crop
+# Salman et al. 2020 (robust-models-transfer, src/utils/constants.py) feed 32 px CIFAR images to
+# ImageNet models with RandomResizedCrop(224) for training and Resize(256) + CenterCrop(224) for
+# testing; torchvision's tensor transforms (antialias=True) are the oracles.
+
+
+@pytest.mark.parametrize(
+    "shape, size",
+    [
+        ((2, 3, 32, 32), 224),  # CIFAR to ImageNet resolution
+        ((2, 3, 13, 17), (29, 11)),  # rows up, columns down; (height, width) order
+        ((2, 1, 48, 40), (20, 15)),  # downscale: the antialias filter matters
+    ],
+)
+def test_resize_is_torchvision_resize_antialias(shape, size):
+    x = _images(*shape, seed=31)
+    out = resize(x, size)
+    hw = [size, size] if isinstance(size, int) else list(size)
+    assert out.shape == (*shape[:2], *hw) and out.dtype == x.dtype
+    torch.testing.assert_close(out, TF.resize(x, hw, antialias=True), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out, TF2.resize(x, hw, antialias=True), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[1], TF.resize(x[1], hw, antialias=True), atol=1e-5, rtol=0)  # per image
+    # antialias changes a downscale, never an upscale (there it is plain bilinear interpolation)
+    plain = TF.resize(x, hw, antialias=False)
+    downscaled = hw[0] < shape[2] or hw[1] < shape[3]
+    assert ((out - plain).abs().max() > 1e-3) == downscaled
+
+
+def test_resize_keeps_an_image_already_at_the_size():
+    x = _images(2, 3, 9, 12, seed=32)
+    assert torch.equal(resize(x, (9, 12)), x)
+    assert torch.equal(resize(x[..., :9], 9), x[..., :9])
+
+
+@pytest.mark.parametrize(
+    "shape, size, crop_fraction",
+    [
+        ((2, 3, 32, 32), 224, 0.875),  # Resize(256) + CenterCrop(224), offset 16
+        ((2, 3, 31, 45), 224, 0.875),  # wide: 256 x 371, left offset 73.5 rounds (half to even) to 74
+        ((2, 1, 41, 30), 224, 0.875),  # tall: 349 x 256, top offset 62.5 rounds (half to even) to 62
+        ((2, 3, 57, 40), 16, 0.9),  # downscale to Resize(18): 25 x 18, top offset 4.5 -> 4
+        ((2, 3, 30, 46), 16, 0.9),  # downscale: 18 x 27 (int(27.6), not rounded), left offset 5.5 -> 6
+    ],
+)
+def test_resize_center_crop_is_torchvision_resize_then_center_crop(shape, size, crop_fraction):
+    x = _images(*shape, seed=33)
+    out = resize_center_crop(x, size, crop_fraction)
+    assert out.shape == (*shape[:2], size, size)
+    ref = T.Compose([T.Resize(round(size / crop_fraction), antialias=True), T.CenterCrop(size)])
+    torch.testing.assert_close(out, ref(x), atol=1e-5, rtol=0)
+    if size == 224:  # the paper's literal TEST_TRANSFORMS
+        torch.testing.assert_close(out, T.Compose([T.Resize(256), T.CenterCrop(224)])(x), atol=1e-5, rtol=0)
+
+
+def test_resize_and_resize_center_crop_gradients():
+    x = _images(1, 2, 6, 7, seed=34).double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: resize(t, (9, 4)), (x,))
+    assert torch.autograd.gradcheck(lambda t: resize_center_crop(t, 4, 0.8), (x,))  # 6 x 7 -> 5 x 5 -> 4 x 4
+    # a pixel outside the centre crop gets no gradient
+    x = _images(1, 1, 32, 32, seed=35).requires_grad_()
+    resize_center_crop(x, 224).sum().backward()
+    assert x.grad[0, 0, 0, 0] == 0 and x.grad[0, 0, 16, 16] > 0
+
+
+# ---------------------------------------------------------------- random_resized_crop
+
+
+def _ks(a, b):
+    """Two-sample Kolmogorov-Smirnov statistic (largest gap between the empirical CDFs)."""
+    a, b = torch.as_tensor(a, dtype=torch.float64).sort().values, torch.as_tensor(b, dtype=torch.float64).sort().values
+    at = torch.cat([a, b]).unique()
+    fa = torch.searchsorted(a, at, right=True) / len(a)
+    fb = torch.searchsorted(b, at, right=True) / len(b)
+    return float((fa - fb).abs().max())
+
+
+def _fallback_box(height, width, ratio):
+    """torchvision RandomResizedCrop.get_params's central crop after ten rejected attempts."""
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+@pytest.mark.parametrize(
+    "shape, size",
+    [
+        ((40, 3, 32, 32), 48),  # upscaled crops
+        ((40, 3, 24, 40), (20, 28)),  # non-square input and output
+        ((40, 1, 64, 64), 12),  # downscaled crops: the antialias filter matters
+    ],
+)
+def test_random_resized_crop_is_torchvision_resized_crop_at_its_boxes(shape, size):
+    x = _images(*shape, seed=36)
+    hw = [size, size] if isinstance(size, int) else list(size)
+    out, boxes = random_resized_crop(x, size, torch.Generator().manual_seed(37), return_boxes=True)
+    assert out.shape == (*shape[:2], *hw) and out.dtype == x.dtype and boxes.shape == (shape[0], 4)
+    again = random_resized_crop(x, size, torch.Generator().manual_seed(37))
+    assert torch.equal(out, again)
+    height, width = shape[2:]
+    top, left, h, w = boxes.T
+    assert (top >= 0).all() and (left >= 0).all() and (h > 0).all() and (w > 0).all()
+    assert (top + h <= height).all() and (left + w <= width).all()
+    assert len(set(map(tuple, boxes.tolist()))) > shape[0] // 2  # crops drawn per image
+    for xi, oi, (t, l, bh, bw) in zip(x, out, boxes.tolist()):
+        torch.testing.assert_close(oi, TF.resized_crop(xi, t, l, bh, bw, hw, antialias=True), atol=1e-5, rtol=0)
+    if shape[2] == 64:  # every crop (at least 16 px a side) downscaled: antialias matters
+        assert (h > hw[0]).all() and (w > hw[1]).all()
+        plain = torch.stack([TF.resized_crop(xi, *b, hw, antialias=False) for xi, b in zip(x, boxes.tolist())])
+        assert (out - plain).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize(
+    "height, width, scale, ratio",
+    [
+        (32, 32, (0.08, 1.0), (3 / 4, 4 / 3)),  # the paper's CIFAR training crops
+        (24, 48, (0.2, 0.9), (1.0, 2.0)),  # non-square image, ratio range not symmetric about 1
+        (30, 12, (0.3, 1.0), (0.5, 1.5)),  # tall image, many attempts rejected
+    ],
+)
+def test_random_resized_crop_boxes_distributed_as_torchvision_get_params(height, width, scale, ratio):
+    # torchvision's own RandomResizedCrop.get_params (global generator) is the reference
+    # distribution: crop areas, aspect ratios, sides and offsets agree in distribution
+    n = 2500
+    x = _images(n, 1, height, width, seed=38)
+    _, boxes = random_resized_crop(x, 4, torch.Generator().manual_seed(39), scale=scale, ratio=ratio, return_boxes=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(40)
+        ref = torch.tensor([T.RandomResizedCrop.get_params(x[0], list(scale), list(ratio)) for _ in range(n)])
+    crit = 1.95 * math.sqrt(2 / n)  # 0.1 % two-sample KS level
+
+    def stats(b):
+        top, left, h, w = b.T.double()
+        return {
+            "area": h * w / (height * width),
+            "log_ratio": torch.log(w / h),
+            "h": h,
+            "w": w,
+            "top": (top + 0.5) / (height - h + 1),  # uniform offsets: uniform on (0, 1)
+            "left": (left + 0.5) / (width - w + 1),
+        }
+
+    mine, theirs = stats(boxes), stats(ref)
+    for key in mine:
+        assert _ks(mine[key], theirs[key]) < crit, key
+    fallback = torch.tensor(_fallback_box(height, width, ratio))
+    is_fallback = (boxes == fallback).all(1)
+    assert abs(float(is_fallback.float().mean()) - float((ref == fallback).all(1).double().mean())) < 0.03
+    # every other box is a rounding of an area in scale and an aspect ratio in ratio
+    top, left, h, w = boxes[~is_fallback].T.double()
+    assert ((w + 0.5) * (h + 0.5) >= scale[0] * height * width).all()
+    assert ((w - 0.5) * (h - 0.5) <= scale[1] * height * width).all()
+    assert ((w + 0.5) / (h - 0.5) >= ratio[0]).all() and ((w - 0.5) / (h + 0.5) <= ratio[1]).all()
+    # offsets uniform on 0..height - h and 0..width - w, both ends reached at their rates
+    for offset, room in ((top, height - h), (left, width - w)):
+        p = 1 / (room + 1)
+        for hits in (offset == 0, offset == room):
+            expected, sd = float(p.sum()), float((p * (1 - p)).sum().sqrt())
+            assert abs(float(hits.sum()) - expected) <= 5 * sd + 1, (float(hits.sum()), expected)
+    top, left = mine["top"], mine["left"]
+    assert abs(float(torch.corrcoef(torch.stack([top, left]))[0, 1])) < 0.1  # independent draws
+
+
+@pytest.mark.parametrize("height, width", [(23, 12), (10, 24), (14, 16)])
+def test_random_resized_crop_fallback_is_torchvision_central_crop(height, width):
+    # scale (2, 3) never fits: torchvision falls back to the central crop with the aspect ratio
+    # clamped to ratio (23 x 12: 16 x 12 at top 3; 10 x 24: 10 x 13 at left 5; 14 x 16: whole)
+    x = _images(6, 3, height, width, seed=41)
+    out, boxes = random_resized_crop(x, 20, torch.Generator().manual_seed(42), scale=(2.0, 3.0), return_boxes=True)
+    transform = T.RandomResizedCrop(20, scale=(2.0, 3.0), antialias=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(43)
+        ref = torch.stack([transform(xi) for xi in x])
+        ref_box = T.RandomResizedCrop.get_params(x[0], [2.0, 3.0], [3 / 4, 4 / 3])
+    assert (boxes == torch.tensor(ref_box)).all()
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+def test_random_resized_crop_full_scale_unit_ratio_is_resize():
+    # scale (1, 1) and ratio (1, 1) on a square image always crop the whole image
+    x = _images(5, 3, 20, 20, seed=44)
+    out = random_resized_crop(x, 32, torch.Generator().manual_seed(45), scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    torch.testing.assert_close(out, TF.resize(x, [32, 32], antialias=True), atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------- augment_batch resized_crop_flip
+
+
+def test_augment_resized_crop_flip_is_resized_crop_then_hflip():
+    n = 200
+    x = _images(n, 3, 32, 32, seed=46)
+    out = augment_batch(x, "resized_crop_flip", torch.Generator().manual_seed(47), size=40)
+    assert out.shape == (n, 3, 40, 40)
+    # the crops are the generator's first draws; each output is its crop or the crop's mirror image
+    crops = random_resized_crop(x, 40, torch.Generator().manual_seed(47))
+    plain = (out - crops).flatten(1).abs().max(1).values < 1e-6
+    mirrored = (out - TF.hflip(crops)).flatten(1).abs().max(1).values < 1e-6
+    assert (plain ^ mirrored).all()
+    assert _binomial_ok(int(mirrored.sum()), n, 0.5)
+
+
+def test_augment_resized_crop_flip_sizes_and_reproducibility():
+    x = _images(4, 3, 32, 32, seed=48)
+    a = augment_batch(x, "resized_crop_flip", torch.Generator().manual_seed(49), size=224)
+    b = augment_batch(x, "resized_crop_flip", torch.Generator().manual_seed(49), size=224)
+    c = augment_batch(x, "resized_crop_flip", torch.Generator().manual_seed(50), size=224)
+    assert a.shape == (4, 3, 224, 224) and torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= 0 and a.max() <= 1
+    # size None: the input's own size; (height, width) tuples
+    assert augment_batch(x, "resized_crop_flip", torch.Generator().manual_seed(49)).shape == x.shape
+    assert augment_batch(x, "resized_crop_flip", torch.Generator().manual_seed(49), size=(24, 40)).shape == (4, 3, 24, 40)
+    # the size-keeping recipes accept their input's own size and nothing else
+    for augment in ("none", "crop_flip", "cifar"):
+        same = augment_batch(x, augment, torch.Generator().manual_seed(51), size=32)
+        assert torch.equal(same, augment_batch(x, augment, torch.Generator().manual_seed(51)))
+        with pytest.raises(ValueError):
+            augment_batch(x, augment, torch.Generator().manual_seed(51), size=224)

@@ -7,14 +7,23 @@ generator, so a run is reproducible on any device and CIFAR images never leave t
 
 ``augment`` names: ``none``; ``crop_flip`` (RandomCrop(size, padding=4) and
 RandomHorizontalFlip); ``cifar`` (the library's CIFAR ``TRAIN_TRANSFORMS_DEFAULT``: crop and flip,
-then ColorJitter(0.25, 0.25, 0.25) and RandomRotation(2)).
+then ColorJitter(0.25, 0.25, 0.25) and RandomRotation(2)); ``resized_crop_flip`` (Salman et al.
+2020's ``TRAIN_TRANSFORMS``, robust-models-transfer ``src/utils/constants.py``:
+RandomResizedCrop(size) and RandomHorizontalFlip, which feeds small images such as CIFAR's 32 px
+to ImageNet models at 224 px).
+
+The test-time counterparts :func:`resize` and :func:`resize_center_crop` (Salman et al.'s
+``TEST_TRANSFORMS``: Resize(256) and CenterCrop(224)) are differentiable, so adversarial attacks
+can run through them on the task's own pixels: no upscaled copy of a dataset is ever stored.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-AUGMENTS = ("none", "crop_flip", "cifar")
+AUGMENTS = ("none", "crop_flip", "cifar", "resized_crop_flip")
 
 
 def _uniform(n: int, low: float, high: float, gen: torch.Generator, device) -> torch.Tensor:
@@ -94,13 +103,149 @@ def random_rotation(x: torch.Tensor, degrees: float, gen: torch.Generator) -> to
     return rotate(x, _uniform(len(x), -degrees, degrees, gen, x.device))
 
 
-def augment_batch(x: torch.Tensor, augment: str, gen: torch.Generator) -> torch.Tensor:
-    """``x`` (n, c, h, w) in [0, 1] after the ``augment`` recipe, drawn from ``gen``."""
+def _size2(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """``size`` as (height, width): a single number is a square."""
+    if isinstance(size, (tuple, list, torch.Size)):
+        h, w = size
+        return int(h), int(w)
+    return int(size), int(size)
+
+
+def resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """``x`` (n, c, h, w) resized bilinearly to (size, size), or to ``size`` = (height, width):
+    torchvision's tensor ``resize(img, [height, width], antialias=True)`` (Resize((height,
+    width))), i.e. ``interpolate(mode="bilinear", align_corners=False, antialias=True)``. Note an
+    int is a square here, unlike torchvision's Resize(int), which sets the short side (see
+    :func:`resize_center_crop`). The antialias filter matters only when downscaling: upscaling
+    (32 to 224 px) is plain bilinear interpolation either way. Differentiable; an input already
+    at the size is returned as is, as torchvision does."""
+    th, tw = _size2(size)
+    if th < 1 or tw < 1:
+        raise ValueError(f"resize size must be positive, got {size!r}")
+    if tuple(x.shape[-2:]) == (th, tw):
+        return x
+    return torch.nn.functional.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
+
+
+def resize_center_crop(x: torch.Tensor, size: int, crop_fraction: float = 0.875) -> torch.Tensor:
+    """torchvision's evaluation transform Resize(round(size / crop_fraction)) then
+    CenterCrop(size) on a batch: Resize(256) and CenterCrop(224) for ``size`` 224 (Salman et al.'s
+    ``TEST_TRANSFORMS``). As torchvision's Resize(int), the short side goes to the resize size and
+    the long side to ``int(resize * long / short)`` (aspect ratio kept, truncated); the centre
+    crop's offsets are torchvision ``center_crop``'s ``int(round((h - size) / 2.0))`` (Python's
+    round, half to even). Bilinear with antialias as :func:`resize`. Differentiable."""
+    size = int(size)
+    if size < 1:
+        raise ValueError(f"resize_center_crop size must be positive, got {size!r}")
+    if not 0 < crop_fraction <= 1:
+        raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction!r}")
+    h, w = x.shape[-2:]
+    new_short = int(round(size / crop_fraction))
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(new_short * long / short)
+    new_h, new_w = (new_long, new_short) if w <= h else (new_short, new_long)
+    x = resize(x, (new_h, new_w))
+    top = int(round((new_h - size) / 2.0))
+    left = int(round((new_w - size) / 2.0))
+    return x[..., top : top + size, left : left + size]
+
+
+def resized_crop_boxes(
+    n: int,
+    height: int,
+    width: int,
+    gen: torch.Generator,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> torch.Tensor:
+    """(n, 4) int64 crop boxes (top, left, h, w) on the CPU, one per image of size (height,
+    width), distributed as torchvision's ``RandomResizedCrop.get_params``: up to 10 attempts of
+    an area drawn uniformly from ``scale`` times the image's area and an aspect ratio w / h
+    log-uniformly from ``ratio``, ``w = round(sqrt(area * ratio))`` and ``h = round(sqrt(area /
+    ratio))``; the first attempt with ``0 < w <= width`` and ``0 < h <= height`` is taken, at a top
+    and left offset drawn uniformly from 0..height - h and 0..width - w. With none accepted, the
+    central crop of the whole image with its aspect ratio clamped to ``ratio`` (top and left
+    floor-halved, as torchvision). All attempts are drawn at once from ``gen`` (on its own device),
+    so a call always consumes the same draws whichever attempts succeed; the boxes are determined
+    by the generator's state, though not the same draws torchvision takes from its global one."""
+    if not (0 <= scale[0] <= scale[1]) or not (0 < ratio[0] <= ratio[1]):
+        raise ValueError(f"scale and ratio must be (min, max) with 0 <= scale and 0 < ratio, got {scale!r}, {ratio!r}")
+    device = gen.device
+    area = float(height * width)
+    u_area = torch.rand((n, 10), generator=gen, device=device, dtype=torch.float64)
+    u_ratio = torch.rand((n, 10), generator=gen, device=device, dtype=torch.float64)
+    u_top = torch.rand(n, generator=gen, device=device, dtype=torch.float64)
+    u_left = torch.rand(n, generator=gen, device=device, dtype=torch.float64)
+    u_area, u_ratio, u_top, u_left = (u.cpu() for u in (u_area, u_ratio, u_top, u_left))
+
+    target_area = area * (scale[0] + (scale[1] - scale[0]) * u_area)
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * u_ratio)
+    # torch.round rounds half to even, as Python's round
+    w = torch.round(torch.sqrt(target_area * aspect)).long()
+    h = torch.round(torch.sqrt(target_area / aspect)).long()
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = ok.long().argmax(1, keepdim=True)  # first accepted attempt (0 when none is)
+    h, w, accepted = h.gather(1, first)[:, 0], w.gather(1, first)[:, 0], ok.any(1)
+
+    # uniform integers 0..room from uniform floats (float64; the minimum guards against rounding up)
+    top = torch.minimum((u_top * (height - h + 1)).floor().long(), height - h)
+    left = torch.minimum((u_left * (width - w + 1)).floor().long(), width - w)
+
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        fw, fh = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        fw, fh = int(round(height * ratio[1])), height
+    else:
+        fw, fh = width, height
+    fallback = torch.tensor([(height - fh) // 2, (width - fw) // 2, fh, fw], dtype=torch.long)
+    boxes = torch.stack([top, left, h, w], 1)
+    return torch.where(accepted[:, None], boxes, fallback)
+
+
+def random_resized_crop(
+    x: torch.Tensor,
+    size: int | tuple[int, int],
+    gen: torch.Generator,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    return_boxes: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """torchvision's RandomResizedCrop(size, scale, ratio, antialias=True) per image: a crop box
+    drawn by :func:`resized_crop_boxes` from ``gen``, the crop resized bilinearly (antialias, as
+    :func:`resize`) to (size, size) or ``size`` = (height, width); that is, torchvision's
+    ``resized_crop(img, top, left, h, w, size, antialias=True)``. On ``x``'s device; with
+    ``return_boxes`` also the (n, 4) CPU tensor of boxes (top, left, h, w)."""
+    n, _, height, width = x.shape
+    th, tw = _size2(size)
+    if th < 1 or tw < 1:
+        raise ValueError(f"random_resized_crop size must be positive, got {size!r}")
+    boxes = resized_crop_boxes(n, height, width, gen, scale, ratio)
+    # contiguous crops: interpolate is several times slower on strided views on the CPU
+    crops = [
+        resize(x[i : i + 1, :, top : top + h, left : left + w].contiguous(), (th, tw))
+        for i, (top, left, h, w) in enumerate(boxes.tolist())
+    ]
+    out = torch.cat(crops) if crops else x.new_empty((0, x.shape[1], th, tw))
+    return (out, boxes) if return_boxes else out
+
+
+def augment_batch(x: torch.Tensor, augment: str, gen: torch.Generator, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """``x`` (n, c, h, w) in [0, 1] after the ``augment`` recipe, drawn from ``gen``. ``size``
+    (an int for a square, or (height, width)) is the output size of ``resized_crop_flip``; None
+    (the default) means the input's own (h, w). The other recipes keep the input's size, so for
+    them ``size`` must be None or that size."""
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+    out_size = tuple(x.shape[-2:]) if size is None else _size2(size)
+    if augment == "resized_crop_flip":
+        return random_flip(random_resized_crop(x, out_size, gen), gen)
+    if out_size != tuple(x.shape[-2:]):
+        raise ValueError(f"augment {augment!r} keeps the input's size {tuple(x.shape[-2:])}; got size {size!r}")
     if augment == "none":
         return x
-    if augment in ("crop_flip", "cifar"):
-        x = random_flip(random_crop(x, 4, gen), gen)
-        if augment == "cifar":
-            x = random_rotation(color_jitter(x, 0.25, 0.25, 0.25, gen), 2.0, gen)
-        return x
-    raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+    x = random_flip(random_crop(x, 4, gen), gen)  # crop_flip and cifar
+    if augment == "cifar":
+        x = random_rotation(color_jitter(x, 0.25, 0.25, 0.25, gen), 2.0, gen)
+    return x
