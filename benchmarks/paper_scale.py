@@ -21,6 +21,7 @@ import yaml
 
 from robustlens import resources as rs
 from robustlens.config import dataset_shape, deep_update, expand_models, n_test_images, n_train_images, select_pairs
+from robustlens.tasks import DATASET_TASKS, dataset_task_spec, parse_task
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ["cifar10-universality", "imagenet-universality", "imagenet-transfer", "robustbench-filters"]
@@ -90,6 +91,16 @@ def gflops(spec: dict, size: int) -> float:
     return base * (size / 224) ** 2 if name in ("resnet18", "resnet50") else base
 
 
+def task_sizes(task: str, transfer: dict, n_test: int) -> tuple[int, int]:
+    """(training, test) images of a transfer task: a dataset source's own splits (capped); the
+    held-out split (both counted whole, an upper bound) for held-out and sprite tasks."""
+    source = parse_task(task)["source"]
+    if source not in DATASET_TASKS:
+        return n_test, n_test
+    spec = {k: v for k, v in dataset_task_spec(source, transfer["task_settings"].get(source, {})).items() if v is not None}
+    return n_train_images(spec), n_test_images(spec)
+
+
 def estimate(name: str) -> dict:
     config = merged(name)
     models = expand_models(config)
@@ -120,12 +131,15 @@ def estimate(name: str) -> dict:
             flops["probes"] += (n_test * probes["adversarial"]["steps"] + n_inverted * probes["inverted"]["iterations"]) * FWD_BWD * f
             flops["activations"] += (n_train + n_test) * f  # retrained heads: features of both splits
         if spec["seed"] in tr["seeds"]:
-            n_task = n_test  # every task is made from the held-out test split (or its corruptions)
-            per_task = (tr["ft"]["epochs"] + tr["lp_ft"]["epochs"]) * n_task * FWD_BWD + tr["lp"]["epochs"] * n_task
             attacks = sum(b["as_attack"]["steps"] * (1 + b["as_attack"]["restarts"]) + b["loss_attack"]["steps"] * (1 + b["loss_attack"]["restarts"])
                           for b in tr["attacks"]["bounds"]) + tr["attacks"]["robust_accuracy"]["steps"]
-            per_task += 3 * n_task * attacks * FWD_BWD  # LP, FT and LP-FT models are attacked
-            flops["transfer"] += len(tr["tasks"]) * per_task * f
+            for task in tr["tasks"]:
+                n_fit, n_eval = task_sizes(task, tr, n_test)
+                # FT and LP-FT train every weight; LP extracts the features once; at the model's
+                # input size (tasks are resized to it on the device); LP, FT and LP-FT attacked
+                per_task = (tr["ft"]["epochs"] + tr["lp_ft"]["epochs"]) * n_fit * FWD_BWD + n_fit
+                per_task += 3 * n_eval * attacks * FWD_BWD
+                flops["transfer"] += per_task * f
         rate = MEASURED_H200.get(spec["arch"]["name"], THROUGHPUT)
         bf16_rate = AMP_OVER_TF32 * MEASURED_H200_TF32.get(spec["arch"]["name"], TF32_OVER_FP32 * rate)
         for stage in flops:

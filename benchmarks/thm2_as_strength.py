@@ -10,7 +10,7 @@ and the authors' code's variants) and reports per strength: robust_among_fulfill
 rows are still below 1, the broken certified inputs, and the AS score relative to the default.
 
     .venv/bin/python benchmarks/thm2_as_strength.py RUN_DIR [--models smallcnn-l2-eps0-s0,smallcnn-l2-eps1-s0]
-        [--tasks digits,digits-zoom_blur-5] [--methods lp,ft,lp_ft]
+        [--tasks heldout,heldout-zoom_blur-5] [--methods lp,ft,lp_ft]
 
 RUN_DIR: a working directory where the default study made results/tasks/<task>.npz and the
 models' checkpoints (``snakemake results/tables/bounds.csv``).
@@ -43,7 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--models", default="smallcnn-l2-eps0-s0,smallcnn-l2-eps1-s0")
-    parser.add_argument("--tasks", default="digits,digits-zoom_blur-5")
+    parser.add_argument("--tasks", default="heldout,heldout-zoom_blur-5")
     parser.add_argument("--methods", default="lp,ft,lp_ft")
     parser.add_argument("--strengths", default=None, help="e.g. pgd:10:1,pgd:50:5 (default: the built-in list)")
     args = parser.parse_args()

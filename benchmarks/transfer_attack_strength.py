@@ -7,7 +7,7 @@ grid. The validation inputs are a part of each task's *training* split (the prob
 the rest); the test split is never touched, so the settings are not tuned on the inputs the
 tables report. Pick the cheapest setting within a few per cent of the strongest.
 
-    .venv/bin/python benchmarks/transfer_attack_strength.py RUN_DIR [--tasks digits,shapes-factors]
+    .venv/bin/python benchmarks/transfer_attack_strength.py RUN_DIR [--tasks heldout,shapes-factors]
         [--models smallcnn-l2-eps0-s0,smallcnn-l2-eps2-s0]
 
 RUN_DIR: a working directory in which the workflow made results/tasks/<task>.npz and the
@@ -40,7 +40,7 @@ GRID_RESTARTS = (0, 1, 2)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--tasks", default="digits,shapes-factors")
+    parser.add_argument("--tasks", default="heldout,shapes-factors")
     parser.add_argument("--models", default="smallcnn-l2-eps0-s0,smallcnn-l2-eps2-s0")
     parser.add_argument("--n-val", type=int, default=100, help="validation inputs taken from each task's training split")
     args = parser.parse_args()

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from robustlens.config import ConfigError, expand_models, load_config, select_pairs, validate_config
+from robustlens.tasks import dataset_task_spec, parse_task
 from conftest import REPO, TINY
 
 
@@ -169,7 +170,7 @@ DIGITS_TUNED = [
     ("transfer", "ft"),
     ("transfer", "lp_ft"),
     ("transfer", "batch_size"),                # 512: ~60 GB for a ResNet-50 at 224 px
-    ("transfer", "task_settings", "digits"),
+    ("transfer", "task_settings", "heldout"),
     ("transfer", "attacks", "robust_accuracy"),
     ("transfer", "attacks", "bounds"),         # Linf 1/16: the cube inside the L2 ball on 16x16
     ("figures", "dpi"),
@@ -181,6 +182,10 @@ NERN_FIT = {
     32: {"lp": (20, 0.01, 128), "ft": (20, 0.001, 128), "lp_ft": (10, 0.001, 128)},
     224: {"lp": (10, 0.001, 32), "ft": (10, 0.001, 32), "lp_ft": (5, 0.001, 32)},
 }
+#: Salman et al. 2020, CIFAR-10 and CIFAR-100 from ImageNet ResNets (microsoft/robust-models-
+#: transfer at cea2c37, best_params_per_dataset_per_arch.md): fixed-feature (LP) lr 0.01,
+#: full-network (FT) lr 0.001, 150 epochs, batch 64; LP-FT half of FT's epochs.
+SALMAN_FIT = {"lp": (150, 0.01, 64), "ft": (150, 0.001, 64), "lp_ft": (75, 0.001, 64)}
 #: Salman et al. 2020: the Linf eps of their robust ImageNet models, in units of 1/255.
 SALMAN_LINF_GRID = (0.5, 1, 2, 4, 8)
 
@@ -204,7 +209,14 @@ def test_paper_config_sets_every_digits_tuned_setting_itself(path):
 def test_paper_config_transfer_attacks_fit_its_image_size(path, default):
     config = load_config(REPO / "config.yaml", yaml.safe_load(path.read_text()))
     validate_config(config)
-    size = config["dataset"]["image_size"]
+    # attacks perturb the tasks' own pixels: the study's size for held-out tasks, a dataset
+    # task's stored size (CIFAR: 32) for the others; one size for all of a config's tasks
+    transfer = config["transfer"]
+    sizes = {config["dataset"]["image_size"] if parse_task(t)["source"] == "heldout"
+             else dataset_task_spec(parse_task(t)["source"], transfer["task_settings"].get(parse_task(t)["source"], {}))["image_size"]
+             for t in transfer["tasks"]}
+    assert len(sizes) == 1
+    size = sizes.pop()
     assert size in (32, 224)
     dims = 3 * size * size
     bounds = config["transfer"]["attacks"]["bounds"]
@@ -219,9 +231,15 @@ def test_paper_config_transfer_attacks_fit_its_image_size(path, default):
     assert linf[0] == pytest.approx(max(inside) / 255, abs=1e-7)
     assert linf[0] * dims ** 0.5 <= l2[0]
     assert {32: 2, 224: 0.5}[size] == max(inside)
-    for method, (epochs, lr, batch) in NERN_FIT[size].items():
+    recipe = SALMAN_FIT if path.stem == "imagenet-transfer" else NERN_FIT[size]
+    for method, (epochs, lr, batch) in recipe.items():
         fit = config["transfer"][method]
         assert (fit["epochs"], fit["lr"], fit["batch_size"]) == (epochs, lr, batch), method
+    if recipe is SALMAN_FIT:  # step_lr 50 (x 0.1), wd 5e-4, their train and test transforms
+        assert [config["transfer"][m]["schedule"] for m in ("lp", "ft")] == [{"kind": "step", "step_epochs": 50, "gamma": 0.1}] * 2
+        assert {config["transfer"][m]["weight_decay"] for m in SALMAN_FIT} == {0.0005}
+        assert [config["transfer"][m].get("augment") for m in SALMAN_FIT] == [None, "resized_crop_flip", "resized_crop_flip"]
+        assert config["transfer"]["input"]["resize"] == "resize_center_crop"
     # every attack batch is configured, and at 224 px well below the digits default of 512
     batches = [config["transfer"]["batch_size"], config["probes"]["adversarial"]["batch_size"],
                config["probes"]["inverted"]["batch_size"], config["evaluation"]["batch_size"]]
@@ -272,3 +290,32 @@ def test_probe_batch_sizes_are_required():
         del config["probes"][probe]["batch_size"]
         with pytest.raises(ConfigError, match=f"probes.{probe}.*'batch_size' is a required property"):
             validate_config(config)
+
+
+# --------------------------------------------------------------------------- transfer tasks
+
+TASK_ERRORS = [
+    ({"tasks": ["digits", "shapes"]}, r"'transfer.tasks\[0\]' = 'digits': .*now called 'heldout'"),
+    ({"tasks": ["heldout", "cifar10-fog-2"]}, r"'transfer.tasks\[1\]' = 'cifar10-fog-2': unknown task"),
+    # the default study's smallcnn takes 1-channel images; CIFAR has 3
+    ({"tasks": ["cifar100"]}, r"'transfer.tasks\[0\]' = 'cifar100': its images have 3 channels, a transferred model takes 1"),
+    ({"task_settings": {"cifar10": {"max_train": 10}}}, r"'transfer.task_settings.cifar10': no task in transfer.tasks uses it"),
+    ({"lp": {"augment": "crop_flip"}}, r"'transfer.lp.augment' = 'crop_flip': linear probing fits on fixed features"),
+    ({"ft": {"augment": "mixup"}}, r"'transfer.ft.augment' = 'mixup'"),
+    ({"ft": {"schedule": {"kind": "step"}}}, r"'transfer.ft.schedule'.*'step_epochs' is a required property"),
+    ({"input": {"resize": "crop"}}, r"'transfer.input.resize' = 'crop'"),
+    ({"tasks": ["imagefolder"], "task_settings": {"imagefolder": {"max_train": 10}}}, r"'transfer.task_settings.imagefolder'.*'root' is a required"),
+]
+
+
+@pytest.mark.parametrize("transfer,message", TASK_ERRORS, ids=[m.split(":")[0][:40] for _, m in TASK_ERRORS])
+def test_transfer_task_errors_name_their_key_before_any_job(transfer, message):
+    config = load_config(REPO / "config.yaml", {"transfer": transfer})
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
+
+
+def test_one_channel_tasks_are_accepted_for_three_channel_models():
+    overlay = yaml.safe_load((REPO / "configs" / "imagenet-transfer.yaml").read_text())
+    overlay["transfer"]["tasks"] += ["fashion_mnist", "cifar10-zoom_blur-5"]
+    validate_config(load_config(REPO / "config.yaml", overlay))

@@ -44,6 +44,23 @@ def imagenet_jobs(tmp_path_factory) -> list[dict]:
     return planned_job_details(tmp_path_factory.mktemp("plan"), configfiles=(REPO / "configs" / "imagenet-universality.yaml",))
 
 
+def test_npz_image_headers_and_transfer_task_memory(tmp_path):
+    """Shapes and value sizes of a task's image arrays from their headers only, against the
+    arrays themselves; a task's memory: images as stored and as float32, and LP's features."""
+    x_train = np.zeros((50, 3, 32, 32), np.uint8)
+    x_test = np.zeros((20, 3, 32, 32), np.uint8)
+    np.savez(tmp_path / "task.npz", x_train=x_train, x_test=x_test, y_train=np.zeros(50, np.int64))
+    np.savez(tmp_path / "float.npz", x_train=np.zeros((7, 1, 16, 16), np.float32), y_train=np.zeros(7))
+    assert rs.npz_image_arrays(tmp_path / "task.npz") == {"x_train": ((50, 3, 32, 32), 1), "x_test": ((20, 3, 32, 32), 1)}
+    assert rs.npz_image_arrays(tmp_path / "float.npz") == {"x_train": ((7, 1, 16, 16), 4)}
+    assert rs.npz_image_arrays(tmp_path / "missing.npz") == {}
+    stored, as_float = (x_train.nbytes + x_test.nbytes), 4 * (x_train.nbytes + x_test.nbytes)
+    features = rs.LP_FEATURE_COPIES * 50 * rs.FEATURES_MAX * 4
+    assert rs.transfer_task_mb(tmp_path / "task.npz") == pytest.approx((stored + as_float + features) / rs.MB)
+    assert rs.transfer_task_device_mb(tmp_path / "task.npz") == pytest.approx((as_float + features) / rs.MB)
+    assert rs.transfer_task_mb(tmp_path / "missing.npz") == 0
+
+
 def test_every_job_declares_memory(imagenet_jobs):
     missing = sorted({j["rule"] for j in imagenet_jobs if "mem_mb" not in j["resources"] and j["rule"] != "all"})
     assert not missing

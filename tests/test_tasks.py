@@ -23,7 +23,7 @@ from robustlens.tasks import (
     zoom_factors,
 )
 
-SETTINGS = {"digits": {"test_fraction": 0.5, "split_seed": 0, "noise_seed": 0}, "shapes": {"n_samples": 80, "test_fraction": 0.25, "seed": 3}}
+SETTINGS = {"heldout": {"test_fraction": 0.5, "split_seed": 0, "noise_seed": 0}, "shapes": {"n_samples": 80, "test_fraction": 0.25, "seed": 3}}
 
 
 @pytest.fixture(scope="module")
@@ -116,26 +116,26 @@ def test_gaussian_noise_has_the_severity_sigma_and_is_reproducible():
     assert not np.array_equal(corrupt(gray, "gaussian_noise", 1, seed=0), corrupt(gray, "gaussian_noise", 1, seed=1))
 
 
-@pytest.mark.parametrize("name", ["digits", "digits-gaussian_noise-2", "digits-zoom_blur-5", "shapes", "shapes-factors"])
+@pytest.mark.parametrize("name", ["heldout", "heldout-gaussian_noise-2", "heldout-zoom_blur-5", "shapes", "shapes-factors"])
 def test_task_splits_are_disjoint_complete_and_fixed_by_the_seed(fake_dataset, name):
     task = make_task(name, SETTINGS, 16, fake_dataset)
     train, test = task["index_train"], task["index_test"]
-    n = 120 if name.startswith("digits") else 80
+    n = 120 if name.startswith("heldout") else 80
     assert not set(train) & set(test) and len(train) + len(test) == n
     assert len(task["x_train"]) == len(train) and len(task["x_test"]) == len(test)
     again = make_task(name, SETTINGS, 16, fake_dataset)
     for key in ("x_train", "y_train", "x_test", "y_test"):
         assert np.array_equal(task[key], again[key]), key
-    other = {**SETTINGS, "digits": {**SETTINGS["digits"], "split_seed": 1}, "shapes": {**SETTINGS["shapes"], "seed": 4}}
+    other = {**SETTINGS, "heldout": {**SETTINGS["heldout"], "split_seed": 1}, "shapes": {**SETTINGS["shapes"], "seed": 4}}
     assert not np.array_equal(make_task(name, other, 16, fake_dataset)["index_test"], test)
     assert str(task["kind"]) == parse_task(name)["kind"]
     expected_outputs = {"shapes": len(SHAPE_NAMES), "shapes-factors": len(FACTOR_NAMES)}.get(name, 10)
     assert int(task["n_outputs"]) == expected_outputs
 
 
-def test_digit_tasks_are_the_held_out_images_with_one_shared_split(fake_dataset):
-    clean = make_task("digits", SETTINGS, 16, fake_dataset)
-    blurred = make_task("digits-zoom_blur-1", SETTINGS, 16, fake_dataset)
+def test_heldout_tasks_are_the_held_out_images_with_one_shared_split(fake_dataset):
+    clean = make_task("heldout", SETTINGS, 16, fake_dataset)
+    blurred = make_task("heldout-zoom_blur-1", SETTINGS, 16, fake_dataset)
     np.testing.assert_array_equal(clean["x_test"], fake_dataset["x_test"][clean["index_test"]])
     np.testing.assert_array_equal(clean["index_test"], blurred["index_test"])  # paired across severities
     assert not np.array_equal(clean["x_test"], blurred["x_test"])
@@ -148,7 +148,68 @@ def test_random_split_is_disjoint():
     assert len(test) == 3 and sorted(np.concatenate([train, test]).tolist()) == list(range(10))
 
 
-@pytest.mark.parametrize("bad", ["digit", "digits-gaussian_noise-6", "digits-fog-1", "shapes-scale", ""])
+@pytest.mark.parametrize("bad", ["digit", "digits", "heldout-gaussian_noise-6", "heldout-fog-1", "cifar10-zoom_blur-0", "svhn", "shapes-scale", ""])
 def test_unknown_task_names_are_rejected(bad):
     with pytest.raises(ValueError, match="unknown task"):
         parse_task(bad)
+
+
+# --------------------------------------------------------------------------- dataset sources
+
+
+def _torchvision_cifar(root, source, train, monkeypatch):
+    """(images CHW uint8, labels) of a made CIFAR split read by torchvision's own class."""
+    import torchvision
+
+    cls = getattr(torchvision.datasets, source.upper())
+    monkeypatch.setattr(cls, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
+    data = cls(str(root / source), train=train)
+    return data.data.transpose(0, 3, 1, 2), np.asarray(data.targets)
+
+
+@pytest.mark.parametrize("source,classes", [("cifar10", 10), ("cifar100", 100)])
+def test_cifar_tasks_are_the_datasets_own_splits_at_their_own_size(tmp_path, monkeypatch, source, classes):
+    """A CIFAR task: torchvision's training split as the task's training part and its test split
+    as the test part, 8-bit at 32 px whatever the study's image size, every image paired with
+    its own label; capped splits are stratified subsets of them."""
+    from rehearsal.make_inputs import make_cifar
+
+    make_cifar(tmp_path, source, n_train=200, n_test=100, seed=5)
+    task = make_task(source, {source: {}}, 16, root=tmp_path)
+    for part, train in (("train", True), ("test", False)):
+        images, labels = _torchvision_cifar(tmp_path, source, train, monkeypatch)
+        assert task[f"x_{part}"].dtype == np.uint8 and task[f"x_{part}"].shape == images.shape
+        np.testing.assert_array_equal(task[f"x_{part}"], images)
+        np.testing.assert_array_equal(task[f"y_{part}"], labels)
+    assert int(task["n_outputs"]) == classes and str(task["kind"]) == "classification"
+
+    capped = make_task(source, {source: {"max_train": 100, "max_test": 50, "seed": 1}}, 16, root=tmp_path)
+    images, labels = _torchvision_cifar(tmp_path, source, True, monkeypatch)
+    by_bytes = {img.tobytes(): lab for img, lab in zip(images, labels)}
+    assert len(capped["x_train"]) == 100 and len(capped["x_test"]) == 50
+    assert all(by_bytes[img.tobytes()] == lab for img, lab in zip(capped["x_train"], capped["y_train"]))
+    if source == "cifar10":  # stratified: 10 of each class
+        assert np.bincount(capped["y_train"], minlength=10).tolist() == [10] * 10
+
+
+def test_corrupted_dataset_tasks_stay_8_bit_with_the_severity_noise(tmp_path):
+    from rehearsal.make_inputs import make_cifar
+
+    make_cifar(tmp_path, "cifar10", n_train=100, n_test=50, seed=6)
+    clean = make_task("cifar10", {"cifar10": {}}, 16, root=tmp_path)
+    noisy = make_task("cifar10-gaussian_noise-5", {"cifar10": {"noise_seed": 2}}, 16, root=tmp_path)
+    assert noisy["x_train"].dtype == np.uint8
+    np.testing.assert_array_equal(noisy["y_test"], clean["y_test"])
+    diff = noisy["x_test"].astype(float) - clean["x_test"].astype(float)
+    inside = (clean["x_test"] > 60) & (clean["x_test"] < 195)  # 2.5 sigma from the clipping range
+    # N(0, 0.10) on [0, 1] rounded to 1/255: the std of the difference is sqrt(25.5^2 + 1/12) levels
+    assert diff[inside].std() == pytest.approx(np.hypot(0.10 * 255, np.sqrt(1 / 12)), rel=0.05)
+    assert np.abs(diff[inside].mean()) < 0.3  # rounded, not truncated (-0.5 levels)
+
+
+def test_the_old_task_name_digits_is_refused_with_its_new_name():
+    with pytest.raises(ValueError, match="now called 'heldout': use 'heldout-zoom_blur-2'"):
+        parse_task("digits-zoom_blur-2")
+    assert parse_task("cifar100-zoom_blur-3") == {"name": "cifar100-zoom_blur-3", "source": "cifar100",
+                                                  "corruption": "zoom_blur", "severity": 3, "kind": "classification"}

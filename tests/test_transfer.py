@@ -454,11 +454,11 @@ def test_transfer_tables_are_tidy():
               "bounds": [{"method": "lp", "attack_norm": "l2", "attack_eps": 1.0, "metric": "lhs", "value": 0.1},
                          {"method": "lp", "attack_norm": "l2", "attack_eps": 1.0, "metric": "rhs_as", "value": 0.3}]}
     result["bounds"][1].update(as_method="fgsm", thm2_label="predicted")
-    transfer, bounds = transfer_tables("s", [(spec, "digits")], [result])
+    transfer, bounds = transfer_tables("s", [(spec, "heldout")], [result])
     assert list(transfer.columns) == TABLE_COLUMNS
     assert list(bounds.columns) == BOUNDS_COLUMNS == TABLE_COLUMNS[:-2] + ["as_method", "thm2_label", "metric", "value"]
     assert len(transfer) == 1 and len(bounds) == 2
-    assert bounds.iloc[0].to_dict() == {"study": "s", "model": "m", "eps": 0.5, "seed": 0, "task": "digits", "task_kind": "classification",
+    assert bounds.iloc[0].to_dict() == {"study": "s", "model": "m", "eps": 0.5, "seed": 0, "task": "heldout", "task_kind": "classification",
                                         "method": "lp", "attack_norm": "l2", "attack_eps": 1.0, "as_method": "pgd",
                                         "thm2_label": "true_label", "metric": "lhs", "value": 0.1}
     assert bounds.iloc[1][["as_method", "thm2_label"]].tolist() == ["fgsm", "predicted"]
@@ -475,7 +475,7 @@ def test_tiny_study_transfer_tables(tiny_run):
     assert set(bounds.loc[bounds["task_kind"] == "classification", "thm2_label"]) == {"true_label"}
     # tiny: models of seed 0 (eps 0 and 1), two tasks, three methods
     assert set(transfer["model"]) == {"smallcnn-l2-eps0-s0", "smallcnn-l2-eps1-s0"}
-    assert set(transfer["task"]) == {"digits-zoom_blur-2", "shapes-factors"}
+    assert set(transfer["task"]) == {"heldout-zoom_blur-2", "shapes-factors"}
     assert set(transfer["method"]) == {"lp", "ft", "lp_ft"}
     assert not transfer.duplicated(["model", "task", "method", "attack_norm", "metric"]).any()
     acc = transfer[transfer["metric"].str.endswith("accuracy")]
@@ -485,7 +485,7 @@ def test_tiny_study_transfer_tables(tiny_run):
     assert len(wide) == 2 * 2 * 3 * 2
     assert (wide["rhs_best"] >= wide["lhs"] - 1e-6).all()
     assert (wide["rhs_best"] >= wide["rhs_as"]).all()
-    classification = wide.xs("digits-zoom_blur-2", level="task")
+    classification = wide.xs("heldout-zoom_blur-2", level="task")
     assert classification["fulfilled_fraction"].between(0, 1).all()
     # Thm 2 with AS(x) the largest change of every perturbation tried in the ball: none of the
     # inputs that fulfil it is broken (the AS-only column may fall below 1: a finding). The
@@ -694,12 +694,12 @@ def test_transfer_tables_concatenate_and_default_the_regression_label():
     row = {"method": "lp", "metric": "clean_mse", "value": 1.0, "attack_eps": 0.0, "attack_norm": "none"}  # keys out of order
     first = {"transfer": [row], "bounds": [{"method": "lp", "attack_norm": "l2", "attack_eps": 1.0, "metric": "lhs", "value": 0.1}]}
     second = {"transfer": [], "bounds": [{"method": "ft", "attack_norm": "l2", "attack_eps": 1.0, "metric": "lhs", "value": 0.2}]}
-    transfer, bounds = transfer_tables("s", [(spec, "shapes-factors"), (spec, "digits")], [first, second])
+    transfer, bounds = transfer_tables("s", [(spec, "shapes-factors"), (spec, "heldout")], [first, second])
     assert list(transfer.columns) == TABLE_COLUMNS and len(transfer) == 1
     assert bounds["value"].tolist() == [0.1, 0.2]
     assert bounds["thm2_label"].tolist() == ["none", "true_label"]
     assert bounds["task_kind"].tolist() == ["regression", "classification"]
-    empty_transfer, _ = transfer_tables("s", [(spec, "digits")], [second])
+    empty_transfer, _ = transfer_tables("s", [(spec, "heldout")], [second])
     assert list(empty_transfer.columns) == TABLE_COLUMNS
 
 
@@ -959,3 +959,133 @@ def test_fine_tune_stops_on_a_non_finite_loss():
     y = torch.full((8, 1), 1e30)
     with pytest.raises(FloatingPointError, match="fine-tuning loss is"):
         fine_tune(model, x, y, "regression", 1, {"epochs": 1, "lr": 0.1, "weight_decay": 0.0, "batch_size": 4}, seed=0)
+
+
+# --------------------------------------------------------------------------- task input, recipes
+
+
+def _step_lr(lr, gamma, step_epochs, steps_per_epoch):
+    """StepLR written out: lr x gamma^floor(epoch / step_epochs) at step t."""
+    return lambda t: lr * gamma ** ((t // steps_per_epoch) // step_epochs)
+
+
+def _reference_sgd_with(params, loss_fn, batches, lr_at, momentum, weight_decay):
+    opt = torch.optim.SGD(params, lr=lr_at(0), momentum=momentum, weight_decay=weight_decay)
+    for t, idx in enumerate(batches):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(t)
+        opt.zero_grad()
+        loss_fn(idx).backward()
+        opt.step()
+
+
+def test_fine_tune_takes_its_momentum_and_step_schedule_from_the_settings():
+    """Salman et al.'s recipe (momentum, StepLR) through the settings, against plain SGD."""
+    _, model, x, y = linear_extractor_task(6, 87)
+    fit = {"epochs": 4, "lr": 0.05, "weight_decay": 0.01, "batch_size": 7, "momentum": 0.5,
+           "schedule": {"kind": "step", "step_epochs": 2, "gamma": 0.1}}
+    tuned = fine_tune(model, x, y, "classification", 3, fit, seed=3)
+    gen = torch.Generator().manual_seed(3)
+    a = model.a.detach().clone().requires_grad_(True)
+    w, b = _reference_init(3, 3, gen)
+    batches = _reference_batches(len(x), 4, 7, gen)
+    flat = x.flatten(1) - 0.5
+    _reference_sgd_with([a, w, b], lambda idx: _reference_loss((flat[idx] @ a.T) @ w.T + b, y[idx], "classification"),
+                        batches, _step_lr(0.05, 0.1, 2, 3), 0.5, 0.01)
+    np.testing.assert_allclose(tuned.a.detach().numpy(), a.detach().numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(tuned.head.weight.detach().numpy(), w.detach().numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_fit_head_takes_its_momentum_and_schedule():
+    gen = generator(88)
+    feats, y = torch.randn(20, 4, generator=gen), torch.randint(0, 3, (20,), generator=gen)
+    kw = {"epochs": 4, "lr": 0.1, "weight_decay": 0.0, "batch_size": 5}
+    cosine = fit_head(feats, y, "classification", 3, seed=1, **kw)
+    stepped = fit_head(feats, y, "classification", 3, seed=1, momentum=0.0, schedule={"kind": "step", "step_epochs": 1, "gamma": 0.5}, **kw)
+    # written out: standardise, init, permutations, plain SGD (no momentum) with lr halved per epoch
+    g = torch.Generator().manual_seed(1)
+    mean, std = feats.mean(0), feats.std(0, unbiased=False)
+    z = (feats - mean) / std
+    w, b = _reference_init(4, 3, g)
+    batches = _reference_batches(20, 4, 5, g)
+    _reference_sgd_with([w, b], lambda idx: _reference_loss(z[idx] @ w.T + b, y[idx], "classification"), batches,
+                        _step_lr(0.1, 0.5, 1, 4), 0.0, 0.0)
+    np.testing.assert_allclose(stepped.weight.detach().numpy(), (w / std).detach().numpy(), rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(cosine.weight, stepped.weight)
+
+
+def tiny_task_model(in_channels=1, size=4, resize="resize", seed=0):
+    """A LinearExtractor of (in_channels, size, size) images seen through TaskInputModel."""
+    from robustlens.modules import TaskInputModel
+
+    a = torch.randn(3, in_channels * size * size, generator=generator(seed))
+    inner = LinearExtractor(a, 2).eval()
+    return inner, TaskInputModel(inner, size, in_channels, resize)
+
+
+def test_task_input_model_resizes_and_repeats_like_torchvision():
+    import torchvision.transforms.v2.functional as TF
+
+    inner, model = tiny_task_model(in_channels=3, size=8)
+    x = torch.rand(5, 1, 3, 3, generator=generator(90))
+    expected_input = TF.resize(x, [8, 8], antialias=True).repeat(1, 3, 1, 1)
+    torch.testing.assert_close(model(x), inner(expected_input), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.forward_features(x), inner.forward_features(expected_input), rtol=1e-5, atol=1e-6)
+    assert isinstance(inner.head, nn.Linear)  # the wrapped model is copied, not changed
+
+    inner, cropped = tiny_task_model(in_channels=3, size=7, resize="resize_center_crop", seed=1)
+    x3 = torch.rand(4, 3, 5, 5, generator=generator(91))
+    expected_input = TF.center_crop(TF.resize(x3, [8], antialias=True), [7])  # round(7 / 0.875) = 8
+    torch.testing.assert_close(cropped(x3), inner(expected_input), rtol=1e-5, atol=1e-6)
+
+
+def test_task_input_model_at_the_models_size_is_the_model():
+    inner, model = tiny_task_model(in_channels=1, size=4)
+    x = torch.rand(6, 1, 4, 4, generator=generator(92))
+    assert torch.equal(model(x), inner(x))
+
+
+def test_task_input_model_attacks_perturb_the_task_pixels():
+    _, model = tiny_task_model(in_channels=3, size=8)
+    x = torch.rand(3, 1, 2, 2, generator=generator(93), requires_grad=True)
+    model(x).sum().backward()
+    assert x.grad.shape == (3, 1, 2, 2) and x.grad.abs().sum() > 0
+    _, one_channel = tiny_task_model(in_channels=1, size=4)
+    with pytest.raises(ValueError, match="task images have 3 channels; the model takes 1"):
+        one_channel(torch.rand(2, 3, 4, 4))
+
+
+def test_fine_tune_augments_each_batch_from_its_own_generator():
+    """FT with resized_crop_flip: each batch is cropped, resized to the model's size and flipped
+    (robustlens.augment, checked against torchvision there) from a generator seeded seed +
+    1,000,003, the batch order and head from the seed, as a plain loop does it."""
+    from robustlens.augment import augment_batch
+
+    inner, model = tiny_task_model(in_channels=1, size=4, seed=2)
+    x = torch.rand(12, 1, 3, 3, generator=generator(94))
+    y = torch.randint(0, 3, (12,), generator=generator(95))
+    fit = {"epochs": 2, "lr": 0.05, "weight_decay": 0.0, "batch_size": 5, "augment": "resized_crop_flip"}
+    tuned = fine_tune(model, x, y, "classification", 3, fit, seed=4)
+    gen, aug = torch.Generator().manual_seed(4), generator(4 + 1_000_003)
+    a = inner.a.detach().clone().requires_grad_(True)
+    w, b = _reference_init(3, 3, gen)
+    batches = _reference_batches(12, 2, 5, gen)
+    views = [augment_batch(x[idx], "resized_crop_flip", aug, size=4) for idx in batches]
+    step = iter(range(len(batches)))
+
+    def loss(idx):
+        view = views[next(step)]
+        return _reference_loss(((view.flatten(1) - 0.5) @ a.T) @ w.T + b, y[idx], "classification")
+
+    _reference_sgd([a, w, b], loss, batches, 0.05, 0.0)
+    np.testing.assert_allclose(tuned.body.a.detach().numpy(), a.detach().numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(tuned.head.weight.detach().numpy(), w.detach().numpy(), rtol=1e-4, atol=1e-6)
+    plain = fine_tune(model, x, y, "classification", 3, {**fit, "augment": "none"}, seed=4)
+    assert not torch.allclose(plain.head.weight, tuned.head.weight)
+
+
+def test_linear_probe_refuses_an_augmentation():
+    _, model, x, y = linear_extractor_task(3, 81)
+    with pytest.raises(ValueError, match="transfer.lp.augment must be none"):
+        linear_probe(model, x, y, "classification", 3, {"epochs": 1, "lr": 0.1, "weight_decay": 0.0, "batch_size": 8,
+                                                        "augment": "crop_flip"}, seed=0)

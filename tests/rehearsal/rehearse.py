@@ -53,10 +53,11 @@ EXPECTED_JOBS = {
     "imagenet-universality": {"fetch_weights": 10, "zoo_model": 10, "extract_natural": 10, "make_probe": 20,
                               "retrain_heads": 10, "compare_similarity": 45, "extract_filters": 10, "transfer": 10,
                               "transfer_task": 1},
-    # 20 checkpoints; 3 listed pairs among 4 models; transfer on all 20, 4 tasks.
+    # 20 checkpoints; 3 listed pairs among 4 models; transfer on all 20, 2 tasks (CIFAR-10 and
+    # CIFAR-100, each downloaded once).
     "imagenet-transfer": {"fetch_weights": 20, "zoo_model": 20, "extract_natural": 20, "make_probe": 8,
                           "retrain_heads": 4, "compare_similarity": 3, "extract_filters": 20, "transfer": 20,
-                          "transfer_task": 4},
+                          "transfer_task": 2, "fetch_dataset": 2},
     # 3 trained + 7 RobustBench = 10 models, all 45 pairs; transfer on the models of seed 0 (the
     # trained one of seed 0 and the 7 zoo models, whose seed is 0), 2 tasks.
     "robustbench-filters": {"fetch_dataset": 1, "train_model": 3, "fetch_weights": 7, "zoo_model": 7,
@@ -129,6 +130,11 @@ def make_inputs(name: str, workdir: Path, inputs: Path) -> None:
         (inputs / "imagenet-subset.txt").write_text("\n".join(subset) + "\n")
     else:
         make_cifar(workdir / "data" / "datasets", "cifar10", n_train=200, n_test=60, seed=0)
+    from robustlens.tasks import parse_task
+
+    task_sources = {parse_task(t)["source"] for t in spec.get("transfer", {}).get("tasks", [])}
+    for source in sorted(task_sources & {"cifar10", "cifar100"} - {spec["dataset"].get("source")}):
+        make_cifar(workdir / "data" / "datasets", source, n_train=300, n_test=200, seed=1)
     for i, model in enumerate(spec.get("models") or []):
         if model["source"] == "url":
             make_url_checkpoint(model["url"][len("file://"):], model["arch"], model["eps"], seed=i)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from robustlens.tasks import DATASET_TASKS, TASK_CHANNELS, parse_task
+
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
 #: Image channels and classes of each dataset source, known without loading the data
@@ -200,6 +202,7 @@ def _semantic_errors(config: dict) -> list[str]:
     if k >= n_probe:
         errors.append(f"key 'comparison.knn_k' = {k}: must be smaller than the smallest probe's {n_probe} samples")
     errors += _wasted_work_errors(config)
+    errors += _transfer_errors(config, models)
     pairs = config["comparison"]["pairs"]
     if isinstance(pairs, list):
         for i, pair in enumerate(pairs):
@@ -210,6 +213,33 @@ def _semantic_errors(config: dict) -> list[str]:
                 errors.append(f"key 'comparison.pairs[{i}]' = {pair!r}: a model is not compared with itself")
     elif not select_pairs(models, pairs):
         errors.append(f"key 'comparison.pairs' = {pairs!r}: selects no pair of models (need two seeds of one eps)")
+    return errors
+
+
+def _transfer_errors(config: dict, models: dict[str, dict]) -> list[str]:
+    """Transfer tasks that cannot run: unknown names (the old ``digits`` named with its new
+    name), images with more channels than a transferred model takes, settings for a dataset
+    source no task uses, an augmentation on linear probing (it fits on fixed features)."""
+    transfer, errors = config["transfer"], []
+    channels = {spec["arch"]["in_channels"] for spec in models.values() if spec["seed"] in transfer["seeds"]}
+    sources = set()
+    for i, name in enumerate(transfer["tasks"]):
+        try:
+            source = parse_task(name)["source"]
+        except ValueError as err:
+            errors.append(f"key 'transfer.tasks[{i}]' = {name!r}: {err}")
+            continue
+        sources.add(source)
+        task_channels = dataset_shape(config["dataset"])["in_channels"] if source == "heldout" else TASK_CHANNELS[source]
+        too_many = sorted(c for c in channels if task_channels > c)
+        if too_many:
+            errors.append(f"key 'transfer.tasks[{i}]' = {name!r}: its images have {task_channels} channels, a transferred "
+                          f"model takes {too_many[0]} (1-channel images are repeated for 3-channel models, not the reverse)")
+    for source in set(transfer["task_settings"]) & set(DATASET_TASKS) - sources:
+        errors.append(f"key 'transfer.task_settings.{source}': no task in transfer.tasks uses it")
+    if transfer["lp"].get("augment", "none") != "none":
+        errors.append(f"key 'transfer.lp.augment' = {transfer['lp']['augment']!r}: linear probing fits on fixed features "
+                      f"of un-augmented images; augment ft and lp_ft only")
     return errors
 
 

@@ -12,8 +12,12 @@ block layer.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
+
+from robustlens.augment import augment_batch, resize, resize_center_crop
 
 #: Names of the representation layers every model exposes, besides its block layers.
 PENULTIMATE = "penultimate"
@@ -100,3 +104,61 @@ class WrappedModel(RepresentationModel):
 
     def block_module(self, name: str) -> nn.Module:
         return self.backbone.get_submodule(name)
+
+
+#: How a task's images are brought to a model's input resolution at test time (and for the
+#: frozen features of linear probing): ``resize`` (bilinear, to the model's size) or
+#: ``resize_center_crop`` (torchvision's Resize(size / 0.875) then CenterCrop(size): Salman et
+#: al.'s TEST_TRANSFORMS, microsoft/robust-models-transfer src/utils/constants.py).
+INPUT_RESIZES = ("resize", "resize_center_crop")
+
+
+class TaskInputModel(RepresentationModel):
+    """``model`` fed a downstream task's images at the task's own resolution and channels: each
+    input is brought to the model's ``size`` on the device (``resize``: one of INPUT_RESIZES),
+    and 1-channel images are repeated to the model's ``channels``, inside the forward pass, so
+    attacks perturb (and their eps measures) the task's own pixels and no upscaled copy of a
+    dataset is ever stored. The head is moved out to ``self.head`` (``body`` keeps the feature
+    extractor), so it can be replaced as on any model. Inputs already at ``size`` with
+    ``resize="resize"`` pass unchanged (the model behaves exactly as ``model``)."""
+
+    def __init__(self, model: RepresentationModel, size: int, channels: int, resize: str = "resize"):
+        super().__init__()
+        if resize not in INPUT_RESIZES:
+            raise ValueError(f"input resize must be one of {INPUT_RESIZES}, got {resize!r}")
+        body = copy.deepcopy(model)
+        self.head = body.head
+        body.head = nn.Identity()
+        self.body = body
+        self.size, self.channels, self.resize = int(size), int(channels), resize
+        self.block_names = []
+
+    def _channels(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == self.channels:
+            return x
+        if x.shape[1] == 1:
+            return x.expand(-1, self.channels, -1, -1)
+        raise ValueError(f"task images have {x.shape[1]} channels; the model takes {self.channels}")
+
+    def model_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` at the model's resolution and channels (the test-time transform)."""
+        x = self._channels(x)
+        if self.resize == "resize":
+            return x if x.shape[-2:] == (self.size, self.size) else resize(x, self.size)
+        return resize_center_crop(x, self.size)
+
+    def training_input(self, x: torch.Tensor, augment: str, gen: torch.Generator) -> torch.Tensor:
+        """``x`` augmented for a training step: ``resized_crop_flip`` crops and resizes straight
+        to the model's size (Salman et al.'s TRAIN_TRANSFORMS: RandomResizedCrop(size) and a
+        flip); the other recipes augment at the task's size, then :meth:`model_input`."""
+        x = self._channels(x)
+        if augment == "resized_crop_flip":
+            return augment_batch(x, augment, gen, size=self.size)
+        return self.model_input(augment_batch(x, augment, gen))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body.forward_features(self.model_input(x))
+
+    def forward_training(self, x: torch.Tensor, augment: str, gen: torch.Generator) -> torch.Tensor:
+        """Outputs on ``x`` augmented by :meth:`training_input` (fine-tuning steps)."""
+        return self.head(self.body.forward_features(self.training_input(x, augment, gen)))

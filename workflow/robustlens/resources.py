@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 MB = 1 << 20
 #: Resident memory of a job once Python, torch, torchvision, numpy and zarr are imported
 #: (measured: 960 MB; robustbench's imports add 200 MB).
@@ -134,3 +136,49 @@ def tree_bytes(paths) -> int:
         elif path.exists():
             total += path.stat().st_size
     return total
+
+
+#: Widest penultimate representation of the zoo's architectures (ResNet-50 and its wide
+#: variants: 2048; WRN-28-10: 640; ResNet-18: 512): the width LP's fixed features are held at.
+FEATURES_MAX = 2048
+#: Copies of the fixed features LP holds (features, standardised features, a batch's slack).
+LP_FEATURE_COPIES = 3
+
+
+def npz_image_arrays(path) -> dict[str, tuple[tuple[int, ...], int]]:
+    """(shape, bytes per value) of each image array (``x_*``) of an .npz file, read from the
+    arrays' headers only (no image is loaded); {} for a file that does not exist yet."""
+    import zipfile
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        return {}
+    out = {}
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if not name.startswith("x_"):
+                continue
+            with archive.open(name) as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+            out[name.removesuffix(".npy")] = (tuple(shape), dtype.itemsize)
+    return out
+
+
+def transfer_task_mb(path) -> float:
+    """Memory a transfer job holds for one task: its images as stored and as float32 (both
+    splits), and LP's fixed features of the training split (FEATURES_MAX wide)."""
+    arrays = npz_image_arrays(path)
+    stored = sum(int(np.prod(shape)) * size for shape, size in arrays.values())
+    as_float = sum(int(np.prod(shape)) * 4 for shape, _ in arrays.values())
+    n_train = arrays.get("x_train", ((0,), 4))[0][0]
+    return (stored + as_float + LP_FEATURE_COPIES * n_train * FEATURES_MAX * 4) / MB
+
+
+def transfer_task_device_mb(path) -> float:
+    """Device memory of one task in a transfer job: its float32 images and LP's features."""
+    arrays = npz_image_arrays(path)
+    as_float = sum(int(np.prod(shape)) * 4 for shape, _ in arrays.values())
+    n_train = arrays.get("x_train", ((0,), 4))[0][0]
+    return (as_float + LP_FEATURE_COPIES * n_train * FEATURES_MAX * 4) / MB

@@ -1,17 +1,26 @@
 """Downstream tasks of the transfer study (Salman et al. 2020; Nern et al.).
 
-Every task is one ``.npz`` file with ``x_train, y_train, x_test, y_test`` (images in [0, 1],
-shape (n, 1, size, size), float32), its ``kind`` (``classification``: integer labels;
+Every task is one ``.npz`` file with ``x_train, y_train, x_test, y_test`` (images of shape
+(n, channels, size, size): float32 in [0, 1], or uint8 for 8-bit sources, read back as float32
+by :func:`robustlens.data.load_dataset`), its ``kind`` (``classification``: integer labels;
 ``regression``: float targets of shape (n, k)), ``n_outputs`` (classes or targets: the width
 of the task's head), ``target_names``, and the indices of the split (``index_train``,
-``index_test``, into the task's source images). Tasks are named:
+``index_test``, into the task's source images; for dataset sources, positions in the prepared
+splits). Images keep the task's own resolution: the transfer job resizes them to the model's
+input on the device (:mod:`robustlens.transfer`), never on disk. Tasks are named:
 
-- ``digits``: the held-out digits, i.e. the test split of the study's dataset, which no model
-  was trained on, split again (stratified, ``digits.split_seed``) into the task's own train
-  and test parts: the in-distribution reference (Nern et al., Table 4: CIFAR-100 to CIFAR-100).
-- ``digits-gaussian_noise-<s>``, ``digits-zoom_blur-<s>``: the same held-out digits and the
-  same split, corrupted at severity s in 1..5 (Hendrycks & Dietterich 2019, the CIFAR-10-C
-  parameters; the paper's CIFAR-100-C experiment uses severities 1, 2 and 5, its Table 11).
+- ``heldout``: the study's held-out split, i.e. the test split of the study's dataset, which no
+  model was trained on, split again (stratified, ``heldout.split_seed``) into the task's own
+  train and test parts: the in-distribution reference (Nern et al., Table 4: CIFAR-100 to
+  CIFAR-100). (Called ``digits`` before 2026-12; the old name is refused with a hint.)
+- ``cifar10``, ``cifar100``, ``fashion_mnist``, ``imagefolder``: a dataset the workflow reads
+  (:mod:`robustlens.data`) with its own train/test split, as Salman et al. transfer ImageNet
+  models to CIFAR-10 and CIFAR-100 (``transfer.task_settings.<source>``: image size, caps,
+  seed; ``imagefolder`` also its root and class list).
+- ``<base>-gaussian_noise-<s>``, ``<base>-zoom_blur-<s>`` for any of those bases: the same
+  images and split, corrupted at severity s in 1..5 (Hendrycks & Dietterich 2019, the
+  CIFAR-10-C parameters; the paper's CIFAR-100-C experiment uses severities 1, 2 and 5, its
+  Table 11); 8-bit images are stored as 8-bit again after the corruption, as CIFAR-10-C is.
 - ``shapes``: procedurally generated dSprites-style sprites (Matthey et al. 2017), shape
   classification (square, ellipse, heart, triangle).
 - ``shapes-factors``: the same sprites, regression of scale, position (x, y) and orientation
@@ -24,8 +33,12 @@ Only numpy at import time: the Snakefile and table jobs may import this module.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
+
+from robustlens.data import DATASETS_DIR, prepare_dataset, stratified_split
+from robustlens.imagefolder import read_class_list
 
 #: Shapes of the sprites and their rotational symmetry order k (rotating by 2*pi/k maps the
 #: shape onto itself): the orientation target is (cos k*theta, sin k*theta).
@@ -42,25 +55,64 @@ GAUSSIAN_NOISE_SIGMA = (0.04, 0.06, 0.08, 0.09, 0.10)
 ZOOM_BLUR_MAX = (1.05, 1.10, 1.15, 1.20, 1.25)
 CORRUPTIONS = ("gaussian_noise", "zoom_blur")
 
-TASK_PATTERN = re.compile(r"^(?:digits(?:-(gaussian_noise|zoom_blur)-([1-5]))?|shapes(-factors)?)$")
+#: Dataset sources a task can be made of (robustlens.data), with their own train/test split.
+DATASET_TASKS = ("cifar10", "cifar100", "fashion_mnist", "imagefolder")
+#: Bases a corruption can be applied to: the study's held-out split and the dataset sources.
+CORRUPTIBLE = ("heldout", *DATASET_TASKS)
+_BASES = "|".join(CORRUPTIBLE)
+TASK_PATTERN = re.compile(rf"^(?:({_BASES})(?:-(gaussian_noise|zoom_blur)-([1-5]))?|shapes(-factors)?)$")
 #: Wildcard constraint of the task names (for the Snakemake rules).
-TASK_REGEX = r"digits(?:-(?:gaussian_noise|zoom_blur)-[1-5])?|shapes(?:-factors)?"
+TASK_REGEX = rf"(?:{_BASES})(?:-(?:gaussian_noise|zoom_blur)-[1-5])?|shapes(?:-factors)?"
+#: Image channels of each task source (``heldout``: the study's dataset's).
+TASK_CHANNELS = {"cifar10": 3, "cifar100": 3, "fashion_mnist": 1, "imagefolder": 3, "shapes": 1}
+#: Stored image side of each dataset source when its settings give no ``image_size``.
+NATIVE_SIZE = {"cifar10": 32, "cifar100": 32, "fashion_mnist": 28}
 
 
 def parse_task(name: str) -> dict:
-    """The parts of a task name: ``source`` (digits | shapes), ``corruption`` and ``severity``
-    (None when clean), ``kind`` (classification | regression)."""
+    """The parts of a task name: ``source`` (heldout | shapes | one of DATASET_TASKS),
+    ``corruption`` and ``severity`` (None when clean), ``kind`` (classification | regression)."""
     match = TASK_PATTERN.match(name)
     if not match:
-        raise ValueError(f"unknown task {name!r}: expected digits, digits-<gaussian_noise|zoom_blur>-<1..5>, shapes or shapes-factors")
-    corruption, severity, factors = match.groups()
+        hint = ""
+        if name == "digits" or name.startswith("digits-"):
+            hint = f" (the task 'digits' is now called 'heldout': use {'heldout' + name[len('digits'):]!r})"
+        raise ValueError(
+            f"unknown task {name!r}: expected <base> or <base>-<gaussian_noise|zoom_blur>-<1..5> with base one of "
+            f"{', '.join(CORRUPTIBLE)}, or shapes, shapes-factors{hint}"
+        )
+    base, corruption, severity, factors = match.groups()
     return {
         "name": name,
-        "source": "shapes" if name.startswith("shapes") else "digits",
+        "source": base or "shapes",
         "corruption": corruption,
         "severity": int(severity) if severity else None,
         "kind": "regression" if factors else "classification",
     }
+
+
+def dataset_task_spec(source: str, settings: dict) -> dict:
+    """The ``dataset`` spec (:func:`robustlens.data.prepare_dataset`) of a dataset task from its
+    ``transfer.task_settings.<source>`` (image_size: the source's native size by default;
+    max_train, max_test: caps, stratified; seed; imagefolder: root, classes_file, num_classes)."""
+    size = settings.get("image_size") or NATIVE_SIZE.get(source)
+    if size is None:
+        raise ValueError(f"task {source!r}: transfer.task_settings.{source}.image_size is required")
+    spec = {"source": source, "image_size": int(size), "split_seed": int(settings.get("seed", 0)),
+            "max_train": settings.get("max_train"), "max_test": settings.get("max_test")}
+    for key in ("root", "classes_file", "num_classes"):
+        if key in settings:
+            spec[key] = settings[key]
+    return spec
+
+
+def dataset_task_classes(source: str, settings: dict) -> int:
+    """Classes of a dataset task: the source's, or an image folder's class-list length."""
+    if source == "imagefolder":
+        if settings.get("classes_file"):
+            return len(read_class_list(settings["classes_file"], f"transfer.task_settings.{source}.classes_file"))
+        return int(settings.get("num_classes", 1000))
+    return {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10}[source]
 
 
 # --------------------------------------------------------------------------- corruptions
@@ -108,7 +160,11 @@ def zoom_blur(images: np.ndarray, severity: int) -> np.ndarray:
 
 
 def corrupt(images: np.ndarray, corruption: str, severity: int, seed: int) -> np.ndarray:
-    """One corruption at one severity; the noise draws come from (seed, corruption, severity)."""
+    """One corruption at one severity; the noise draws come from (seed, corruption, severity).
+    uint8 images come back as uint8 (rounded, as CIFAR-10-C is stored), float32 as float32."""
+    if images.dtype == np.uint8:
+        corrupted = corrupt(images.astype(np.float32) / 255.0, corruption, severity, seed)
+        return np.round(corrupted * 255.0).astype(np.uint8)
     if corruption == "gaussian_noise":
         rng = np.random.default_rng([int(seed), CORRUPTIONS.index(corruption), int(severity)])
         return gaussian_noise(images, severity, rng)
@@ -195,18 +251,20 @@ def random_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
-def make_task(name: str, settings: dict, image_size: int, dataset: dict | None = None) -> dict[str, np.ndarray]:
+def make_task(name: str, settings: dict, image_size: int, dataset: dict | None = None,
+              root: str | Path = DATASETS_DIR) -> dict[str, np.ndarray]:
     """The arrays of one task (see the module docstring). ``settings``: the config's
-    ``transfer.task_settings`` (``digits: {test_fraction, split_seed, noise_seed}``,
-    ``shapes: {n_samples, test_fraction, seed}``); ``dataset``: the study's prepared dataset
-    (digits tasks only: its held-out test split is the task's data)."""
+    ``transfer.task_settings`` (``heldout: {test_fraction, split_seed, noise_seed}``,
+    ``shapes: {n_samples, test_fraction, seed}``, ``<dataset source>: {image_size, max_train,
+    max_test, seed, noise_seed, ...}``); ``image_size``: the study's image size (held-out and
+    sprite tasks are made at it); ``dataset``: the study's prepared dataset (held-out tasks only:
+    its test split is the task's data); ``root``: where torchvision datasets were downloaded."""
     task = parse_task(name)
-    if task["source"] == "digits":
+    source = task["source"]
+    if source == "heldout":
         if dataset is None:
             raise ValueError(f"task {name!r} needs the study's dataset")
-        from robustlens.data import stratified_split
-
-        s = settings["digits"]
+        s = settings["heldout"]
         images, labels = dataset["x_test"], dataset["y_test"]
         if images.shape[-1] != image_size:
             raise ValueError(f"task {name!r}: dataset images are {images.shape[-1]} px, expected {image_size}")
@@ -214,7 +272,16 @@ def make_task(name: str, settings: dict, image_size: int, dataset: dict | None =
             images = corrupt(images, task["corruption"], task["severity"], s["noise_seed"])
         train, test = stratified_split(labels, s["test_fraction"], s["split_seed"])
         n_outputs = int(max(dataset["y_train"].max(), labels.max())) + 1
-        targets, target_names = labels, np.array(["digit"])
+        targets, target_names = labels, np.array(["label"])
+        x_train, y_train, x_test, y_test = images[train], targets[train], images[test], targets[test]
+    elif source in DATASET_TASKS:
+        s = settings.get(source, {})
+        parts = prepare_dataset(dataset_task_spec(source, s), root)
+        x_train, y_train, x_test, y_test = parts["x_train"], parts["y_train"], parts["x_test"], parts["y_test"]
+        if task["corruption"]:
+            x_train, x_test = (corrupt(x, task["corruption"], task["severity"], int(s.get("noise_seed", 0))) for x in (x_train, x_test))
+        train, test = np.arange(len(x_train)), np.arange(len(x_test))
+        n_outputs, target_names = dataset_task_classes(source, s), np.array(["label"])
     else:
         s = settings["shapes"]
         sprites = generate_shapes(s["n_samples"], image_size, s["seed"])
@@ -224,11 +291,12 @@ def make_task(name: str, settings: dict, image_size: int, dataset: dict | None =
             targets, target_names, n_outputs = sprites["factors"], np.array(FACTOR_NAMES), len(FACTOR_NAMES)
         else:
             targets, target_names, n_outputs = sprites["labels"], np.array(["shape"]), len(SHAPE_NAMES)
+        x_train, y_train, x_test, y_test = images[train], targets[train], images[test], targets[test]
     return {
-        "x_train": images[train],
-        "y_train": targets[train],
-        "x_test": images[test],
-        "y_test": targets[test],
+        "x_train": x_train,
+        "y_train": y_train,
+        "x_test": x_test,
+        "y_test": y_test,
         "index_train": train,
         "index_test": test,
         "kind": np.array(task["kind"]),

@@ -139,9 +139,11 @@ def fit_head(
     weight_decay: float,
     batch_size: int,
     seed: int,
+    momentum: float = 0.9,
+    schedule: dict | None = None,
 ) -> "torch.nn.Linear":
-    """A linear head on fixed features: minibatch SGD (momentum 0.9, cosine schedule) on the
-    cross-entropy or the MSE. Features are standardised with their mean and standard deviation
+    """A linear head on fixed features: minibatch SGD (momentum 0.9 and a cosine schedule unless
+    given) on the cross-entropy or the MSE. Features are standardised with their mean and standard deviation
     (floored: :func:`robustlens.fitting.standardising_scale`) for the fit and the standardisation
     is folded back into the returned head, so it applies to
     raw features. Random init and batch order from ``seed``; returned on the features' device."""
@@ -154,8 +156,8 @@ def fit_head(
     z = (feats - mean) / std
     head = _init_linear(z.shape[1], n_outputs, gen).to(feats.device)
     fit([head], head.parameters(), len(z), lambda idx: task_loss(head(z[idx]), y[idx], kind).mean(), epochs=epochs,
-        batch_size=batch_size, lr=lr, momentum=0.9, weight_decay=weight_decay, schedule={"kind": "cosine"}, gen=gen,
-        name="linear probe")
+        batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule or FIT_DEFAULTS["schedule"],
+        gen=gen, name="linear probe")
     folded = torch.nn.Linear(z.shape[1], n_outputs).to(feats.device)
     with torch.no_grad():
         folded.weight.copy_(head.weight / std)
@@ -174,6 +176,8 @@ def linear_probe(
     probe = copy.deepcopy(model).eval()
     for p in probe.parameters():
         p.requires_grad_(False)
+    if settings.get("augment", "none") != "none":
+        raise ValueError("linear probing fits on fixed features of the un-augmented images: transfer.lp.augment must be none")
     probe.head = fit_head(features(probe, x, feature_batch), y, kind, n_outputs, seed=seed, **_fit_kwargs(settings))
     return probe.eval()
 
@@ -189,9 +193,13 @@ def fine_tune(
     head: "torch.nn.Linear | None" = None,
 ) -> "torch.nn.Module":
     """FT: a copy of ``model`` with a new head (random from ``seed``, or a copy of ``head``:
-    LP-FT) and every weight trained (batch norm in training mode) by minibatch SGD (momentum 0.9,
-    cosine schedule) on the task loss. ``settings``: epochs, lr, weight_decay, batch_size."""
+    LP-FT) and every weight trained (batch norm in training mode) by minibatch SGD on the task
+    loss. ``settings``: epochs, lr, weight_decay, batch_size, and optionally momentum (0.9),
+    schedule (cosine over all batches) and augment (``none``; a :mod:`robustlens.augment`
+    recipe applied to each batch, drawn from ``seed``: needs a
+    :class:`robustlens.modules.TaskInputModel`)."""
     from robustlens.fitting import fit
+    from robustlens.runtime import generator
 
     torch = _torch()
     gen = torch.Generator().manual_seed(int(seed))
@@ -203,17 +211,26 @@ def fine_tune(
     for p in tuned.parameters():
         p.requires_grad_(True)
 
+    augment = settings.get("augment", "none")
+    augment_gen = generator(int(seed) + 1_000_003, x.device)
+
     def batch_loss(idx):
         tuned.train()
-        return task_loss(tuned(x[idx]), y[idx], kind).mean()
+        out = tuned(x[idx]) if augment == "none" else tuned.forward_training(x[idx], augment, augment_gen)
+        return task_loss(out, y[idx], kind).mean()
 
-    fit([tuned], tuned.parameters(), len(x), batch_loss, momentum=0.9, schedule={"kind": "cosine"}, gen=gen,
-        name="fine-tuning", **_fit_kwargs(settings))
+    fit([tuned], tuned.parameters(), len(x), batch_loss, gen=gen, generators=[augment_gen], name="fine-tuning",
+        **_fit_kwargs(settings))
     return tuned.eval()
 
 
+#: Optimiser and schedule of LP, FT and LP-FT when their settings do not name them.
+FIT_DEFAULTS = {"momentum": 0.9, "schedule": {"kind": "cosine"}}
+
+
 def _fit_kwargs(settings: dict) -> dict:
-    return {k: settings[k] for k in ("epochs", "lr", "weight_decay", "batch_size")}
+    return {**{k: settings[k] for k in ("epochs", "lr", "weight_decay", "batch_size")},
+            **{k: settings.get(k, v) for k, v in FIT_DEFAULTS.items()}}
 
 
 def transfer_models(model, x, y, kind: str, n_outputs: int, settings: dict, seed: int) -> dict:
@@ -521,12 +538,18 @@ def evaluate_transferred(
     return transfer_rows, bounds_rows
 
 
-def transfer_study(model, task: dict, settings: dict, device, progress: bool = True, desc: str = "") -> dict:
+def transfer_study(model, task: dict, settings: dict, device, progress: bool = True, desc: str = "",
+                   input_size: int | None = None, channels: int | None = None) -> dict:
     """Everything the transfer study computes for one (pretrained model, task): the three
     transferred models (:func:`transfer_models`) and, for each, :func:`evaluate_transferred`
     on the task's test split. ``task``: the arrays of :func:`robustlens.tasks.make_task`.
+    The model sees the task through :class:`robustlens.modules.TaskInputModel`: images resized
+    on the device to ``input_size`` (the model's resolution; default the task's) by
+    ``settings["input"]["resize"]`` and repeated to ``channels`` (default the task's).
     Returns {"transfer": rows, "bounds": rows}, each row with a ``method`` key."""
     from tqdm.auto import tqdm
+
+    from robustlens.modules import TaskInputModel
 
     torch = _torch()
     kind = str(task["kind"])
@@ -536,7 +559,9 @@ def transfer_study(model, task: dict, settings: dict, device, progress: bool = T
     y_train = torch.as_tensor(task["y_train"], dtype=ytype, device=device)
     x_test = torch.as_tensor(task["x_test"], dtype=torch.float32, device=device)
     y_test = torch.as_tensor(task["y_test"], dtype=ytype, device=device)
-    model = model.to(device).eval()
+    size = int(input_size or x_train.shape[-1])
+    resize = settings.get("input", {}).get("resize", "resize")
+    model = TaskInputModel(model, size, int(channels or x_train.shape[1]), resize).to(device).eval()
     seed = int(settings["seed"])
     bar = tqdm(total=2 * len(METHODS), desc=desc or "transfer", disable=not progress, mininterval=1.0)
     bar.set_postfix(step="train")

@@ -183,9 +183,10 @@ MEMORY = {
     + activations_mb(wc.model, min(config["probes"][wc.probe].get("batch_size", EVAL_BATCH), N_TEST)),
     "retrain_heads": lambda wc, input: torch_base(wc.model) + images_mb(N_TRAIN + N_TEST) + 2 * weights_mb(wc.model, input.checkpoint)
     + activations_mb(wc.model, ACTIVATION_BATCH),
-    "transfer": lambda wc, input: torch_base(wc.model) + read_mb(input.tasks, 2) + 4 * weights_mb(wc.model, input.checkpoint)
+    # one task at a time: the largest task's images (as stored and float32) and LP's features
+    "transfer": lambda wc, input: torch_base(wc.model) + max(map(rs.transfer_task_mb, input.tasks)) + 4 * weights_mb(wc.model, input.checkpoint)
     + activations_mb(wc.model, max(config["transfer"]["batch_size"], config["transfer"]["ft"]["batch_size"])),
-    "transfer_task": lambda wc, input: rs.TABLE_BASE_MB + images_mb(N_TEST, copies=6),
+    "transfer_task": lambda wc, input: rs.TABLE_BASE_MB + task_making_mb(wc.task),
     "compare_similarity": lambda wc, input: rs.TORCH_BASE_MB + read_mb(input, 4),
     "similarity_matrix": lambda wc, input: rs.TORCH_BASE_MB + read_mb(input, 4),
     "extract_filters": lambda wc, input: torch_base(wc.model)
@@ -213,7 +214,7 @@ GPU_MEMORY = {
     + gpu_activations_mb(wc.model, max(min(config["probes"][wc.probe].get("batch_size", EVAL_BATCH), N_TEST), ACTIVATION_BATCH)),
     "retrain_heads": lambda wc, input: rs.CUDA_CONTEXT_MB + weights_mb(wc.model, input.checkpoint)
     + gpu_activations_mb(wc.model, ACTIVATION_BATCH),
-    "transfer": lambda wc, input: rs.CUDA_CONTEXT_MB + read_mb(input.tasks, 1) + 4 * weights_mb(wc.model, input.checkpoint)
+    "transfer": lambda wc, input: rs.CUDA_CONTEXT_MB + max(map(rs.transfer_task_device_mb, input.tasks)) + 4 * weights_mb(wc.model, input.checkpoint)
     + gpu_activations_mb(wc.model, max(config["transfer"]["batch_size"], config["transfer"]["ft"]["batch_size"])),
     "compare_similarity": lambda wc, input: rs.CUDA_CONTEXT_MB + read_mb(input, 2),
     "similarity_matrix": lambda wc, input: rs.CUDA_CONTEXT_MB + read_mb(input, 2),

@@ -1,7 +1,7 @@
 # Robustness transfer (Salman et al. 2020; Nern et al.): every selected model is transferred to
 # every downstream task by LP, FT and LP-FT; one job per model computes, for each task, the
 # transfer accuracy, the AS score and both bounds; one job gathers the tables.
-from robustlens.tasks import TASK_REGEX, parse_task
+from robustlens.tasks import DATASET_TASKS, TASK_CHANNELS, TASK_REGEX, dataset_task_spec, parse_task
 
 TRANSFER = config["transfer"]
 TRANSFER_MODELS = [m for m, spec in MODELS.items() if spec["seed"] in TRANSFER["seeds"]]
@@ -15,15 +15,37 @@ if not TRANSFER_MODELS:
 
 
 def transfer_task_input(wildcards):
-    """The study's dataset for tasks made from the held-out digits; nothing for the sprites."""
-    if parse_task(wildcards.task)["source"] == "digits":
+    """The study's dataset for held-out tasks; the downloaded torchvision dataset for dataset
+    tasks (an image folder is read from its root); nothing for the sprites."""
+    source = parse_task(wildcards.task)["source"]
+    if source == "heldout":
         return {"dataset": f"results/data/{DATASET}.npz"}
+    if source in TORCHVISION:
+        return {"downloaded": f"{DATASETS_DIR}/{source}"}
     return {}
 
 
+def task_settings(task):
+    """The ``transfer.task_settings`` block of a task's source (a dataset source's may be absent)."""
+    source = parse_task(task)["source"]
+    return TRANSFER["task_settings"].get(source, {})
+
+
+def task_making_mb(task):
+    """Memory of making one task: a dataset task's images read and stored (8-bit, 2 copies) and,
+    corrupted, in float64 (3 copies: the images, the running sum, one zoomed copy); a held-out
+    or sprite task: six float32 copies of the study's test split, as before."""
+    parsed = parse_task(task)
+    if parsed["source"] not in DATASET_TASKS:
+        return images_mb(N_TEST, copies=6)
+    spec = {k: v for k, v in dataset_task_spec(parsed["source"], task_settings(task)).items() if v is not None}
+    n = n_train_images(spec) + n_test_images(spec)
+    return rs.images_mb(n, TASK_CHANNELS[parsed["source"]], spec["image_size"], 2 + (24 if parsed["corruption"] else 0))
+
+
 rule transfer_task:
-    """One downstream task with its own train/test split (held-out digits, corrupted digits,
-    procedural sprites), written atomically."""
+    """One downstream task with its own train/test split (held-out images, a dataset source's
+    own splits at their own resolution, corrupted copies, procedural sprites), written atomically."""
     input:
         unpack(transfer_task_input),
     output:
@@ -32,8 +54,9 @@ rule transfer_task:
         task=TASK_REGEX,
     params:
         task=lambda wc: wc.task,
-        settings=lambda wc: TRANSFER["task_settings"][parse_task(wc.task)["source"]],
+        settings=lambda wc: task_settings(wc.task),
         image_size=config["dataset"]["image_size"],
+        root=DATASETS_DIR,
         version=VERSION,
     log:
         "logs/transfer_task/{task}.log",
@@ -48,7 +71,8 @@ rule transfer_task:
 
 
 rule transfer:
-    """LP, FT and LP-FT of one model on every task; clean and robust accuracy (MSE), the AS
+    """LP, FT and LP-FT of one model on every task (its images resized to the model's input on the
+    device: transfer.input); clean and robust accuracy (MSE), the AS
     score (L2 and Linf; transfer.attacks.as_method), Lemma 1 (lhs, rhs_as, rhs_best) and Thm 2
     (transfer.thm2_label; AS(x) from the AS attack and the largest change tried) of each
     transferred model.
@@ -62,6 +86,7 @@ rule transfer:
     params:
         spec=lambda wc: MODELS[wc.model],
         tasks=TRANSFER_TASKS,
+        input_size=config["dataset"]["image_size"],
         settings={k: v for k, v in TRANSFER.items() if k not in ("seeds", "tasks", "task_settings")},
         device=DEVICE,
         compute=COMPUTE,

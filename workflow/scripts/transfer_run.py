@@ -12,7 +12,8 @@ configure_torch(snakemake.threads, snakemake.params.compute["deterministic"])
 device = resolve_device(p.device, snakemake.resources.get("gpu", 0))
 model = load_model(p.spec, snakemake.input.checkpoint, sha256=read_json(snakemake.input.metrics)["sha256"])
 results = {
-    task: transfer_study(model, load_dataset(path), p.settings, device, p.progress, desc=f"transfer {p.spec['id']} -> {task}")
+    task: transfer_study(model, load_dataset(path), p.settings, device, p.progress, desc=f"transfer {p.spec['id']} -> {task}",
+                         input_size=p.input_size, channels=p.spec["arch"]["in_channels"])
     for task, path in zip(p.tasks, snakemake.input.tasks)
 }
 write_json({"tasks": results, "provenance": provenance({"model": p.spec, "tasks": p.tasks, "transfer": p.settings}, "transfer")},

@@ -8,6 +8,7 @@ from robustlens.tasks import make_task, parse_task
 p = snakemake.params
 source = parse_task(p.task)["source"]
 dataset = load_dataset(snakemake.input.dataset, "test") if "dataset" in snakemake.input.keys() else None
-task = make_task(p.task, {source: p.settings}, p.image_size, dataset)
-print(f"{p.task}: {len(task['x_train'])} train, {len(task['x_test'])} test, {task['kind']}, {int(task['n_outputs'])} outputs")
+task = make_task(p.task, {source: p.settings}, p.image_size, dataset, root=p.root)
+print(f"{p.task}: {len(task['x_train'])} train, {len(task['x_test'])} test, images {task['x_train'].shape[1:]} "
+      f"{task['x_train'].dtype}, {task['kind']}, {int(task['n_outputs'])} outputs")
 save_dataset(task, snakemake.output[0])
