@@ -4,12 +4,15 @@ Every random op is checked image by image against ``torchvision.transforms.funct
 per-image PIL/tensor transforms the robustness library's recipes use) with the random parameters
 recovered from the output itself (a search over crop offsets, flip or not, a least-squares fit
 of the colour factors, a search over rotation angles), never by replaying the generator's draws;
-the recovered parameters are then checked against their documented distributions.
+the recovered parameters are then checked against their documented distributions. The
+robustness library's PCA lighting noise (no torchvision counterpart) is checked against a numpy
+re-implementation of its ``Lighting`` formula, and its alphas recovered from the output.
 """
 
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 import torchvision.transforms as T
@@ -19,8 +22,13 @@ from torchvision.transforms import InterpolationMode
 
 from robustlens.augment import (
     AUGMENTS,
+    IMAGENET_PCA,
+    IMAGENET_PCA_EIGVAL,
+    IMAGENET_PCA_EIGVEC,
     augment_batch,
     color_jitter,
+    imagenet_augment,
+    lighting,
     random_crop,
     random_flip,
     random_resized_crop,
@@ -282,8 +290,8 @@ def test_augment_none_and_unknown_name():
     with pytest.raises(ValueError) as err:
         augment_batch(x, "autoaugment", torch.Generator().manual_seed(0))
     assert "autoaugment" in str(err.value)
-    assert all(name in str(err.value) for name in ("none", "crop_flip", "cifar", "resized_crop_flip"))
-    assert AUGMENTS == ("none", "crop_flip", "cifar", "resized_crop_flip")
+    assert all(name in str(err.value) for name in ("none", "crop_flip", "cifar", "resized_crop_flip", "imagenet"))
+    assert AUGMENTS == ("none", "crop_flip", "cifar", "resized_crop_flip", "imagenet")
 
 
 def test_augment_crop_flip_is_pad4_crop_then_hflip():
@@ -547,3 +555,170 @@ def test_augment_resized_crop_flip_sizes_and_reproducibility():
         assert torch.equal(same, augment_batch(x, augment, torch.Generator().manual_seed(51)))
         with pytest.raises(ValueError):
             augment_batch(x, augment, torch.Generator().manual_seed(51), size=224)
+
+
+# ---------------------------------------------------------------- lighting and the imagenet recipe
+# MadryLab/robustness a954124, robustness/data_augmentation.py: IMAGENET_PCA (L10-17), Lighting
+# (L18-37), TRAIN_TRANSFORMS_IMAGENET (L40-51).
+
+# the library's published constants, copied from its L11-16
+LIB_EIGVAL = [0.2175, 0.0188, 0.0045]
+LIB_EIGVEC = [
+    [-0.5675, 0.7192, 0.4009],
+    [-0.5808, -0.0045, -0.8140],
+    [-0.5836, -0.6948, 0.4203],
+]
+
+
+def _library_lighting(img, alpha, eigval, eigvec):
+    """numpy transcription of the library's ``Lighting.__call__`` (L31-37) for one image (3, h,
+    w) with its alpha (3,) given: ``eigvec * alpha.view(1, 3) * eigval.view(1, 3)``, summed over
+    dim 1, added to every pixel of each channel; no clamp."""
+    eigvec, eigval, alpha = np.asarray(eigvec, np.float64), np.asarray(eigval, np.float64), np.asarray(alpha, np.float64)
+    rgb = (eigvec * alpha.reshape(1, 3) * eigval.reshape(1, 3)).sum(1)
+    return np.asarray(img, np.float64) + rgb.reshape(3, 1, 1)
+
+
+def _recover_alphas(shift, eigval, eigvec):
+    """(n, 3) alphas from per-image colour offsets (n, 3) = eigvec @ (alpha * eigval)."""
+    v = torch.linalg.solve(torch.as_tensor(eigvec, dtype=torch.float64), shift.double().T).T
+    return v / torch.as_tensor(eigval, dtype=torch.float64)
+
+
+def _check_iid_normal(alpha, std):
+    """(n, 3) draws: each column Normal(0, std), the columns uncorrelated."""
+    n = len(alpha)
+    assert (alpha.mean(0).abs() < 5 * std / math.sqrt(n)).all(), alpha.mean(0)
+    assert ((alpha.std(0) / std - 1).abs() < 0.06).all(), alpha.std(0)
+    within = (alpha.abs() < std).double().mean(0)  # P(|Z| < 1) = 0.6827
+    assert all(_binomial_ok(float(f) * n, n, 0.6827) for f in within), within
+    corr = torch.corrcoef(alpha.T)
+    assert (corr - torch.eye(3, dtype=corr.dtype)).abs().max() < 0.1, corr
+
+
+def test_imagenet_pca_constants_are_the_librarys_published_values():
+    assert IMAGENET_PCA_EIGVAL == tuple(LIB_EIGVAL)
+    assert IMAGENET_PCA_EIGVEC == tuple(map(tuple, LIB_EIGVEC))
+    assert IMAGENET_PCA["eigval"] == IMAGENET_PCA_EIGVAL and IMAGENET_PCA["eigvec"] == IMAGENET_PCA_EIGVEC
+    with pytest.raises(TypeError):
+        IMAGENET_PCA["eigval"] = (1.0, 1.0, 1.0)  # read-only
+    vec = np.array(IMAGENET_PCA_EIGVEC)
+    val = np.array(IMAGENET_PCA_EIGVAL)
+    # unit eigenvectors, mutually orthogonal (published to 4 decimals)
+    np.testing.assert_allclose(vec.T @ vec, np.eye(3), atol=1e-3)
+    np.testing.assert_allclose(vec @ vec.T, np.eye(3), atol=1e-3)
+    # eigenvalues positive, largest first; the largest one's eigenvector, the first COLUMN, is the
+    # brightness direction -(1, 1, 1) / sqrt(3) (the first row is not)
+    assert (val > 0).all() and (np.diff(val) < 0).all()
+    np.testing.assert_allclose(vec[:, 0], -np.ones(3) / math.sqrt(3), atol=0.02)
+    assert np.abs(vec[0] + 1 / math.sqrt(3)).max() > 0.5
+    # the covariance they make has (1, 1, 1) / sqrt(3) carrying almost all the colour variance
+    cov = vec @ np.diag(val) @ vec.T
+    grey = np.ones(3) / math.sqrt(3)
+    assert grey @ cov @ grey > 0.9 * val.sum()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lighting_is_the_librarys_formula_with_replayed_alphas(dtype):
+    # the documented draws: alpha = alphastd * randn((n, 3), generator=gen) in x's dtype
+    n, alphastd = 40, 0.3
+    x = _images(n, 3, 5, 7, seed=52).to(dtype)
+    out = lighting(x, alphastd, IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, torch.Generator().manual_seed(53))
+    assert out.shape == x.shape and out.dtype == dtype
+    alphas = alphastd * torch.randn((n, 3), generator=torch.Generator().manual_seed(53), dtype=dtype)
+    ref = np.stack([_library_lighting(xi, ai, LIB_EIGVAL, LIB_EIGVEC) for xi, ai in zip(x.numpy(), alphas.numpy())])
+    np.testing.assert_allclose(out.numpy(), ref, atol=1e-6 if dtype == torch.float32 else 1e-12, rtol=0)
+    # an arbitrary basis and spectrum (not PCA's), as tensors: the same formula
+    q = torch.linalg.qr(torch.randn((3, 3), generator=torch.Generator().manual_seed(54), dtype=torch.float64)).Q
+    val = torch.tensor([0.5, 0.2, 0.05], dtype=torch.float64)
+    out = lighting(x, alphastd, val, q, torch.Generator().manual_seed(55))
+    alphas = alphastd * torch.randn((n, 3), generator=torch.Generator().manual_seed(55), dtype=dtype)
+    ref = np.stack([_library_lighting(xi, ai, val.numpy(), q.numpy()) for xi, ai in zip(x.numpy(), alphas.numpy())])
+    np.testing.assert_allclose(out.numpy(), ref, atol=1e-6 if dtype == torch.float32 else 1e-12, rtol=0)
+
+
+def test_lighting_recovered_alphas_are_iid_normal_per_image():
+    # without replaying the generator: every pixel of a channel moves by the same offset, and
+    # the offsets solved for alpha give independent Normal(0, alphastd) draws per image
+    n, alphastd = 4000, 0.05
+    x = _images(n, 3, 2, 3, seed=56, low=0.2, high=0.8).double()
+    out = lighting(x, alphastd, IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, torch.Generator().manual_seed(57))
+    shift = out - x
+    assert (shift - shift[..., :1, :1]).abs().max() < 1e-12  # one offset per image and channel
+    alpha = _recover_alphas(shift[..., 0, 0], IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC)
+    _check_iid_normal(alpha, alphastd)
+    # the offsets' covariance is alphastd^2 eigvec diag(eigval^2) eigvec^T
+    vec, val = torch.tensor(IMAGENET_PCA_EIGVEC, dtype=torch.float64), torch.tensor(IMAGENET_PCA_EIGVAL, dtype=torch.float64)
+    expected = alphastd**2 * vec @ torch.diag(val**2) @ vec.T
+    assert (torch.cov(shift[..., 0, 0].T) - expected).abs().max() < 0.1 * expected.abs().max()
+
+
+def test_lighting_zero_std_is_identity_and_not_clamped_and_needs_rgb():
+    x = _images(8, 3, 4, 4, seed=58)
+    gen = torch.Generator().manual_seed(59)
+    state = gen.get_state()
+    assert lighting(x, 0.0, IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, gen) is x  # the library's L28-29
+    assert torch.equal(gen.get_state(), state)  # and nothing drawn
+    # the library adds the offset with no clamp (L37): white images go above 1, black below 0
+    for value in (0.0, 1.0):
+        flat = torch.full((200, 3, 2, 2), value)
+        out = lighting(flat, 0.05, IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, torch.Generator().manual_seed(60))
+        assert (out < 0).any() if value == 0 else (out > 1).any()
+        assert (out - value).abs().max() < 0.05
+    with pytest.raises(ValueError):
+        lighting(_images(2, 1, 4, 4), 0.05, IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, torch.Generator())
+    with pytest.raises(ValueError):
+        lighting(x, -0.1, IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, torch.Generator())
+
+
+def test_imagenet_with_zero_jitter_and_lighting_is_resized_crop_flip():
+    x = _images(30, 3, 32, 32, seed=61)
+    out = imagenet_augment(x, 40, torch.Generator().manual_seed(62), 0.0, 0.0, 0.0, 0.0)
+    assert torch.equal(out, augment_batch(x, "resized_crop_flip", torch.Generator().manual_seed(62), size=40))
+
+
+def test_imagenet_is_crop_flip_jitter_then_lighting_in_the_librarys_order():
+    # the library's Compose order (L40-51) on the generator's stream, each op at its factor
+    n = 16
+    x = _images(n, 3, 32, 32, seed=63)
+    out = augment_batch(x, "imagenet", torch.Generator().manual_seed(64), size=48)
+    g = torch.Generator().manual_seed(64)
+    ref = random_flip(random_resized_crop(x, 48, g), g)
+    ref = color_jitter(ref, 0.1, 0.1, 0.1, g)
+    ref = lighting(ref, 0.05, LIB_EIGVAL, LIB_EIGVEC, g)
+    assert torch.equal(out, ref)
+    assert torch.equal(out, imagenet_augment(x, 48, torch.Generator().manual_seed(64)))
+
+
+def test_imagenet_lighting_on_constant_grey_images_is_eigvec_alpha_eigval():
+    # a constant grey image stays itself under crop, flip, contrast and saturation (whatever
+    # their order); with brightness 0 the output's colour offset per image is exactly the
+    # lighting's eigvec @ (alpha * eigval), with alpha iid Normal(0, 0.05)
+    n = 3000
+    grey = 0.3 + 0.4 * torch.rand(n, generator=torch.Generator().manual_seed(65), dtype=torch.float64)
+    x = grey.view(-1, 1, 1, 1).expand(n, 3, 6, 6).contiguous()
+    out = imagenet_augment(x, 4, torch.Generator().manual_seed(66), brightness=0.0)
+    assert out.shape == (n, 3, 4, 4)
+    shift = out - grey.view(-1, 1, 1, 1)
+    assert (shift - shift[..., :1, :1]).abs().max() < 1e-9
+    _check_iid_normal(_recover_alphas(shift[..., 0, 0], IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC), 0.05)
+    # the full recipe on white images: jitter clamps at 1, the lighting after it does not
+    white = torch.ones((400, 3, 8, 8))
+    out = augment_batch(white, "imagenet", torch.Generator().manual_seed(67))
+    assert (out > 1).any() and (out.amax((1, 2, 3)) > 1).float().mean() > 0.25
+    assert (out - 1).abs().max() < 0.15
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_augment_imagenet_sizes_reproducibility_and_channels(dtype):
+    x = _images(4, 3, 32, 32, seed=68).to(dtype)
+    a = augment_batch(x, "imagenet", torch.Generator().manual_seed(69), size=96)
+    b = augment_batch(x, "imagenet", torch.Generator().manual_seed(69), size=96)
+    c = augment_batch(x, "imagenet", torch.Generator().manual_seed(70), size=96)
+    assert a.shape == (4, 3, 96, 96) and a.dtype == dtype
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() > -0.1 and a.max() < 1.1  # [0, 1] up to the unclamped lighting offset
+    assert augment_batch(x, "imagenet", torch.Generator().manual_seed(69)).shape == x.shape
+    assert augment_batch(x, "imagenet", torch.Generator().manual_seed(69), size=(24, 40)).shape == (4, 3, 24, 40)
+    with pytest.raises(ValueError):  # PCA lighting is defined on RGB only
+        augment_batch(x[:, :1], "imagenet", torch.Generator().manual_seed(69))

@@ -10,7 +10,10 @@ RandomHorizontalFlip); ``cifar`` (the library's CIFAR ``TRAIN_TRANSFORMS_DEFAULT
 then ColorJitter(0.25, 0.25, 0.25) and RandomRotation(2)); ``resized_crop_flip`` (Salman et al.
 2020's ``TRAIN_TRANSFORMS``, robust-models-transfer ``src/utils/constants.py``:
 RandomResizedCrop(size) and RandomHorizontalFlip, which feeds small images such as CIFAR's 32 px
-to ImageNet models at 224 px).
+to ImageNet models at 224 px); ``imagenet`` (the library's ``TRAIN_TRANSFORMS_IMAGENET``,
+``robustness/data_augmentation.py`` L40-51 at MadryLab/robustness a954124: RandomResizedCrop(size),
+RandomHorizontalFlip, ColorJitter(0.1, 0.1, 0.1) and AlexNet-style PCA lighting noise
+Lighting(0.05) with ``IMAGENET_PCA``; see :func:`imagenet_augment`).
 
 The test-time counterparts :func:`resize` and :func:`resize_center_crop` (Salman et al.'s
 ``TEST_TRANSFORMS``: Resize(256) and CenterCrop(224)) are differentiable, so adversarial attacks
@@ -20,10 +23,25 @@ can run through them on the task's own pixels: no upscaled copy of a dataset is 
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 import torch
 
-AUGMENTS = ("none", "crop_flip", "cifar", "resized_crop_flip")
+AUGMENTS = ("none", "crop_flip", "cifar", "resized_crop_flip", "imagenet")
+
+# The robustness library's ImageNet colour PCA (robustness/data_augmentation.py L10-17 at
+# MadryLab/robustness a954124, from fb.resnet.torch's datasets/imagenet.lua, https://git.io/fhBOc):
+# the eigenvalues for pixels in [0, 1] (55.46, 4.794, 1.148 on the 0-255 scale, divided by 255)
+# and the matching unit eigenvectors as the COLUMNS of the 3 x 3 matrix (rows are R, G, B); the
+# first, largest, is close to -(1, 1, 1) / sqrt(3), i.e. brightness. Tuples (immutable), taken
+# by :func:`lighting` as they are or as tensors.
+IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_PCA_EIGVEC = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+IMAGENET_PCA = MappingProxyType({"eigval": IMAGENET_PCA_EIGVAL, "eigvec": IMAGENET_PCA_EIGVEC})
 
 
 def _uniform(n: int, low: float, high: float, gen: torch.Generator, device) -> torch.Tensor:
@@ -231,16 +249,78 @@ def random_resized_crop(
     return (out, boxes) if return_boxes else out
 
 
+def lighting(x: torch.Tensor, alphastd: float, eigval, eigvec, gen: torch.Generator) -> torch.Tensor:
+    """AlexNet-style PCA lighting noise on a batch of RGB images (n, 3, h, w): the robustness
+    library's ``Lighting(alphastd, eigval, eigvec)`` (``robustness/data_augmentation.py`` L18-37 at
+    a954124) per image. Each image draws its own ``alpha`` ~ Normal(0, alphastd), 3 values (the
+    library's L31, one draw per image as its DataLoader calls the transform once per image),
+    here ``alpha = alphastd * torch.randn((n, 3), generator=gen)`` on ``x``'s device and dtype;
+    the colour offset ``rgb = eigvec @ (alpha * eigval)`` (L32-35: ``eigvec * alpha[None, :] *
+    eigval[None, :]`` summed over columns, i.e. ``rgb[c] = sum_j eigvec[c, j] alpha[j]
+    eigval[j]``, the eigenvectors being the columns) is added to every pixel of channel c (L37).
+
+    Not clamped: the library returns ``img.add(...)`` (L37) with no clamp, after ToTensor, so its
+    training images can leave [0, 1] by up to |rgb| (a standard deviation of about 0.006 per
+    channel at alphastd 0.05 with ``IMAGENET_PCA``, almost all of it along the brightness
+    eigenvector); robustlens keeps that (no clamp either), to reproduce the recipe; attacks
+    clamp their adversarial examples to [0, 1] afterwards, as the library's (``attack_steps.py``
+    L93, L120). As the library (L28-29), ``alphastd`` 0 returns ``x`` itself and draws
+    nothing from ``gen``."""
+    if alphastd < 0:
+        raise ValueError(f"lighting alphastd must be >= 0, got {alphastd!r}")
+    if alphastd == 0:
+        return x
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"lighting needs RGB images (n, 3, h, w), got shape {tuple(x.shape)}")
+    eigval = torch.as_tensor(eigval, dtype=x.dtype, device=x.device)
+    eigvec = torch.as_tensor(eigvec, dtype=x.dtype, device=x.device)
+    if eigval.shape != (3,) or eigvec.shape != (3, 3):
+        raise ValueError(f"lighting needs eigval (3,) and eigvec (3, 3), got {tuple(eigval.shape)} and {tuple(eigvec.shape)}")
+    alpha = alphastd * torch.randn((len(x), 3), generator=gen, device=x.device, dtype=x.dtype)
+    rgb = (alpha * eigval) @ eigvec.T  # (n, 3): row i is eigvec @ (alpha[i] * eigval)
+    return x + rgb[:, :, None, None]
+
+
+def imagenet_augment(
+    x: torch.Tensor,
+    size: int | tuple[int, int],
+    gen: torch.Generator,
+    brightness: float = 0.1,
+    contrast: float = 0.1,
+    saturation: float = 0.1,
+    alphastd: float = 0.05,
+) -> torch.Tensor:
+    """The robustness library's ``TRAIN_TRANSFORMS_IMAGENET`` (``robustness/data_augmentation.py``
+    L40-51 at a954124) on a batch, in its order: :func:`random_resized_crop` to ``size`` (scale
+    (0.08, 1), ratio (3/4, 4/3)), :func:`random_flip` (p 0.5), :func:`color_jitter` (brightness,
+    contrast, saturation; 0.1 each), then :func:`lighting` (``alphastd`` 0.05, ``IMAGENET_PCA``).
+    The library's ToTensor (L48) sits between ColorJitter and Lighting; here images are floats in
+    [0, 1] throughout, so the library's PIL uint8 rounding after each jitter step is not
+    reproduced. The jitter is torchvision's ColorJitter: its three adjustments in an order drawn
+    per call (torchvision 0.29.1 ``transforms.py`` L1259 ``fn_idx = torch.randperm(4)``, hue
+    skipped as None), which :func:`color_jitter` reproduces with an order drawn per image, each
+    step clamped to [0, 1]. Lighting is not clamped (see :func:`lighting`), so outputs can lie
+    slightly outside [0, 1], as the library's. Jitter factors 0 and ``alphastd`` 0 leave the
+    crop and flip alone (the crop and flip are the generator's first draws)."""
+    x = random_flip(random_resized_crop(x, size, gen), gen)
+    x = color_jitter(x, brightness, contrast, saturation, gen)
+    return lighting(x, alphastd, IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, gen)
+
+
 def augment_batch(x: torch.Tensor, augment: str, gen: torch.Generator, size: int | tuple[int, int] | None = None) -> torch.Tensor:
     """``x`` (n, c, h, w) in [0, 1] after the ``augment`` recipe, drawn from ``gen``. ``size``
-    (an int for a square, or (height, width)) is the output size of ``resized_crop_flip``; None
-    (the default) means the input's own (h, w). The other recipes keep the input's size, so for
-    them ``size`` must be None or that size."""
+    (an int for a square, or (height, width)) is the output size of ``resized_crop_flip`` and
+    ``imagenet``; None (the default) means the input's own (h, w). The other recipes keep the
+    input's size, so for them ``size`` must be None or that size. Every recipe's output is in
+    [0, 1] except ``imagenet``'s, whose unclamped lighting noise (as the library's) can move it
+    slightly outside; ``imagenet`` needs RGB (3-channel) images."""
     if augment not in AUGMENTS:
         raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
     out_size = tuple(x.shape[-2:]) if size is None else _size2(size)
     if augment == "resized_crop_flip":
         return random_flip(random_resized_crop(x, out_size, gen), gen)
+    if augment == "imagenet":
+        return imagenet_augment(x, out_size, gen)
     if out_size != tuple(x.shape[-2:]):
         raise ValueError(f"augment {augment!r} keeps the input's size {tuple(x.shape[-2:])}; got size {size!r}")
     if augment == "none":
