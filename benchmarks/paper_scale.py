@@ -24,7 +24,7 @@ from robustlens.config import dataset_shape, deep_update, expand_models, n_test_
 from robustlens.tasks import DATASET_TASKS, dataset_task_spec, parse_task
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = ["cifar10-universality", "imagenet-universality", "imagenet-transfer", "robustbench-filters"]
+CONFIGS = ["cifar10-universality", "imagenet-universality", "imagenet-transfer", "robustbench-filters", "imagenet100-universality"]
 #: Forward GFLOPs (multiply-adds x 2) per image at the config's image size: torchvision's model
 #: docs (ResNet-18 1.82 GFLOPS, ResNet-50 4.09 at 224 px), He et al. 2016's CIFAR ResNet-18
 #: (0.56 at 32 px), Zagoruyko & Komodakis 2016 (WRN-28-10 5.25 at 32 px), Gowal et al. 2020

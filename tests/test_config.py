@@ -131,9 +131,28 @@ def test_imagefolder_needs_root_and_caps():
 PAPER_CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
-def test_the_four_paper_configs_exist():
-    assert {p.name for p in PAPER_CONFIGS} >= {
-        "cifar10-universality.yaml", "imagenet-universality.yaml", "imagenet-transfer.yaml", "robustbench-filters.yaml"}
+def test_the_five_paper_configs_exist():
+    assert {p.name for p in PAPER_CONFIGS} >= {"cifar10-universality.yaml", "imagenet-universality.yaml", "imagenet-transfer.yaml",
+                                               "robustbench-filters.yaml", "imagenet100-universality.yaml"}
+
+
+#: The robustness library's training defaults (github.com/MadryLab/robustness at a954124):
+#: robustness/defaults.py:14-19 (CIFAR), :26-31 (ImageNet; CustomImageNet :44-49 the same), lr
+#: :71, momentum :73, step-lr-gamma :75, attack-steps :92, use-best :96, random-start :98;
+#: plain SGD (train.py:82-83); data_augmentation.py:68-74 (CIFAR), :40-51 (ImageNet).
+_STEP = {"kind": "step", "step_epochs": 50, "gamma": 0.1}
+LIBRARY_CIFAR = {"epochs": 150, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,
+                 "schedule": _STEP, "attack_steps": 7, "attack_random_start": False, "attack_use_best": True, "augment": "cifar"}
+LIBRARY_IMAGENET = {**LIBRARY_CIFAR, "epochs": 200, "batch_size": 256, "weight_decay": 1e-4, "augment": "imagenet"}
+TRAINING_CONFIGS = {"cifar10-universality": LIBRARY_CIFAR, "robustbench-filters": LIBRARY_CIFAR,
+                    "imagenet100-universality": LIBRARY_IMAGENET}
+
+
+@pytest.mark.parametrize("name", TRAINING_CONFIGS)
+def test_paper_configs_that_train_use_the_robustness_librarys_recipe(name):
+    training = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())["training"]
+    assert {key: training.get(key) for key in TRAINING_CONFIGS[name]} == TRAINING_CONFIGS[name]
+    assert training["validation"]["select"] == "best_robust_val"
 
 
 @pytest.mark.parametrize("path", PAPER_CONFIGS, ids=[p.stem for p in PAPER_CONFIGS])

@@ -467,3 +467,30 @@ def test_imagefolder_train_and_test_come_from_their_folders_fixed_by_the_seed(tm
     assert np.all(data["x_train"][:, 0] == 40) and np.all(data["x_test"][:, 0] == 200)
     again = prepare_dataset(spec)
     assert all(np.array_equal(again[key], data[key]) for key in data)
+
+
+def test_train_image_size_stores_whole_centre_squares_and_the_test_split_as_evaluated(tmp_path):
+    """dataset.train_image_size: training images are torchvision's Resize(S) + CenterCrop(S)
+    (the whole centre square, what random resized crops are cut from), test images the
+    evaluation transform at image_size; ImageNet-100's shipped list names its labels."""
+    from torchvision import datasets, transforms
+
+    from robustlens.data import prepare_dataset
+    from robustlens.imagefolder import IMAGENET100, class_list
+
+    hundred = class_list(IMAGENET100, 100)
+    assert len(hundred) == 100 == len(set(hundred)) and hundred == sorted(hundred) and set(hundred) <= set(imagenet_classes())
+    classes = [hundred[0], hundred[57]]
+    make_imagefolder(tmp_path, classes, n_train_per_class=4, n_val_per_class=3, seed=1)
+    (tmp_path / "subset.txt").write_text("\n".join(classes) + "\n")
+    spec = {"source": "imagefolder", "root": str(tmp_path), "classes": IMAGENET100, "num_classes": 100,
+            "classes_file": str(tmp_path / "subset.txt"), "image_size": 24, "train_image_size": 30, "split_seed": 0}
+    parts = prepare_dataset(spec)
+    assert parts["x_train"].shape == (8, 3, 30, 30) and parts["x_test"].shape == (6, 3, 24, 24)
+    assert sorted(set(parts["y_train"].tolist())) == [0, 57]  # positions in ImageNet-100's list
+    square = datasets.ImageFolder(tmp_path / "train", transform=transforms.Compose(
+        [transforms.Resize(30), transforms.CenterCrop(30), transforms.PILToTensor()]))
+    np.testing.assert_array_equal(parts["x_train"], np.stack([x.numpy() for x, _ in square]))
+    evaluated = datasets.ImageFolder(tmp_path / "val", transform=transforms.Compose(
+        [transforms.Resize(27), transforms.CenterCrop(24), transforms.PILToTensor()]))
+    np.testing.assert_array_equal(parts["x_test"], np.stack([x.numpy() for x, _ in evaluated]))

@@ -240,3 +240,108 @@ def test_bf16_and_channels_last_training_keep_float32_weights_in_the_default_lay
     assert distance(nhwc, fp32) < 0.02 and distance(bf16, fp32) > 5 * distance(nhwc, fp32), (distance(nhwc, fp32), distance(bf16, fp32))
     assert runs["bf16"][1]["training_compute"] == {"precision": "bf16", "channels_last": False}
     assert runs["fp32"][1]["training_compute"] == {"precision": "fp32", "channels_last": False}
+
+
+def test_streamed_training_equals_in_memory_training(digits, tmp_path):
+    """training.stream reads each batch's rows from the dataset cache; on 8-bit images it gives
+    bit for bit the model, history and metrics of training on the split held in memory (the
+    same float32 values, batches, validation split and selection)."""
+    from robustlens.data import load_dataset, save_dataset
+    from robustlens.npz_rows import NpzRows
+
+    configure_torch(1)
+    as_uint8 = {k: (np.round(v * 255).astype(np.uint8) if k.startswith("x_") else v) for k, v in digits.items()}
+    path = tmp_path / "digits8.npz"
+    save_dataset(as_uint8, path)
+    spec = {"id": "s", "arch": ARCH, "eps": 1.0, "norm": "l2", "seed": 3}
+    training = _short_training(epochs=3, augment="crop_flip", validation={"fraction": 0.2, "select": "best_robust_val", "every": 1})
+    evaluation = {**EVALUATION, "steps": 3, "restarts": 0}
+    memory_model, memory_metrics = train_and_evaluate(spec, load_dataset(path), training, evaluation, torch.device("cpu"),
+                                                      progress=False, resume_path=str(tmp_path / "a.pt"))
+    test_only = load_dataset(path, "test")
+    assert "x_train" not in test_only
+    stream_model, stream_metrics = train_and_evaluate(spec, test_only, {**training, "stream": True}, evaluation, torch.device("cpu"),
+                                                      progress=False, train_rows=NpzRows(path, "x_train"), resume_path=str(tmp_path / "b.pt"))
+    for (name, a), b in zip(memory_model.state_dict().items(), stream_model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert stream_metrics["history"] == memory_metrics["history"]
+    assert stream_metrics["robust_accuracy"] == memory_metrics["robust_accuracy"]
+
+
+def test_streamed_images_are_the_cache_rows_as_float(tmp_path):
+    from robustlens.data import as_float, save_dataset
+    from robustlens.npz_rows import NpzRows
+    from robustlens.streaming import StreamedImages
+
+    x = np.random.default_rng(0).integers(0, 256, (20, 3, 4, 4), dtype=np.uint8)
+    save_dataset({"x_train": x, "y_train": np.zeros(20, np.int64)}, tmp_path / "d.npz")
+    index = np.array([7, 3, 11, 0])
+    images = StreamedImages(NpzRows(tmp_path / "d.npz", "x_train"), index, torch.device("cpu"))
+    assert len(images) == 4
+    expected = as_float(x[index])
+    assert torch.equal(images[torch.tensor([2, 0])], torch.from_numpy(expected[[2, 0]]))
+    assert torch.equal(images[1:3], torch.from_numpy(expected[1:3]))
+    assert images[np.array([3])].dtype == torch.float32
+
+
+def test_training_images_stored_larger_are_cropped_to_the_models_input(digits, tmp_path):
+    """dataset.train_image_size: stored training images larger than the model's input. Without
+    a random resized crop the model trains and validates on their centre crop: bit for bit the
+    model trained on images stored at the input size, in memory and streamed."""
+    from robustlens.data import load_dataset, save_dataset
+    from robustlens.npz_rows import NpzRows
+
+    configure_torch(1)
+    as_uint8 = {k: (np.round(v * 255).astype(np.uint8) if k.startswith("x_") else v) for k, v in digits.items()}
+    padded = {**as_uint8, "x_train": np.pad(as_uint8["x_train"], ((0, 0), (0, 0), (3, 3), (3, 3)), constant_values=7)}
+    save_dataset(as_uint8, tmp_path / "plain.npz")
+    save_dataset(padded, tmp_path / "padded.npz")
+    spec = {"id": "c", "arch": ARCH, "eps": 0.5, "norm": "l2", "seed": 1}
+    training = _short_training(epochs=2, validation={"fraction": 0.2, "select": "best_robust_val", "every": 1})
+    evaluation = {**EVALUATION, "steps": 2, "restarts": 0}
+    runs = [
+        train_and_evaluate(spec, load_dataset(tmp_path / "plain.npz"), training, evaluation, torch.device("cpu"), progress=False),
+        train_and_evaluate(spec, load_dataset(tmp_path / "padded.npz"), training, evaluation, torch.device("cpu"), progress=False,
+                           input_size=16),
+        train_and_evaluate(spec, load_dataset(tmp_path / "padded.npz", "test"), {**training, "stream": True}, evaluation,
+                           torch.device("cpu"), progress=False, input_size=16, train_rows=NpzRows(tmp_path / "padded.npz", "x_train")),
+    ]
+    for model, metrics in runs[1:]:
+        for (name, a), b in zip(runs[0][0].state_dict().items(), model.state_dict().values()):
+            assert torch.equal(a, b), name
+        assert metrics["history"] == runs[0][1]["history"]
+
+
+@pytest.mark.parametrize("augment", ["resized_crop_flip", "imagenet"])
+def test_random_resized_crops_are_cut_at_the_models_input_size(augment):
+    from robustlens.augment import augment_batch
+    from robustlens.runtime import generator
+    from robustlens.train import training_view
+
+    x = torch.rand(4, 3, 20, 20, generator=generator(0))
+    view = training_view(x, augment, generator(5), 12)
+    assert view.shape == (4, 3, 12, 12)
+    assert torch.equal(view, augment_batch(x, augment, generator(5), size=12))
+    assert torch.equal(training_view(x, "none", generator(5), 12), x[..., 4:16, 4:16])  # the centre crop
+
+
+def test_imagenet_resnets_trained_here_load_url_checkpoints_of_their_architecture():
+    """The torchvision ResNets trained in the workflow have the modules of a url checkpoint of
+    the same architecture (robustlens.sources.build_url), so the weights of one load into the
+    other; ImageNet's normalisation is inside."""
+    from robustlens.resnet import IMAGENET_MEAN, IMAGENET_STD
+    from robustlens.sources import build_url
+    from robustlens.zoo import build_architecture
+
+    arch = {"name": "resnet18", "in_channels": 3, "num_classes": 10, "widths": [64, 128, 256, 512], "convs_per_block": 2}
+    torch.manual_seed(0)
+    trained = build_architecture(arch).eval()
+    zoo = build_url({"id": "z", "arch": {"name": "resnet18", "num_classes": 10}, "dataset": "imagenet"}).eval()
+    zoo.load_state_dict(trained.state_dict())
+    x = torch.rand(2, 3, 40, 40)
+    assert torch.equal(zoo(x), trained(x))
+    assert trained.normalize.mean.flatten().tolist() == pytest.approx(IMAGENET_MEAN)
+    assert trained.normalize.std.flatten().tolist() == pytest.approx(IMAGENET_STD)
+    assert trained.representation_layers() == ["layer1", "layer2", "layer3", "layer4", "penultimate", "logits"]
+    with pytest.raises(ValueError, match="stage widths"):
+        build_architecture({**arch, "widths": [32, 64, 128, 256]})

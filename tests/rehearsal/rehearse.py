@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE))
 
 #: Snakemake beside this interpreter (the project's venv), or the one $SNAKEMAKE names.
 SNAKEMAKE = Path(os.environ.get("SNAKEMAKE") or Path(sys.executable).with_name("snakemake"))
-CONFIGS = ["cifar10-universality", "imagenet-universality", "imagenet-transfer", "robustbench-filters"]
+CONFIGS = ["cifar10-universality", "imagenet-universality", "imagenet-transfer", "robustbench-filters", "imagenet100-universality"]
 PEAK = re.compile(r"^robustlens: peak memory (\d+) MB$", re.M)
 
 #: Jobs per rule of a dry run of each full config (no overlay), counted from the config by hand.
@@ -58,6 +58,11 @@ EXPECTED_JOBS = {
     "imagenet-transfer": {"fetch_weights": 20, "zoo_model": 20, "extract_natural": 20, "make_probe": 8,
                           "retrain_heads": 4, "compare_similarity": 3, "extract_filters": 20, "transfer": 20,
                           "transfer_task": 2, "fetch_dataset": 2},
+    # 5 eps x 3 seeds = 15 trained models; 5 x C(3, 2) = 15 same-eps pairs, every model in one;
+    # 2 made probes each; transfer: seed 0 of each eps (5 models), 1 task.
+    "imagenet100-universality": {"prepare_dataset": 1, "train_model": 15, "extract_natural": 15, "make_probe": 30,
+                                 "retrain_heads": 15, "compare_similarity": 15, "compare_predictive": 3,
+                                 "extract_filters": 15, "transfer": 5, "transfer_task": 1},
     # 3 trained + 7 RobustBench = 10 models, all 45 pairs; transfer on the models of seed 0 (the
     # trained one of seed 0 and the 7 zoo models, whose seed is 0), 2 tasks.
     "robustbench-filters": {"fetch_dataset": 1, "train_model": 3, "fetch_weights": 7, "zoo_model": 7,
@@ -111,10 +116,10 @@ def declared_jobs(output: str) -> list[dict]:
 # --------------------------------------------------------------------------- inputs
 
 
-def imagenet_classes() -> list[str]:
-    import robustlens
+def imagenet_classes(name: str = "imagenet") -> list[str]:
+    from robustlens.imagefolder import imagenet_classes as shipped
 
-    return (Path(robustlens.__file__).parent / "imagenet_classes.txt").read_text().split()
+    return shipped(name)
 
 
 def make_inputs(name: str, workdir: Path, inputs: Path) -> None:
@@ -124,10 +129,11 @@ def make_inputs(name: str, workdir: Path, inputs: Path) -> None:
 
     spec = overlay(name, inputs)
     if spec["dataset"].get("root"):
-        classes = imagenet_classes()
-        subset = [classes[i] for i in (0, 1, 207, 511, 999)]  # tench ... toilet tissue
-        make_imagefolder(inputs / "imagenet", subset, n_train_per_class=8, n_val_per_class=6, seed=0)
-        (inputs / "imagenet-subset.txt").write_text("\n".join(subset) + "\n")
+        folder = Path(spec["dataset"]["root"]).name  # imagenet or imagenet100
+        classes = imagenet_classes(folder)
+        subset = [classes[i] for i in (0, 1, len(classes) // 5, len(classes) // 2, len(classes) - 1)]  # ImageNet: tench ... toilet tissue
+        make_imagefolder(inputs / folder, subset, n_train_per_class=8, n_val_per_class=6, seed=0)
+        (inputs / f"{folder}-subset.txt").write_text("\n".join(subset) + "\n")
     else:
         make_cifar(workdir / "data" / "datasets", "cifar10", n_train=200, n_test=60, seed=0)
     from robustlens.tasks import parse_task
@@ -292,35 +298,68 @@ def growth_check(base: Path, device: str | None, n: int = 2500, tolerance: float
     (+176 MB declared for extract_natural and make_probe) stands clear of that noise; at 1500
     (+105 MB) three CI runs measured make_probe at +99 to +179 and extract_natural at +45 to +104.
     The jobs run with :data:`GROWTH_ENV`."""
+    model = "smallcnn-l2-eps0.5-s0"
+    targets = [f"results/activations/natural/cifar10/{model}.zarr", f"results/probes/adversarial/{model}.zarr"]
+    return _growth(base, device, "growth", GROWTH_RULES, lambda k: (200, k * n), {}, targets, model,
+                   f"{n} to {4 * n} test images", tolerance, floor_mb)
+
+
+def training_growth_check(base: Path, device: str | None, n: int = 2500, tolerance: float = 0.3,
+                          floor_mb: int = 50) -> tuple[list[dict], list[str]]:
+    """train_model at n and 4n training images, with the split in memory and streamed
+    (training.stream): in memory its peak grows as its mem_mb does (2.25 float32 copies of the
+    split); streamed, neither grows (a batch is held, not the split)."""
+    model = "smallcnn-l2-eps0.5-s0"
+    table, problems = [], []
+    for stream in (False, True):
+        # validation: a quarter, so that both sizes validate in full batches of 512 (a smaller
+        # validation split attacks in smaller batches, and those activations would grow with n)
+        training = {"epochs": 1, "attack_steps": 1, "stream": stream, "validation": {"fraction": 0.25}}
+        small_test = {"training": training, "probes": {"inverted": {"n_samples": 100}}, "comparison": {"rtd": {"batch": 100}}}
+        rows, found = _growth(base, device, f"train-{'stream' if stream else 'memory'}", ["train_model"], lambda k: (k * n, 500),
+                              small_test, [f"results/models/{model}/checkpoint.pt"], model,
+                              f"{n} to {4 * n} training images ({'streamed' if stream else 'in memory'})", tolerance, floor_mb)
+        table += [{**row, "rule": f"train_model ({'streamed' if stream else 'in memory'})"} for row in rows]
+        problems += found
+    return table, problems
+
+
+def _growth(base: Path, device: str | None, tag: str, rules: list[str], sizes, extra: dict, targets: list[str], model: str,
+            what: str, tolerance: float, floor_mb: int) -> tuple[list[dict], list[str]]:
+    """Run ``targets`` of the CIFAR-10 config with GROWTH_OVERLAY (and ``extra``) on ``sizes(k)``
+    = (training, test) images for k = 1 and 4; compare the growth of the ``rules``' measured
+    peaks with that of their declared mem_mb."""
     from make_inputs import make_cifar
 
     peaks: dict[str, dict[int, int]] = {}
     declared: dict[str, dict[int, int]] = {}
     for k in (1, 4):
-        workdir = base / f"growth-{k}n"
+        n_train, n_test = sizes(k)
+        workdir = base / f"{tag}-{k}n"
         shutil.rmtree(workdir, ignore_errors=True)
-        make_cifar(workdir / "data" / "datasets", "cifar10", n_train=200, n_test=k * n, seed=0)
+        make_cifar(workdir / "data" / "datasets", "cifar10", n_train=n_train, n_test=n_test, seed=0)
         overlay_path = workdir / "growth.yaml"
-        overlay_path.write_text(yaml.safe_dump({**GROWTH_OVERLAY, "dataset": {"max_train": 200, "max_test": k * n}}))
-        model = "smallcnn-l2-eps0.5-s0"
-        targets = [f"results/activations/natural/cifar10/{model}.zarr", f"results/probes/adversarial/{model}.zarr"]
+        overlay = {**GROWTH_OVERLAY, **extra, "dataset": {"max_train": n_train, "max_test": n_test}}
+        overlay["training"] = {**GROWTH_OVERLAY["training"], **extra.get("training", {})}
+        overlay["comparison"] = {**GROWTH_OVERLAY["comparison"], "rtd": {**GROWTH_OVERLAY["comparison"]["rtd"], **extra.get("comparison", {}).get("rtd", {})}}
+        overlay_path.write_text(yaml.safe_dump(overlay))
         proc = snakemake(workdir, *targets, "--cores", "1", configfiles=[REPO / "configs" / "cifar10-universality.yaml", overlay_path],
                          device=device, log=workdir / "snakemake.log", env=GROWTH_ENV)
         if proc.returncode != 0:
-            return [], [f"growth run at {k}n failed; see {workdir / 'snakemake.log'}"]
+            return [], [f"growth run at {k}n ({what}) failed; see {workdir / 'snakemake.log'}"]
         rows, _ = peak_memory(workdir, declared_jobs(proc.stdout + proc.stderr))
         for row in rows:
-            if row["rule"] in GROWTH_RULES and (row["rule"] != "train_model" or model in row["log"]):
+            if row["rule"] in rules and (row["rule"] != "train_model" or model in row["log"]):
                 peaks.setdefault(row["rule"], {})[k] = row["peak_mb"]
                 declared.setdefault(row["rule"], {})[k] = row["mem_mb"]
     table, problems = [], []
-    for rule in GROWTH_RULES:
+    for rule in rules:
         measured = peaks[rule][4] - peaks[rule][1]
         expected = declared[rule][4] - declared[rule][1]
-        table.append({"rule": rule, "n": n, "peak_n": peaks[rule][1], "peak_4n": peaks[rule][4], "measured_growth_mb": measured,
+        table.append({"rule": rule, "what": what, "peak_n": peaks[rule][1], "peak_4n": peaks[rule][4], "measured_growth_mb": measured,
                       "declared_n": declared[rule][1], "declared_4n": declared[rule][4], "declared_growth_mb": expected})
         if abs(measured - expected) > max(tolerance * expected, floor_mb):
-            problems.append(f"memory growth of {rule} from {n} to {4 * n} test images: measured {measured} MB, "
+            problems.append(f"memory growth of {rule} from {what}: measured {measured} MB, "
                             f"its mem_mb grows by {expected} MB (more than {tolerance:.0%} apart)")
     return table, problems
 
@@ -392,10 +431,12 @@ def main(argv=None) -> int:
               + (f"; largest peak {peak['peak_mb']} MB ({peak['rule']}, declared {peak['mem_mb']} MB)" if peak else "")
               + (f"; tightest {tight['peak_mb']}/{tight['mem_mb']} MB ({tight['rule']})" if tight else ""), flush=True)
     if not args.no_growth:
-        print("== memory growth at n and 4n test images", flush=True)
+        print("== memory growth at n and 4n test images, and at n and 4n training images", flush=True)
         table, problems = growth_check(base, args.device)
+        more_rows, more_problems = training_growth_check(base, args.device)
+        table, problems = table + more_rows, problems + more_problems
         for row in table:
-            print(f"  {row['rule']}: peak {row['peak_n']} -> {row['peak_4n']} MB (+{row['measured_growth_mb']}), "
+            print(f"  {row['rule']}, {row['what']}: peak {row['peak_n']} -> {row['peak_4n']} MB (+{row['measured_growth_mb']}), "
                   f"declared {row['declared_n']} -> {row['declared_4n']} MB (+{row['declared_growth_mb']})", flush=True)
         for problem in problems:
             print(f"  FAIL {problem}", flush=True)

@@ -13,6 +13,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from robustlens.runtime import autocast, memory_format
+from robustlens.streaming import StreamedImages
 from robustlens.zoo import LOGITS, PENULTIMATE
 
 SPATIAL = ("avgpool", "flatten")
@@ -62,7 +63,7 @@ def extract_activations(
     layout = memory_format(channels_last)
     model = model.to(device, memory_format=layout).eval()
     device = torch.device(device)
-    x = torch.as_tensor(x)
+    x = x if isinstance(x, StreamedImages) else torch.as_tensor(x)  # streamed: read per batch
     captured: dict[str, torch.Tensor] = {}
     hooks = []
     modules = model.representation_modules()

@@ -143,7 +143,7 @@ def representation_layers(arch: dict) -> list[str]:
         if arch["source"] != "train":
             return [*arch["layers"], "penultimate", "logits"]
         arch = arch["arch"]
-    if arch["name"] == "resnet18_cifar":
+    if arch["name"] in ("resnet18_cifar", "resnet18", "resnet50"):
         return ["layer1", "layer2", "layer3", "layer4", "penultimate", "logits"]
     return [f"block{i + 1}" for i in range(len(arch["widths"]))] + ["penultimate", "logits"]
 
@@ -176,6 +176,8 @@ def _model_list_errors(config: dict) -> list[str]:
     arch = config["architecture"]
     if arch["name"] == "resnet18_cifar" and (len(arch["widths"]) != 4 or arch["convs_per_block"] != 2):
         errors.append(f"key 'architecture.widths' = {arch['widths']!r}: resnet18_cifar needs 4 stage widths and convs_per_block 2")
+    if arch["name"] in ("resnet18", "resnet50") and list(arch["widths"]) != [64, 128, 256, 512]:
+        errors.append(f"key 'architecture.widths' = {arch['widths']!r}: torchvision's {arch['name']} has stage widths [64, 128, 256, 512]")
     return errors
 
 

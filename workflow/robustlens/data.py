@@ -123,7 +123,9 @@ def prepare_dataset(spec: dict, root: str | Path = DATASETS_DIR) -> dict[str, np
     sklearn_digits and shapes are split by ``test_fraction`` (float32 images); torchvision
     datasets and image folders keep their own split, capped by ``max_train``/``max_test``
     (uint8 images). Image folders: train/ is the training split, val/ the test split; labels
-    index ``classes`` (default ImageNet's list), ``classes_file`` selects a subset."""
+    index ``classes`` (default ImageNet's list), ``classes_file`` selects a subset;
+    ``train_image_size`` stores the training split as whole centre squares of that side (what
+    random resized crops are cut from), the test split at ``image_size`` as evaluated."""
     source = spec["source"]
     size, seed = spec["image_size"], spec["split_seed"]
     if source in TORCHVISION or source == "imagefolder":
@@ -141,7 +143,9 @@ def prepare_dataset(spec: dict, root: str | Path = DATASETS_DIR) -> dict[str, np
         for part, train in (("train", True), ("test", False)):
             limit = spec.get(f"max_{part}")
             if source == "imagefolder":
-                x, y = load_imagefolder(spec["root"], "train" if train else "val", size, classes, limit, seed, subset)
+                square = train and bool(spec.get("train_image_size"))  # the centre square random crops are cut from
+                x, y = load_imagefolder(spec["root"], "train" if train else "val", spec["train_image_size"] if square else size,
+                                        classes, limit, seed, subset, square=square)
             else:
                 x, y = _cap(*load_torchvision(source, train, size, root), limit, seed)
             parts[f"x_{part}"], parts[f"y_{part}"] = x, y

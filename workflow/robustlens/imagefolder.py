@@ -15,14 +15,20 @@ import numpy as np
 
 #: ``dataset.classes`` value that names ImageNet's class list.
 IMAGENET = "imagenet"
+#: ``dataset.classes`` value that names ImageNet-100 (the 100 wnids of Tian et al. 2020, CMC:
+#: github.com/HobbitLong/CMC imagenet100.txt at 7b227be, sorted: the label order torchvision's
+#: ImageFolder gives a folder of those classes).
+IMAGENET100 = "imagenet100"
+#: Class lists shipped with robustlens, by name.
+NAMED_CLASS_LISTS = {IMAGENET: "imagenet_classes.txt", IMAGENET100: "imagenet100_classes.txt"}
 
 
-def imagenet_classes() -> list[str]:
-    """ImageNet-1k's 1000 wnids in the standard label order (package data, from timm's
-    ``imagenet_synsets.txt``)."""
+def imagenet_classes(name: str = IMAGENET) -> list[str]:
+    """A shipped class list (:data:`NAMED_CLASS_LISTS`): ImageNet-1k's 1000 wnids in the
+    standard label order (from timm's ``imagenet_synsets.txt``), or ImageNet-100's."""
     from importlib.resources import files
 
-    return files("robustlens").joinpath("imagenet_classes.txt").read_text().split()
+    return files("robustlens").joinpath(NAMED_CLASS_LISTS[name]).read_text().split()
 
 
 def read_class_list(path: str | Path, key: str = "dataset.classes") -> list[str]:
@@ -47,7 +53,7 @@ def class_list(classes: str | None, num_classes: int = 1000) -> list[str]:
                 f"class folders in label order (the default, 'imagenet', has 1000 classes)"
             )
         classes = IMAGENET
-    names = imagenet_classes() if classes == IMAGENET else read_class_list(classes)
+    names = imagenet_classes(classes) if classes in NAMED_CLASS_LISTS else read_class_list(classes)
     if len(names) > num_classes:
         raise ValueError(f"dataset.classes = {classes!r} lists {len(names)} classes, more than dataset.num_classes = {num_classes}")
     return names
@@ -97,25 +103,33 @@ def resize_centre_crop(img, image_size: int):
     """ImageNet's evaluation transform on a PIL image: short side bilinearly resized to
     round(image_size * 256 / 224) (256 for 224), then a centre crop of image_size x image_size,
     with torchvision's Resize(int) / CenterCrop rounding."""
+    return centre_square(img, int(round(image_size * 256 / 224)), image_size)
+
+
+def centre_square(img, resize: int, crop: int):
+    """The short side of a PIL image bilinearly resized to ``resize``, then a centre crop of
+    ``crop`` x ``crop`` (torchvision's Resize(int) / CenterCrop rounding). ``crop = resize``
+    keeps the whole centre square: the training images that random resized crops are cut from
+    (``dataset.train_image_size``)."""
     from PIL import Image
 
-    resize = int(round(image_size * 256 / 224))
     w, h = img.size
     if w <= h:
         size = (resize, int(resize * h / w))
     else:
         size = (int(resize * w / h), resize)
     img = img.resize(size, Image.BILINEAR)
-    left, top = int(round((size[0] - image_size) / 2.0)), int(round((size[1] - image_size) / 2.0))
-    return img.crop((left, top, left + image_size, top + image_size))
+    left, top = int(round((size[0] - crop) / 2.0)), int(round((size[1] - crop) / 2.0))
+    return img.crop((left, top, left + crop, top + crop))
 
 
 def load_imagefolder(
     root: str | Path, split: str, image_size: int, classes: list[str], limit: int | None, seed: int,
-    subset: list[str] | None = None,
+    subset: list[str] | None = None, square: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``limit`` images (stratified, fixed by ``seed``) of ``root/split``, converted to RGB
-    (grayscale and CMYK by PIL), resized and centre cropped (:func:`resize_centre_crop`).
+    (grayscale and CMYK by PIL), resized and centre cropped (:func:`resize_centre_crop`; with
+    ``square``, the whole centre square at ``image_size``: :func:`centre_square`).
     Returns images (n, 3, image_size, image_size) uint8 and labels (indices into ``classes``)."""
     from PIL import Image
 
@@ -126,5 +140,7 @@ def load_imagefolder(
     images = np.empty((len(idx), 3, image_size, image_size), dtype=np.uint8)
     for j, i in enumerate(idx):
         with Image.open(files[i]) as img:
-            images[j] = np.asarray(resize_centre_crop(img.convert("RGB"), image_size)).transpose(2, 0, 1)
+            rgb = img.convert("RGB")
+            cropped = centre_square(rgb, image_size, image_size) if square else resize_centre_crop(rgb, image_size)
+            images[j] = np.asarray(cropped).transpose(2, 0, 1)
     return images, labels[idx]

@@ -152,7 +152,7 @@ class TaskInputModel(RepresentationModel):
         to the model's size (Salman et al.'s TRAIN_TRANSFORMS: RandomResizedCrop(size) and a
         flip); the other recipes augment at the task's size, then :meth:`model_input`."""
         x = self._channels(x)
-        if augment == "resized_crop_flip":
+        if augment in ("resized_crop_flip", "imagenet"):  # random resized crops, cut at the model's size
             return augment_batch(x, augment, gen, size=self.size)
         return self.model_input(augment_batch(x, augment, gen))
 

@@ -1,5 +1,6 @@
-"""The CIFAR-style ResNet-18 of the universality study (Klabunde, Caspari, Lemmerich), trained in
-the workflow at L2 eps 0, 0.25, 0.5, 1, 2, 3.
+"""The ResNets trained in the workflow: the CIFAR-style ResNet-18 of the universality study
+(Klabunde, Caspari, Lemmerich) at L2 eps 0, 0.25, 0.5, 1, 2, 3, and torchvision's ImageNet
+ResNet-18 / ResNet-50 (:class:`ImageNetResNet`) for its ImageNet-100 models.
 
 The architecture of the robustness library (Engstrom et al. 2019) the robust CIFAR-10 models
 of Salman et al. 2020 and the universality paper come from: a 3x3 stem convolution (no max
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustlens.modules import InputNormalization, RepresentationModel
+from robustlens.modules import InputNormalization, RepresentationModel, WrappedModel
 
 
 class BasicBlock(nn.Module):
@@ -70,3 +71,27 @@ class CifarResNet18(RepresentationModel):
         for name in self.block_names:
             h = getattr(self, name)(h)
         return h.mean(dim=(2, 3))
+
+
+#: ImageNet's input normalisation (torchvision's and the robustness library's).
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+#: Stage widths of the torchvision ResNets (fixed: the ``architecture.widths`` a config gives
+#: them must be these).
+TORCHVISION_WIDTHS = (64, 128, 256, 512)
+
+
+class ImageNetResNet(WrappedModel):
+    """torchvision's ResNet-18 or ResNet-50 (7x7 stride-2 stem and max pooling, for ImageNet-size
+    inputs), freshly initialised, as a model trained in the workflow (the ImageNet-100 models of
+    the universality study): block layers ``layer1..layer4``, the ``fc`` classifier as ``head``,
+    ImageNet's normalisation inside. The same modules as a ``url`` checkpoint of that
+    architecture, so either loads into the other."""
+
+    def __init__(self, depth: str, in_channels: int, num_classes: int, widths=TORCHVISION_WIDTHS, convs_per_block: int = 2,
+                 mean: list[float] | None = None, std: list[float] | None = None):
+        import torchvision
+
+        if tuple(widths) != TORCHVISION_WIDTHS or in_channels != 3:
+            raise ValueError(f"{depth} has stage widths {list(TORCHVISION_WIDTHS)} and 3 input channels, got {list(widths)}, {in_channels}")
+        backbone = getattr(torchvision.models, depth)(weights=None, num_classes=num_classes)
+        super().__init__(backbone, ["layer1", "layer2", "layer3", "layer4"], "fc", mean or IMAGENET_MEAN, std or IMAGENET_STD)

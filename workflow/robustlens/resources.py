@@ -81,7 +81,7 @@ FILTER_EXTRACTION_PER_WEIGHT_BYTE = 12
 FILTER_TABLE_PER_STORE_BYTE = 28
 #: Parameters (millions) of the architectures robustlens builds itself; zoo models are read
 #: from their checkpoint files, whose size gives theirs.
-PARAMETERS_M = {"smallcnn": 0.05, "resnet18_cifar": 11.2}
+PARAMETERS_M = {"smallcnn": 0.05, "resnet18_cifar": 11.2, "resnet18": 11.7, "resnet50": 25.6}
 
 
 def with_attempt(mb: float, attempt: int) -> int:

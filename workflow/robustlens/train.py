@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from robustlens.attacks import pgd_attack
 from robustlens.fitting import NonFiniteLossError, Resume, fit
 from robustlens.runtime import autocast, generator, memory_format
+from robustlens.streaming import StreamedImages, centre_crop
 
 
 #: Settings of the ``training`` block with the values the default study was built with; a
@@ -29,7 +30,34 @@ TRAINING_DEFAULTS = {
     "augment": "none",
     "validation": None,
     "resume_minutes": 10,
+    "stream": False,
 }
+
+
+#: Augmentations that cut random resized crops at the model's input size (robustlens.augment).
+CROPPING_AUGMENTS = ("resized_crop_flip", "imagenet")
+
+
+def training_view(x: torch.Tensor, augment: str, gen: torch.Generator, size: int | None) -> torch.Tensor:
+    """A training batch as the model sees it: augmented (``augment``), at the model's input
+    ``size``: random resized crops are cut at that size; other recipes augment the stored
+    images and their centre crop is taken (stored images larger than the input:
+    ``dataset.train_image_size``)."""
+    from robustlens.augment import augment_batch
+
+    if size is None or x.shape[-1] == size:
+        return augment_batch(x, augment, gen)
+    if augment in CROPPING_AUGMENTS:
+        return augment_batch(x, augment, gen, size=size)
+    return centre_crop(augment_batch(x, augment, gen), size)
+
+
+def rows_digest(rows, index: np.ndarray, chunk_rows: int = 4096) -> str:
+    """sha256 of the rows ``index`` of a streamed split, read ``chunk_rows`` at a time."""
+    digest = hashlib.sha256()
+    for start in range(0, len(index), chunk_rows):
+        digest.update(np.ascontiguousarray(rows[index[start : start + chunk_rows]]).tobytes())
+    return digest.hexdigest()
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,7 +73,7 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
 
 def train_model(
     model: torch.nn.Module,
-    x_train: np.ndarray,
+    x_train: "np.ndarray | StreamedImages",
     y_train: np.ndarray,
     *,
     eps: float,
@@ -65,11 +93,12 @@ def train_model(
     attack_use_best: bool = False,
     augment: str = "none",
     validation: dict | None = None,
-    x_val: np.ndarray | None = None,
+    x_val: "np.ndarray | StreamedImages | None" = None,
     y_val: np.ndarray | None = None,
     resume: Resume | None = None,
     precision: str = "fp32",
     channels_last: bool = False,
+    input_size: int | None = None,
     model_id: str = "",
     progress: bool = True,
 ) -> list[dict]:
@@ -88,16 +117,15 @@ def train_model(
     ``precision``: ``bf16`` runs the training step (the training attack and the forward pass)
     under bf16 autocast, the weights and the optimiser staying float32; validation is fp32. ``channels_last``: the model and batches in NHWC
     layout while training (the returned model is back in the default layout, so its checkpoint
-    does not depend on it). Raises :class:`NonFiniteLossError` naming the model, epoch and step
-    when the loss is NaN/Inf.
+    does not depend on it). ``input_size``: the model's input side when the stored training
+    images are larger (:func:`training_view`; validation takes their centre crop). Raises
+    :class:`NonFiniteLossError` naming the model, epoch and step when the loss is NaN/Inf.
     """
-    from robustlens.augment import augment_batch
-
     torch.manual_seed(seed)  # parameter init happened before; this seeds dropout-free layers only
     gen = generator(seed)
     attack_gen = generator(seed + 1_000_003, device)
     augment_gen = generator(seed + 2_000_003, device)
-    x = torch.as_tensor(x_train).to(device)
+    x = x_train if isinstance(x_train, StreamedImages) else torch.as_tensor(x_train).to(device)
     y = torch.as_tensor(y_train).to(device)
     layout = memory_format(channels_last)
     model.to(device, memory_format=layout)
@@ -105,7 +133,7 @@ def train_model(
               "random_init": attack_random_start, "use_best": attack_use_best}
 
     def batch_loss(idx):
-        xb, yb = augment_batch(x[idx], augment, augment_gen).contiguous(memory_format=layout), y[idx]
+        xb, yb = training_view(x[idx], augment, augment_gen, input_size).contiguous(memory_format=layout), y[idx]
         with autocast(device, precision):
             if eps > 0:
                 model.eval()
@@ -124,7 +152,8 @@ def train_model(
         if x_val is None or (epoch % every and epoch != epochs):
             return {}
         model.eval()
-        xv, yv = torch.as_tensor(x_val).to(device), torch.as_tensor(y_val).to(device)
+        xv = x_val if isinstance(x_val, StreamedImages) else centre_crop(torch.as_tensor(x_val).to(device), input_size)
+        yv = torch.as_tensor(y_val).to(device)
         clean = (predict(model, xv).argmax(1) == yv).double().mean().item()
         robust = robust_accuracy(model, xv, yv, eps=eps, norm=norm, steps=attack_steps, restarts=0, seed=seed,
                                  step_size=attack_step_size, random_init=attack_random_start, use_best=attack_use_best)
@@ -223,6 +252,8 @@ def train_and_evaluate(
     progress: bool = True,
     resume_path: str | None = None,
     compute: dict | None = None,
+    train_rows=None,
+    input_size: int | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Build the model ``spec`` describes (initialised with its seed), train it at its eps with
     the ``training`` block (a validation split carved from the training split when it has
@@ -230,27 +261,37 @@ def train_and_evaluate(
     ``metrics["history"]`` holds the training curves. ``resume_path``: where resumable state is
     kept while training (see :class:`robustlens.fitting.Resume`). ``compute``: the config's
     ``precision`` and ``channels_last`` for training (evaluation is fp32); recorded in the
-    metrics."""
+    metrics. ``train_rows``: the training images as :class:`robustlens.npz_rows.NpzRows`
+    (``training.stream``), read per batch instead of from ``dataset["x_train"]``. ``input_size``:
+    the model's input side (the test split's), when training images are stored larger."""
     from robustlens.zoo import build_architecture
 
     settings = {**TRAINING_DEFAULTS, **training}
     compute = {"precision": "fp32", "channels_last": False, **(compute or {})}
-    x_train, y_train, x_val, y_val = dataset["x_train"], dataset["y_train"], None, None
+    y_train, x_val, y_val = dataset["y_train"], None, None
+    keep = np.arange(len(y_train))
     if settings["validation"]:
         val = settings["validation"]
-        keep, held = split_validation(len(x_train), val["fraction"], val.get("seed", 0))
-        x_train, y_train, x_val, y_val = x_train[keep], y_train[keep], x_train[held], y_train[held]
+        keep, held = split_validation(len(y_train), val["fraction"], val.get("seed", 0))
+        y_train, y_val = y_train[keep], y_train[held]
+        x_val = StreamedImages(train_rows, held, device, crop=input_size) if train_rows is not None else dataset["x_train"][held]
+    if train_rows is not None:
+        x_train = StreamedImages(train_rows, keep, device)
+    else:
+        x_train = dataset["x_train"][keep] if settings["validation"] else dataset["x_train"]
     resume = None
     if resume_path is not None:
+        # hashed from the array's own buffer (no copy of the split)
+        images = rows_digest(train_rows, keep) if train_rows is not None else hashlib.sha256(np.ascontiguousarray(x_train).data).hexdigest()
         fingerprint = {"spec": spec, "training": settings, "device": device.type, "compute": compute,
-                       "data": hashlib.sha256(np.ascontiguousarray(x_train).tobytes() + np.ascontiguousarray(y_train).tobytes()).hexdigest()}
+                       "data": hashlib.sha256(images.encode() + np.ascontiguousarray(y_train).tobytes()).hexdigest()}
         resume = Resume(resume_path, fingerprint, 60.0 * settings["resume_minutes"])
     torch.manual_seed(spec["seed"])
     model = build_architecture(spec["arch"])
     history = train_model(
         model, x_train, y_train, eps=spec["eps"], norm=spec["norm"], seed=spec["seed"], device=device,
         x_val=x_val, y_val=y_val, resume=resume, model_id=spec["id"], progress=progress, precision=compute["precision"],
-        channels_last=compute["channels_last"], **training_kwargs(settings),
+        channels_last=compute["channels_last"], input_size=input_size, **training_kwargs(settings),
     )
     metrics = evaluate_with_settings(model, dataset, evaluation, device, progress, spec["id"])
     metrics["history"] = history
@@ -296,6 +337,6 @@ def training_kwargs(training: dict) -> dict:
     job's)."""
     settings = {**TRAINING_DEFAULTS, **training}
     keys = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "attack_steps", "nesterov", "schedule",
-            "attack_step_size", "attack_random_start", "attack_use_best", "augment", "validation")
+            "attack_step_size", "attack_random_start", "attack_use_best", "augment", "validation")  # not stream: the job's
     return {key: settings[key] for key in keys}
 

@@ -12,6 +12,7 @@ representations probed the same way for every source); see :mod:`robustlens.modu
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from torch import nn
 
 from robustlens.checkpoints import load_state_dict
 from robustlens.modules import LOGITS, PENULTIMATE, InputNormalization, RepresentationModel  # noqa: F401 (re-exported)
-from robustlens.resnet import CifarResNet18
+from robustlens.resnet import CifarResNet18, ImageNetResNet
 
 
 def conv_block(c_in: int, c_out: int, n_convs: int) -> nn.Sequential:
@@ -71,7 +72,12 @@ class SmallCNN(RepresentationModel):
         return h.mean(dim=(2, 3))
 
 
-ARCHITECTURES = {"smallcnn": SmallCNN, "resnet18_cifar": CifarResNet18}
+ARCHITECTURES = {
+    "smallcnn": SmallCNN,
+    "resnet18_cifar": CifarResNet18,
+    "resnet18": functools.partial(ImageNetResNet, "resnet18"),
+    "resnet50": functools.partial(ImageNetResNet, "resnet50"),
+}
 
 
 def build_architecture(arch: dict) -> nn.Module:

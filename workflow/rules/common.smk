@@ -138,6 +138,23 @@ STORED_IMAGE_COPIES = 2
 EVAL_BATCH = min(config["evaluation"].get("batch_size", 512), N_TEST)
 ACTIVATION_BATCH = min(config["activations"]["batch_size"], N_TEST)
 TRAIN_BATCH = min(config["training"]["batch_size"], N_TRAIN)
+# Training images a job holds: the whole split, or (training.stream) a batch read from the
+# dataset cache (train_model: a training and a validation batch, robustlens.train.predict's
+# 512; retrain_heads: extract_activations' batch of 256); stored at dataset.train_image_size.
+STREAM = config["training"].get("stream", False)
+TRAIN_IMAGE_SIZE = config["dataset"].get("train_image_size") or IMAGE_SIZE
+TRAINING_IMAGES = TRAIN_BATCH + min(512, N_TRAIN) if STREAM else N_TRAIN
+# In memory the split is read as stored and converted to float32 (1.25 copies) and, with a
+# validation split, its training part is copied out (one more): the growth check measured
+# +323 MB for 7,500 more CIFAR images (declared then: +115) before this and before the resume
+# fingerprint stopped copying the split as well.
+TRAINING_COPIES = 1.25 + (0 if STREAM or not config["training"].get("validation") else 1)
+HEADS_TRAINING_IMAGES = min(256, N_TRAIN) if STREAM else N_TRAIN
+
+
+def train_images_mb(n, copies=2):
+    """``copies`` float32 copies of ``n`` images of the training split as stored."""
+    return copies * rs.images_mb(n, CHANNELS, TRAIN_IMAGE_SIZE)
 
 
 def memory(estimate):
@@ -170,8 +187,9 @@ def torch_base(model):
 
 
 MEMORY = {
-    "prepare_dataset": lambda wc, input: rs.TABLE_BASE_MB + STORED_IMAGE_COPIES * rs.images_mb(N_TRAIN + N_TEST, CHANNELS, IMAGE_SIZE, STORED_BYTES),
-    "train_model": lambda wc, input: torch_base(wc.model) + images_mb(N_TRAIN + N_TEST, copies=1.25) + 4 * weights_mb(wc.model)
+    "prepare_dataset": lambda wc, input: rs.TABLE_BASE_MB + STORED_IMAGE_COPIES * (rs.images_mb(N_TRAIN, CHANNELS, TRAIN_IMAGE_SIZE, STORED_BYTES)
+                                                                                  + rs.images_mb(N_TEST, CHANNELS, IMAGE_SIZE, STORED_BYTES)),
+    "train_model": lambda wc, input: torch_base(wc.model) + train_images_mb(TRAINING_IMAGES, copies=TRAINING_COPIES) + images_mb(N_TEST, copies=1.25) + 4 * weights_mb(wc.model)
     + activations_mb(wc.model, TRAIN_BATCH) + activations_mb(wc.model, EVAL_BATCH),
     "zoo_model": lambda wc, input: torch_base(wc.model) + images_mb(N_TEST) + 3 * weights_mb(wc.model, input.weights)
     + activations_mb(wc.model, EVAL_BATCH),
@@ -181,7 +199,9 @@ MEMORY = {
     "make_probe": lambda wc, input: torch_base(wc.model) + images_mb(N_TEST, copies=2)
     + sum(2 * weights_mb(m, checkpoint_path(m)) for m in probe_targets(wc.model))
     + activations_mb(wc.model, min(config["probes"][wc.probe].get("batch_size", EVAL_BATCH), N_TEST)),
-    "retrain_heads": lambda wc, input: torch_base(wc.model) + images_mb(N_TRAIN + N_TEST) + 2 * weights_mb(wc.model, input.checkpoint)
+    # and the penultimate features of the training split, twice (as extracted, standardised)
+    "retrain_heads": lambda wc, input: torch_base(wc.model) + train_images_mb(HEADS_TRAINING_IMAGES) + images_mb(N_TEST) + 2 * weights_mb(wc.model, input.checkpoint)
+    + 2 * rs.store_mb(N_TRAIN, rs.FEATURES_MAX)
     + activations_mb(wc.model, ACTIVATION_BATCH),
     # one task at a time: the largest task's images (as stored and float32) and LP's features
     "transfer": lambda wc, input: torch_base(wc.model) + max(map(rs.transfer_task_mb, input.tasks)) + 4 * weights_mb(wc.model, input.checkpoint)
@@ -204,7 +224,7 @@ def gpu_activations_mb(model, batch):
 # copy), and the activations one step keeps for backward (robustlens.resources). The local
 # profile caps the sum of concurrent jobs at one card's memory.
 GPU_MEMORY = {
-    "train_model": lambda wc, input: rs.CUDA_CONTEXT_MB + images_mb(N_TRAIN + N_TEST, copies=1) + 4 * weights_mb(wc.model)
+    "train_model": lambda wc, input: rs.CUDA_CONTEXT_MB + train_images_mb(TRAINING_IMAGES, copies=1) + images_mb(N_TEST, copies=1) + 4 * weights_mb(wc.model)
     + gpu_activations_mb(wc.model, TRAIN_BATCH),
     "zoo_model": lambda wc, input: rs.CUDA_CONTEXT_MB + images_mb(N_TEST, copies=1) + 2 * weights_mb(wc.model, input.weights)
     + gpu_activations_mb(wc.model, EVAL_BATCH),

@@ -10,6 +10,8 @@ rule retrain_heads:
     params:
         spec=lambda wc: MODELS[wc.model],
         heads=config["heads"],
+        stream=config["training"].get("stream", False),
+        image_size=config["dataset"]["image_size"],
         device=DEVICE,
         compute=COMPUTE,
         progress=PROGRESS,

@@ -16,6 +16,7 @@ rule train_model:
         resume=lambda wc: f"resume/train_model/{wc.model}.pt",
         training=config["training"],
         evaluation=config["evaluation"],
+        image_size=config["dataset"]["image_size"],
         device=DEVICE,
         compute=COMPUTE,
         progress=PROGRESS,
