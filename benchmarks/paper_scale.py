@@ -147,7 +147,7 @@ def estimate(name: str) -> dict:
             bf16_seconds[stage] += (flops[stage] - before[stage]) / (bf16_rate if stage in BF16_STAGES else rate)
     checkpoints_gb = sum(rs.model_mb(s["arch"]) if s["source"] == "train" else 4 * 1e3 * gflops(s, 224) / 8 for s in models.values()) / 1e3
     return {"config": name, "models": len(models), "pairs": len(pairs), "n_train": n_train, "n_test": n_test,
-            "dataset_gb": (n_train + n_test) * channels * size * size / 1e9,  # uint8
+            "dataset_gb": (n_train * (config["dataset"].get("train_image_size") or size) ** 2 + n_test * size * size) * channels / 1e9,  # uint8
             "probe_images_gb": len(in_pairs) * (n_test + n_inverted) * channels * size * size * 4 / 1e9,
             "gpu_hours": {k: v / THROUGHPUT / 3600 for k, v in flops.items()},
             "h200_hours": {k: v / 3600 for k, v in h200_seconds.items()},
