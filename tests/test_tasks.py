@@ -213,3 +213,29 @@ def test_the_old_task_name_digits_is_refused_with_its_new_name():
         parse_task("digits-zoom_blur-2")
     assert parse_task("cifar100-zoom_blur-3") == {"name": "cifar100-zoom_blur-3", "source": "cifar100",
                                                   "corruption": "zoom_blur", "severity": 3, "kind": "classification"}
+
+
+def test_an_image_folder_task_with_its_own_class_list(tmp_path):
+    """An imagefolder task (one of Salman et al.'s other sets, say): its own class list fixes
+    labels and head width; images at the task's image_size as the evaluation transform gives."""
+    from rehearsal.make_inputs import make_imagefolder
+
+    classes = ["daisy", "rose", "tulip"]
+    make_imagefolder(tmp_path / "flowers", classes, n_train_per_class=3, n_val_per_class=2, seed=0)
+    (tmp_path / "flowers.txt").write_text("\n".join(classes) + "\n")
+    settings = {"imagefolder": {"root": str(tmp_path / "flowers"), "classes": str(tmp_path / "flowers.txt"), "num_classes": 3,
+                                "image_size": 20}}
+    task = make_task("imagefolder", settings, 16)
+    assert task["x_train"].shape == (9, 3, 20, 20) and task["x_test"].shape == (6, 3, 20, 20)
+    assert int(task["n_outputs"]) == 3 and sorted(set(task["y_test"].tolist())) == [0, 1, 2]
+
+
+def test_corrupted_splits_draw_different_noise(tmp_path):
+    from rehearsal.make_inputs import make_cifar
+
+    make_cifar(tmp_path, "cifar10", n_train=60, n_test=60, seed=7)
+    clean = make_task("cifar10", {"cifar10": {}}, 16, root=tmp_path)
+    noisy = make_task("cifar10-gaussian_noise-3", {"cifar10": {}}, 16, root=tmp_path)
+    noise_train = noisy["x_train"].astype(float) - clean["x_train"]
+    noise_test = noisy["x_test"].astype(float) - clean["x_test"]
+    assert abs(np.corrcoef(noise_train.ravel(), noise_test.ravel())[0, 1]) < 0.05

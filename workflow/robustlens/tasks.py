@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from robustlens.data import DATASETS_DIR, prepare_dataset, stratified_split
-from robustlens.imagefolder import read_class_list
+from robustlens.imagefolder import class_list, read_class_list
 
 #: Shapes of the sprites and their rotational symmetry order k (rotating by 2*pi/k maps the
 #: shape onto itself): the orientation target is (cos k*theta, sin k*theta).
@@ -100,7 +100,7 @@ def dataset_task_spec(source: str, settings: dict) -> dict:
         raise ValueError(f"task {source!r}: transfer.task_settings.{source}.image_size is required")
     spec = {"source": source, "image_size": int(size), "split_seed": int(settings.get("seed", 0)),
             "max_train": settings.get("max_train"), "max_test": settings.get("max_test")}
-    for key in ("root", "classes_file", "num_classes"):
+    for key in ("root", "classes", "classes_file", "num_classes"):
         if key in settings:
             spec[key] = settings[key]
     return spec
@@ -111,7 +111,7 @@ def dataset_task_classes(source: str, settings: dict) -> int:
     if source == "imagefolder":
         if settings.get("classes_file"):
             return len(read_class_list(settings["classes_file"], f"transfer.task_settings.{source}.classes_file"))
-        return int(settings.get("num_classes", 1000))
+        return len(class_list(settings.get("classes"), int(settings.get("num_classes", 1000))))
     return {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10}[source]
 
 
@@ -278,8 +278,9 @@ def make_task(name: str, settings: dict, image_size: int, dataset: dict | None =
         s = settings.get(source, {})
         parts = prepare_dataset(dataset_task_spec(source, s), root)
         x_train, y_train, x_test, y_test = parts["x_train"], parts["y_train"], parts["x_test"], parts["y_test"]
-        if task["corruption"]:
-            x_train, x_test = (corrupt(x, task["corruption"], task["severity"], int(s.get("noise_seed", 0))) for x in (x_train, x_test))
+        if task["corruption"]:  # the two splits draw their noise from different streams
+            x_train, x_test = (corrupt(x, task["corruption"], task["severity"], int(s.get("noise_seed", 0)) + part * 1_000_003)
+                               for part, x in enumerate((x_train, x_test)))
         train, test = np.arange(len(x_train)), np.arange(len(x_test))
         n_outputs, target_names = dataset_task_classes(source, s), np.array(["label"])
     else:
