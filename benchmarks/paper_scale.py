@@ -20,8 +20,8 @@ from pathlib import Path
 import yaml
 
 from robustlens import resources as rs
-from robustlens.config import dataset_shape, deep_update, expand_models, n_test_images, n_train_images, select_pairs
-from robustlens.tasks import DATASET_TASKS, dataset_task_spec, parse_task
+from robustlens.config import dataset_shape, dataset_task_images, deep_update, expand_models, n_test_images, n_train_images, select_pairs
+from robustlens.tasks import DATASET_TASKS, parse_task
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ["cifar10-universality", "imagenet-universality", "imagenet-transfer", "robustbench-filters", "imagenet100-universality"]
@@ -97,8 +97,7 @@ def task_sizes(task: str, transfer: dict, n_test: int) -> tuple[int, int]:
     source = parse_task(task)["source"]
     if source not in DATASET_TASKS:
         return n_test, n_test
-    spec = {k: v for k, v in dataset_task_spec(source, transfer["task_settings"].get(source, {})).items() if v is not None}
-    return n_train_images(spec), n_test_images(spec)
+    return dataset_task_images(source, transfer["task_settings"].get(source, {}))
 
 
 def estimate(name: str) -> dict:

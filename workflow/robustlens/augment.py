@@ -28,6 +28,8 @@ from types import MappingProxyType
 import torch
 
 AUGMENTS = ("none", "crop_flip", "cifar", "resized_crop_flip", "imagenet")
+#: The recipes that cut random resized crops, whose output size is the model's input size.
+CROPPING_AUGMENTS = ("resized_crop_flip", "imagenet")
 
 # The robustness library's ImageNet colour PCA (robustness/data_augmentation.py L10-17 at
 # MadryLab/robustness a954124, from fb.resnet.torch's datasets/imagenet.lua, https://git.io/fhBOc):
@@ -162,9 +164,17 @@ def resize_center_crop(x: torch.Tensor, size: int, crop_fraction: float = 0.875)
     short, long = (w, h) if w <= h else (h, w)
     new_long = int(new_short * long / short)
     new_h, new_w = (new_long, new_short) if w <= h else (new_short, new_long)
-    x = resize(x, (new_h, new_w))
-    top = int(round((new_h - size) / 2.0))
-    left = int(round((new_w - size) / 2.0))
+    return centre_crop(resize(x, (new_h, new_w)), size)
+
+
+def centre_crop(x, size: int | None):
+    """The centre ``size`` x ``size`` crop of a batch (a tensor or an array) at torchvision
+    ``center_crop``'s offsets ``int(round((h - size) / 2.0))``; ``x`` itself when ``size`` is
+    None or its own size."""
+    h, w = x.shape[-2:]
+    if size is None or (h, w) == (size, size):
+        return x
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
     return x[..., top : top + size, left : left + size]
 
 

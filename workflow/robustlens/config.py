@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from robustlens.tasks import DATASET_TASKS, TASK_CHANNELS, parse_task
+from robustlens.tasks import DATASET_TASKS, TASK_CHANNELS, dataset_task_spec, parse_task
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
@@ -297,6 +297,12 @@ def n_train_images(dataset: dict) -> int:
         return dataset.get("max_train", 1_281_167)
     size = dataset.get("n_samples", 2000) if source == "shapes" else DATASET_SIZES[source]
     return size - n_test_images(dataset)
+
+
+def dataset_task_images(source: str, settings: dict) -> tuple[int, int]:
+    """(training, test) images of a dataset transfer task (its own splits, capped)."""
+    spec = dataset_task_spec(source, settings)
+    return n_train_images(spec), n_test_images(spec)
 
 
 def probe_sample_counts(config: dict) -> dict[str, int]:

@@ -17,7 +17,7 @@ import copy
 import torch
 from torch import nn
 
-from robustlens.augment import augment_batch, resize, resize_center_crop
+from robustlens.augment import CROPPING_AUGMENTS, augment_batch, resize, resize_center_crop
 
 #: Names of the representation layers every model exposes, besides its block layers.
 PENULTIMATE = "penultimate"
@@ -152,7 +152,7 @@ class TaskInputModel(RepresentationModel):
         to the model's size (Salman et al.'s TRAIN_TRANSFORMS: RandomResizedCrop(size) and a
         flip); the other recipes augment at the task's size, then :meth:`model_input`."""
         x = self._channels(x)
-        if augment in ("resized_crop_flip", "imagenet"):  # random resized crops, cut at the model's size
+        if augment in CROPPING_AUGMENTS:  # random resized crops, cut at the model's size
             return augment_batch(x, augment, gen, size=self.size)
         return self.model_input(augment_batch(x, augment, gen))
 

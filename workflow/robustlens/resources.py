@@ -147,38 +147,36 @@ LP_FEATURE_COPIES = 3
 
 def npz_image_arrays(path) -> dict[str, tuple[tuple[int, ...], int]]:
     """(shape, bytes per value) of each image array (``x_*``) of an .npz file, read from the
-    arrays' headers only (no image is loaded); {} for a file that does not exist yet."""
+    arrays' headers only (:class:`robustlens.npz_rows.NpzRows`; no image is loaded); {} for a
+    file that does not exist yet."""
     import zipfile
     from pathlib import Path
 
+    from robustlens.npz_rows import NpzRows
+
     if not Path(path).is_file():
         return {}
-    out = {}
     with zipfile.ZipFile(path) as archive:
-        for name in archive.namelist():
-            if not name.startswith("x_"):
-                continue
-            with archive.open(name) as f:
-                version = np.lib.format.read_magic(f)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                shape, _, dtype = read(f)
-            out[name.removesuffix(".npy")] = (tuple(shape), dtype.itemsize)
-    return out
+        keys = [name.removesuffix(".npy") for name in archive.namelist() if name.startswith("x_")]
+    return {key: (rows.shape, rows.dtype.itemsize) for key, rows in ((key, NpzRows(path, key)) for key in keys)}
+
+
+def _task_bytes(path) -> tuple[int, int]:
+    """(images as stored, float32 images and LP's fixed features of the training split,
+    FEATURES_MAX wide) of one transfer task, in bytes."""
+    arrays = npz_image_arrays(path)
+    stored = sum(int(np.prod(shape)) * size for shape, size in arrays.values())
+    as_float = sum(int(np.prod(shape)) * 4 for shape, _ in arrays.values())
+    n_train = arrays["x_train"][0][0] if "x_train" in arrays else 0
+    return stored, as_float + LP_FEATURE_COPIES * n_train * FEATURES_MAX * 4
 
 
 def transfer_task_mb(path) -> float:
     """Memory a transfer job holds for one task: its images as stored and as float32 (both
-    splits), and LP's fixed features of the training split (FEATURES_MAX wide)."""
-    arrays = npz_image_arrays(path)
-    stored = sum(int(np.prod(shape)) * size for shape, size in arrays.values())
-    as_float = sum(int(np.prod(shape)) * 4 for shape, _ in arrays.values())
-    n_train = arrays.get("x_train", ((0,), 4))[0][0]
-    return (stored + as_float + LP_FEATURE_COPIES * n_train * FEATURES_MAX * 4) / MB
+    splits), and LP's fixed features of the training split."""
+    return sum(_task_bytes(path)) / MB
 
 
 def transfer_task_device_mb(path) -> float:
     """Device memory of one task in a transfer job: its float32 images and LP's features."""
-    arrays = npz_image_arrays(path)
-    as_float = sum(int(np.prod(shape)) * 4 for shape, _ in arrays.values())
-    n_train = arrays.get("x_train", ((0,), 4))[0][0]
-    return (as_float + LP_FEATURE_COPIES * n_train * FEATURES_MAX * 4) / MB
+    return _task_bytes(path)[1] / MB

@@ -12,16 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-
-def centre_crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
-    """The centre ``size`` x ``size`` crop of a batch (a tensor or an array; torchvision's
-    CenterCrop offsets: round((h - size) / 2)); ``x`` itself when ``size`` is None or its own
-    size."""
-    h, w = x.shape[-2:]
-    if size is None or (h, w) == (size, size):
-        return x
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
-    return x[..., top : top + size, left : left + size]
+from robustlens.augment import centre_crop
 
 
 class StreamedImages:

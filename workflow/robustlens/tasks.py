@@ -98,10 +98,9 @@ def dataset_task_spec(source: str, settings: dict) -> dict:
     size = settings.get("image_size") or NATIVE_SIZE.get(source)
     if size is None:
         raise ValueError(f"task {source!r}: transfer.task_settings.{source}.image_size is required")
-    spec = {"source": source, "image_size": int(size), "split_seed": int(settings.get("seed", 0)),
-            "max_train": settings.get("max_train"), "max_test": settings.get("max_test")}
-    for key in ("root", "classes", "classes_file", "num_classes"):
-        if key in settings:
+    spec = {"source": source, "image_size": int(size), "split_seed": int(settings.get("seed", 0))}
+    for key in ("max_train", "max_test", "root", "classes", "classes_file", "num_classes"):
+        if settings.get(key) is not None:  # a null cap: every image, as an absent one
             spec[key] = settings[key]
     return spec
 

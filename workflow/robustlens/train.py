@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from robustlens.attacks import pgd_attack
+from robustlens.augment import CROPPING_AUGMENTS, augment_batch, centre_crop
 from robustlens.fitting import NonFiniteLossError, Resume, fit
 from robustlens.runtime import autocast, generator, memory_format
-from robustlens.streaming import StreamedImages, centre_crop
+from robustlens.streaming import StreamedImages
 
 
 #: Settings of the ``training`` block with the values the default study was built with; a
@@ -34,17 +35,11 @@ TRAINING_DEFAULTS = {
 }
 
 
-#: Augmentations that cut random resized crops at the model's input size (robustlens.augment).
-CROPPING_AUGMENTS = ("resized_crop_flip", "imagenet")
-
-
 def training_view(x: torch.Tensor, augment: str, gen: torch.Generator, size: int | None) -> torch.Tensor:
     """A training batch as the model sees it: augmented (``augment``), at the model's input
     ``size``: random resized crops are cut at that size; other recipes augment the stored
     images and their centre crop is taken (stored images larger than the input:
     ``dataset.train_image_size``)."""
-    from robustlens.augment import augment_batch
-
     if size is None or x.shape[-1] == size:
         return augment_batch(x, augment, gen)
     if augment in CROPPING_AUGMENTS:

@@ -1,6 +1,7 @@
 # Robustness transfer (Salman et al. 2020; Nern et al.): every selected model is transferred to
 # every downstream task by LP, FT and LP-FT; one job per model computes, for each task, the
 # transfer accuracy, the AS score and both bounds; one job gathers the tables.
+from robustlens.config import dataset_task_images
 from robustlens.tasks import DATASET_TASKS, TASK_CHANNELS, TASK_REGEX, dataset_task_spec, parse_task
 
 TRANSFER = config["transfer"]
@@ -38,9 +39,10 @@ def task_making_mb(task):
     parsed = parse_task(task)
     if parsed["source"] not in DATASET_TASKS:
         return images_mb(N_TEST, copies=6)
-    spec = {k: v for k, v in dataset_task_spec(parsed["source"], task_settings(task)).items() if v is not None}
-    n = n_train_images(spec) + n_test_images(spec)
-    return rs.images_mb(n, TASK_CHANNELS[parsed["source"]], spec["image_size"], 2 + (24 if parsed["corruption"] else 0))
+    settings = task_settings(task)
+    n = sum(dataset_task_images(parsed["source"], settings))
+    size = dataset_task_spec(parsed["source"], settings)["image_size"]
+    return rs.images_mb(n, TASK_CHANNELS[parsed["source"]], size, 2 + (24 if parsed["corruption"] else 0))
 
 
 rule transfer_task:

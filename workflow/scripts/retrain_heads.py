@@ -4,11 +4,12 @@ from robustlens.jobs import read_json, redirect_output
 redirect_output(snakemake.log[0])
 import numpy as np
 
+from robustlens.augment import centre_crop
 from robustlens.data import load_dataset
-from robustlens.npz_rows import NpzRows
-from robustlens.streaming import StreamedImages, centre_crop
 from robustlens.heads import retrain_heads, save_heads
+from robustlens.npz_rows import NpzRows
 from robustlens.runtime import configure_torch, resolve_device
+from robustlens.streaming import StreamedImages
 from robustlens.zoo import load_model
 
 p = snakemake.params
