@@ -328,9 +328,14 @@ def test_resumed_fit_ends_bit_identical_to_uninterrupted(schedule, tmp_path, cap
     assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5]
     assert set(carry) == {"seen", "weight"} and carry["seen"] == [1, 2, 3, 4, 5]
     assert torch.equal(carry["weight"], ref_carry["weight"])
-    # the last epoch writes no state: the file still holds epoch 4's
-    assert torch.load(path, weights_only=False)["epoch"] == 4
+    # the last epoch's state is written whatever every_s says: a job killed after the fit skips it
+    assert torch.load(path, weights_only=False)["epoch"] == 5
     assert sorted(p.name for p in path.parent.iterdir()) == ["noisy.pt"]
+    capsys.readouterr()
+    model, history = _noisy_fit(init_seed=3, gen_seed=9, noise_seed=9, schedule=schedule, carry=carry,
+                                resume=Resume(path, fingerprint, every_s=3600))
+    assert "noisy continues after epoch 5 of 5" in capsys.readouterr().out
+    assert _same_weights(model, ref_model) and history == ref_history
     resume.clear()
     assert not path.exists()
     resume.clear()  # clearing twice is fine
@@ -353,14 +358,19 @@ def test_state_of_other_settings_is_ignored(tmp_path, capsys):
     assert _same_weights(model, fresh_model) and history == fresh_history
     # the file now holds the new settings' state
     assert Resume(path, {"lr": 0.05, "seed": 0}).load() is None
-    assert Resume(path, {"lr": 0.05, "seed": 1}).load()["epoch"] == 4
+    assert Resume(path, {"lr": 0.05, "seed": 1}).load()["epoch"] == 5
 
 
 def test_resume_writes_at_most_every_every_s(tmp_path):
     path = tmp_path / "noisy.pt"
     resume = Resume(path, {"k": 1}, every_s=3600)
-    _noisy_fit(init_seed=0, schedule=_SCHEDULES[1], carry={}, resume=resume, epochs=3)
-    assert not path.exists()  # an hour has not passed since the Resume was made
+    writes = []
+    original = torch.save
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch, "save", lambda obj, f: (writes.append(obj["epoch"]), original(obj, f)))
+        _noisy_fit(init_seed=0, schedule=_SCHEDULES[1], carry={}, resume=resume, epochs=3)
+    assert writes == [3]  # an hour has not passed since the Resume was made: only the forced last epoch
+    path.unlink()
     assert resume.save({"epoch": 7}) is False and not path.exists()
     assert resume.save({"epoch": 7}, force=True) is True
     assert Resume(path, {"k": 1}).load()["epoch"] == 7

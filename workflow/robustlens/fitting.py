@@ -6,8 +6,8 @@ Each caller says what one step computes (``batch_loss(idx)``: the loss of the sa
 after whatever attack or augmentation it applies); the loop owns the batch order (a seeded
 permutation per epoch), the optimiser and schedule, the non-finite check, per-epoch history and
 resumable state (:class:`Resume`: model, optimiser, schedule, generators and history saved every
-few minutes, so a killed job continues from its last saved epoch and ends bit-identical to an
-uninterrupted run on the same device).
+few minutes and after the last epoch, so a killed job continues from its last saved epoch, or
+skips a finished fit, and ends bit-identical to an uninterrupted run on the same device).
 """
 
 from __future__ import annotations
@@ -141,6 +141,7 @@ def fit(
     name: str = "fit",
     carry: dict | None = None,
     on_epoch_end: Callable[[int], dict] | None = None,
+    on_epoch_start: Callable[[list[torch.Tensor]], None] | None = None,
     resume: Resume | None = None,
     progress: bool = False,
 ) -> list[dict]:
@@ -151,7 +152,8 @@ def fit(
     back-propagates and steps the optimiser (and a per-batch schedule; a per-epoch schedule steps
     after the epoch). ``on_epoch_end(epoch)`` (1-based) may add entries (validation accuracy, ...)
     to the epoch's history row, which also has the mean loss, the learning rate the epoch started
-    with and, when counts are returned, the training accuracy.
+    with and, when counts are returned, the training accuracy. ``on_epoch_start(order)`` is
+    given the epoch's batch order before its first step (a streamed split reads ahead by it).
 
     ``modules``: what is saved for resuming (their state dicts) besides the optimiser, the
     schedule, ``gen``, the ``generators`` the loss draws from and ``carry`` (a dict the caller
@@ -182,7 +184,10 @@ def fit(
     for epoch in bar:
         epoch_lr = opt.param_groups[0]["lr"]
         total_loss, correct, counted, seen = 0.0, 0, False, 0
-        for step, idx in enumerate(batch_order(n, batch_size, gen)):
+        order = batch_order(n, batch_size, gen)
+        if on_epoch_start is not None:
+            on_epoch_start(order)
+        for step, idx in enumerate(order):
             out = batch_loss(idx)
             loss, n_correct = out if isinstance(out, tuple) else (out, None)
             if not torch.isfinite(loss):
@@ -205,7 +210,7 @@ def fit(
             row.update(on_epoch_end(epoch + 1))
         history.append(row)
         bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("epoch", "lr")})
-        if resume is not None and epoch + 1 < epochs:
+        if resume is not None:  # the last epoch's state always: a job killed after the fit skips it
             resume.save({
                 "modules": [m.state_dict() for m in modules],
                 "optimizer": opt.state_dict(),
@@ -214,5 +219,5 @@ def fit(
                 "history": history,
                 "carry": carry,
                 "epoch": epoch + 1,
-            })
+            }, force=epoch + 1 == epochs)
     return history
