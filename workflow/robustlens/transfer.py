@@ -44,12 +44,15 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+
+    from robustlens.fitting import Resume
 
 #: Lipschitz constant of the Lemma 1 loss in the max norm of the outputs, per task kind.
 LIPSCHITZ = {"classification": 2.0, "regression": 1.0}
@@ -141,12 +144,14 @@ def fit_head(
     seed: int,
     momentum: float = 0.9,
     schedule: dict | None = None,
+    resume: "Resume | None" = None,
 ) -> "torch.nn.Linear":
     """A linear head on fixed features: minibatch SGD (momentum 0.9 and a cosine schedule unless
     given) on the cross-entropy or the MSE. Features are standardised with their mean and standard deviation
     (floored: :func:`robustlens.fitting.standardising_scale`) for the fit and the standardisation
     is folded back into the returned head, so it applies to
-    raw features. Random init and batch order from ``seed``; returned on the features' device."""
+    raw features. Random init and batch order from ``seed``; returned on the features' device.
+    ``resume``: where the fit's state is saved for a killed job to continue from."""
     from robustlens.fitting import fit, standardising_scale
 
     torch = _torch()
@@ -157,7 +162,7 @@ def fit_head(
     head = _init_linear(z.shape[1], n_outputs, gen).to(feats.device)
     fit([head], head.parameters(), len(z), lambda idx: task_loss(head(z[idx]), y[idx], kind).mean(), epochs=epochs,
         batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule or FIT_DEFAULTS["schedule"],
-        gen=gen, name="linear probe")
+        gen=gen, name="linear probe", resume=resume)
     folded = torch.nn.Linear(z.shape[1], n_outputs).to(feats.device)
     with torch.no_grad():
         folded.weight.copy_(head.weight / std)
@@ -167,18 +172,19 @@ def fit_head(
 
 def linear_probe(
     model: "torch.nn.Module", x: "torch.Tensor", y: "torch.Tensor", kind: str, n_outputs: int, settings: dict, seed: int,
-    feature_batch: int = 512,
+    feature_batch: int = 512, resume: "Resume | None" = None,
 ) -> "torch.nn.Module":
     """LP: a copy of ``model`` with its extractor frozen (eval mode, no gradients, so batch-norm
     statistics stay too) and a new linear head fitted on g(x) (extracted ``feature_batch``
     images at a time). ``settings``: epochs, lr, weight_decay, batch_size. The extractor's
-    weights are those of ``model``, bit for bit."""
+    weights are those of ``model``, bit for bit. ``resume``: the head fit's resumable state."""
     probe = copy.deepcopy(model).eval()
     for p in probe.parameters():
         p.requires_grad_(False)
     if settings.get("augment", "none") != "none":
         raise ValueError("linear probing fits on fixed features of the un-augmented images: transfer.lp.augment must be none")
-    probe.head = fit_head(features(probe, x, feature_batch), y, kind, n_outputs, seed=seed, **_fit_kwargs(settings))
+    probe.head = fit_head(features(probe, x, feature_batch), y, kind, n_outputs, seed=seed, resume=resume,
+                          **_fit_kwargs(settings))
     return probe.eval()
 
 
@@ -191,13 +197,14 @@ def fine_tune(
     settings: dict,
     seed: int,
     head: "torch.nn.Linear | None" = None,
+    resume: "Resume | None" = None,
 ) -> "torch.nn.Module":
     """FT: a copy of ``model`` with a new head (random from ``seed``, or a copy of ``head``:
     LP-FT) and every weight trained (batch norm in training mode) by minibatch SGD on the task
     loss. ``settings``: epochs, lr, weight_decay, batch_size, and optionally momentum (0.9),
     schedule (cosine over all batches) and augment (``none``; a :mod:`robustlens.augment`
     recipe applied to each batch, drawn from ``seed``: needs a
-    :class:`robustlens.modules.TaskInputModel`)."""
+    :class:`robustlens.modules.TaskInputModel`). ``resume``: the fit's resumable state."""
     from robustlens.fitting import fit
     from robustlens.runtime import generator
 
@@ -220,7 +227,7 @@ def fine_tune(
         return task_loss(out, y[idx], kind).mean()
 
     fit([tuned], tuned.parameters(), len(x), batch_loss, gen=gen, generators=[augment_gen], name="fine-tuning",
-        **_fit_kwargs(settings))
+        resume=resume, **_fit_kwargs(settings))
     return tuned.eval()
 
 
@@ -233,15 +240,31 @@ def _fit_kwargs(settings: dict) -> dict:
             **{k: settings.get(k, v) for k, v in FIT_DEFAULTS.items()}}
 
 
-def transfer_models(model, x, y, kind: str, n_outputs: int, settings: dict, seed: int) -> dict:
+def transfer_models(model, x, y, kind: str, n_outputs: int, settings: dict, seed: int,
+                    resume: "Callable[[str], Resume] | None" = None) -> dict:
     """The three transferred models {lp, ft, lp_ft} of ``model`` on (x, y). ``settings``: the
     config's ``transfer`` block (``lp``, ``ft``, ``lp_ft``: epochs, lr, weight_decay,
     batch_size; ``batch_size``: the batch LP extracts features in); LP-FT fine-tunes the LP
-    model (its head included) with ``lp_ft``."""
-    lp = linear_probe(model, x, y, kind, n_outputs, settings["lp"], seed, feature_batch=int(settings.get("batch_size", 512)))
-    ft = fine_tune(model, x, y, kind, n_outputs, settings["ft"], seed)
-    lp_ft = fine_tune(lp, x, y, kind, n_outputs, settings["lp_ft"], seed, head=lp.head)
+    model (its head included) with ``lp_ft``. ``resume(method)``: the resumable state of that
+    method's fit (:func:`resumable_parts`)."""
+    part = resume or (lambda method: None)
+    lp = linear_probe(model, x, y, kind, n_outputs, settings["lp"], seed, feature_batch=int(settings.get("batch_size", 512)),
+                      resume=part("lp"))
+    ft = fine_tune(model, x, y, kind, n_outputs, settings["ft"], seed, resume=part("ft"))
+    lp_ft = fine_tune(lp, x, y, kind, n_outputs, settings["lp_ft"], seed, head=lp.head, resume=part("lp_ft"))
     return {"lp": lp, "ft": ft, "lp_ft": lp_ft}
+
+
+def resumable_parts(directory, fingerprint: dict, every_s: float) -> "Callable[[str], Resume]":
+    """``part -> Resume`` for the parts of one (model, task) transfer: each fit (``lp``, ``ft``,
+    ``lp_ft``) and the evaluated methods' rows (``evaluated``), as ``directory/<part>.pt``.
+    ``fingerprint``: what they belong to (model and its checksum, task data, settings, device);
+    the fits' state is saved at most every ``every_s`` seconds and after their last epoch, the
+    rows after each method. A killed transfer job rerun continues from them, bit-identical to
+    an uninterrupted run on the same device."""
+    from robustlens.fitting import Resume
+
+    return lambda part: Resume(Path(directory) / f"{part}.pt", {**fingerprint, "part": part}, every_s)
 
 
 # --------------------------------------------------------------------------- attacks
@@ -539,13 +562,16 @@ def evaluate_transferred(
 
 
 def transfer_study(model, task: dict, settings: dict, device, progress: bool = True, desc: str = "",
-                   input_size: int | None = None, channels: int | None = None) -> dict:
+                   input_size: int | None = None, channels: int | None = None,
+                   resume: "Callable[[str], Resume] | None" = None) -> dict:
     """Everything the transfer study computes for one (pretrained model, task): the three
     transferred models (:func:`transfer_models`) and, for each, :func:`evaluate_transferred`
     on the task's test split. ``task``: the arrays of :func:`robustlens.tasks.make_task`.
     The model sees the task through :class:`robustlens.modules.TaskInputModel`: images resized
     on the device to ``input_size`` (the model's resolution; default the task's) by
     ``settings["input"]["resize"]`` and repeated to ``channels`` (default the task's).
+    ``resume``: the parts' resumable state (:func:`resumable_parts`): a rerun after a kill
+    continues the fit it was in and skips the methods already evaluated.
     Returns {"transfer": rows, "bounds": rows}, each row with a ``method`` key."""
     from tqdm.auto import tqdm
 
@@ -563,12 +589,18 @@ def transfer_study(model, task: dict, settings: dict, device, progress: bool = T
     resize = settings.get("input", {}).get("resize", "resize")
     model = TaskInputModel(model, size, int(channels or x_train.shape[1]), resize).to(device).eval()
     seed = int(settings["seed"])
+    evaluated = resume("evaluated") if resume is not None else None
+    state = evaluated.load() if evaluated is not None else None
+    rows, done = (state["rows"], state["methods"]) if state else ({"transfer": [], "bounds": []}, [])
+    if done:
+        print(f"resume: {desc or 'transfer'}: {', '.join(done)} already evaluated")
+    if len(done) == len(METHODS):
+        return rows
     bar = tqdm(total=2 * len(METHODS), desc=desc or "transfer", disable=not progress, mininterval=1.0)
     bar.set_postfix(step="train")
-    models = transfer_models(model, x_train, y_train, kind, n_outputs, settings, seed)
-    bar.update(len(METHODS))
-    rows = {"transfer": [], "bounds": []}
-    for method in METHODS:
+    models = transfer_models(model, x_train, y_train, kind, n_outputs, settings, seed, resume)
+    bar.update(len(METHODS) + len(done))
+    for method in (m for m in METHODS if m not in done):
         bar.set_postfix(step=f"evaluate {method}")
         transfer_rows, bounds_rows = evaluate_transferred(
             models[method], x_test, y_test, kind, settings["attacks"], int(settings["attacks"]["seed"]),
@@ -576,6 +608,9 @@ def transfer_study(model, task: dict, settings: dict, device, progress: bool = T
         )
         rows["transfer"] += [{"method": method, **r} for r in transfer_rows]
         rows["bounds"] += [{"method": method, **r} for r in bounds_rows]
+        done.append(method)
+        if evaluated is not None:
+            evaluated.save({"rows": rows, "methods": done}, force=True)
         bar.update(1)
     bar.close()
     return rows

@@ -78,7 +78,10 @@ rule transfer:
     score (L2 and Linf; transfer.attacks.as_method), Lemma 1 (lhs, rhs_as, rhs_best) and Thm 2
     (transfer.thm2_label; AS(x) from the AS attack and the largest change tried) of each
     transferred model.
-    One job per model: its tasks share the job's start-up (torch import, checkpoint check)."""
+    One job per model: its tasks share the job's start-up (torch import, checkpoint check).
+    While it runs, resumable state is kept in resume/transfer/ (outside the outputs; every
+    training.resume_minutes and after each fit and each evaluated method): a killed job rerun
+    continues where it was."""
     input:
         tasks=[f"results/tasks/{t}.npz" for t in TRANSFER_TASKS],
         checkpoint=lambda wc: checkpoint_path(wc.model),
@@ -90,6 +93,7 @@ rule transfer:
         tasks=TRANSFER_TASKS,
         input_size=config["dataset"]["image_size"],
         settings={k: v for k, v in TRANSFER.items() if k not in ("seeds", "tasks", "task_settings")},
+        resume=lambda wc: f"resume/transfer/{wc.model}",
         device=DEVICE,
         compute=COMPUTE,
         progress=PROGRESS,
