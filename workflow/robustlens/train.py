@@ -156,12 +156,19 @@ def train_model(
             carry.update(best=robust, epoch=epoch, state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
         return {"val_clean_accuracy": clean, "val_robust_accuracy": robust}
 
-    history = fit(
-        [model], model.parameters(), len(x), batch_loss, epochs=epochs, batch_size=batch_size, lr=lr,
-        momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
-        schedule=schedule or TRAINING_DEFAULTS["schedule"], gen=gen, generators=[attack_gen, augment_gen],
-        name=f"model {model_id}: training", carry=carry, on_epoch_end=on_epoch_end, resume=resume, progress=progress,
-    )
+    streamed = isinstance(x, StreamedImages)
+    try:
+        history = fit(
+            [model], model.parameters(), len(x), batch_loss, epochs=epochs, batch_size=batch_size, lr=lr,
+            momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
+            schedule=schedule or TRAINING_DEFAULTS["schedule"], gen=gen, generators=[attack_gen, augment_gen],
+            name=f"model {model_id}: training", carry=carry, on_epoch_end=on_epoch_end,
+            on_epoch_start=x.read_ahead if streamed else None,  # streamed: the next batches are read while a step runs
+            resume=resume, progress=progress,
+        )
+    finally:
+        if streamed:
+            x.close()  # no read-ahead thread outlives the fit, nor rows read ahead for a failed one
     if select == "best_robust_val":
         model.load_state_dict(carry["state"])
     model.to(memory_format=torch.contiguous_format)
