@@ -13,6 +13,9 @@ import xarray as xr
 import zarr
 
 from robustlens import similarity as S
+from robustlens.similarity.cka import _CentredProducts, _feature_route_is_cheaper
+from robustlens.similarity.knn import _cosine_neighbours
+from robustlens.similarity.topology import _h1_bars, _h1_total_persistence, _quantile_normalised_distances
 from robustlens.measures import MEASURES, Measure, get_function
 
 
@@ -273,9 +276,9 @@ def test_rtd_matches_definition_with_textbook_persistence():
     assert expected > 0.01
     assert got[0] == pytest.approx(expected, rel=1e-5)  # ripser works in float32
     # one direction, so the orientation of the block matrix is checked too
-    A = S._quantile_normalised_distances(X)
-    B = S._quantile_normalised_distances(Y)
-    one_way = S._h1_total_persistence(S.cross_barcode_matrix(A, B))
+    A = _quantile_normalised_distances(X)
+    B = _quantile_normalised_distances(Y)
+    one_way = _h1_total_persistence(S.cross_barcode_matrix(A, B))
     assert one_way == pytest.approx(paper_rtd_one_direction(X, Y), rel=1e-5)
 
 
@@ -286,9 +289,9 @@ def test_cross_barcode_is_empty_when_the_second_graph_adds_no_shorter_edge():
     X = g.standard_normal((12, 3))
     A = np.sqrt(((X[:, None] - X[None]) ** 2).sum(-1))
     B = A + np.abs(np.subtract.outer(X[:, 0], X[:, 0]))  # symmetric, zero diagonal, >= A
-    assert S._h1_total_persistence(S.cross_barcode_matrix(A, B)) == 0.0
-    assert S._h1_total_persistence(S.cross_barcode_matrix(B, A)) > 0.01
-    assert S._h1_total_persistence(S.cross_barcode_matrix(B, A)) == pytest.approx(vr_h1_total_persistence(S.cross_barcode_matrix(B, A)), rel=1e-5)
+    assert _h1_total_persistence(S.cross_barcode_matrix(A, B)) == 0.0
+    assert _h1_total_persistence(S.cross_barcode_matrix(B, A)) > 0.01
+    assert _h1_total_persistence(S.cross_barcode_matrix(B, A)) == pytest.approx(vr_h1_total_persistence(S.cross_barcode_matrix(B, A)), rel=1e-5)
 
 
 def test_h1_bars_equal_ripser_wrapper():
@@ -296,10 +299,10 @@ def test_h1_bars_equal_ripser_wrapper():
     from ripser import ripser
 
     X, Y = related_pair(n=60, p=5, q=5, noise=1.0, seed=3)
-    M = S.cross_barcode_matrix(S._quantile_normalised_distances(X), S._quantile_normalised_distances(Y))
+    M = S.cross_barcode_matrix(_quantile_normalised_distances(X), _quantile_normalised_distances(Y))
     expected = ripser(M, maxdim=1, distance_matrix=True)["dgms"][1]
     assert len(expected) > 3
-    np.testing.assert_array_equal(S._h1_bars(M), expected)
+    np.testing.assert_array_equal(_h1_bars(M), expected)
 
 
 def test_rtd_is_deterministic_for_a_seed_and_symmetric():
@@ -639,12 +642,12 @@ def test_mut_feature_route_choice_follows_the_multiply_add_count():
     # feature route costs n (pq + p^2 + q^2) multiply-adds, Gram route n^2 (p + q)
     for n, p, q in itertools.product([1, 2, 3, 5, 10, 40], [1, 2, 3, 7, 20], [1, 2, 4, 9, 30]):
         features, gram = n * (p * q + p * p + q * q), n * n * (p + q)
-        assert S._feature_route_is_cheaper(n, p, q) == (features <= gram), (n, p, q)
-    assert S._feature_route_is_cheaper(3, 2, 2)  # a tie: 3 * 12 == 9 * 4
+        assert _feature_route_is_cheaper(n, p, q) == (features <= gram), (n, p, q)
+    assert _feature_route_is_cheaper(3, 2, 2)  # a tie: 3 * 12 == 9 * 4
     X, Y = related_pair(n=50, p=3, q=2, seed=35)
-    assert S._CentredProducts(torch.from_numpy(X), torch.from_numpy(Y)).route == "features"
+    assert _CentredProducts(torch.from_numpy(X), torch.from_numpy(Y)).route == "features"
     X, Y = related_pair(n=5, p=30, q=20, seed=35)
-    assert S._CentredProducts(torch.from_numpy(X), torch.from_numpy(Y)).route == "gram"
+    assert _CentredProducts(torch.from_numpy(X), torch.from_numpy(Y)).route == "gram"
 
 
 def test_mut_unbiased_hsic_from_terms_matches_song_on_gram_matrices():
@@ -767,7 +770,7 @@ def test_mut_cosine_neighbours_in_several_blocks_and_with_a_zero_row():
     expected = brute(X)
     Xt = torch.from_numpy(X)
     for block_elements in (23, 3 * 23, 10 * 23, 1 << 23):
-        got = S._cosine_neighbours(Xt, torch.linalg.vector_norm(Xt, dim=1), k, block_elements=block_elements)
+        got = _cosine_neighbours(Xt, torch.linalg.vector_norm(Xt, dim=1), k, block_elements=block_elements)
         got = [set(r.tolist()) for r in got]
         assert all(5 not in row and i not in row and len(row) == k for i, row in enumerate(got))
         # the zero row's own neighbours are all ties (cosine 0); every other row's are unique
@@ -814,7 +817,7 @@ def test_mut_cross_barcode_matrix_layout_and_small_entry_threshold():
     M = expected.copy()
     M[2, 2] = 0.5
     with pytest.raises(ValueError, match=r"^the RTD distance matrix must have a zero diagonal$"):
-        S._h1_bars(M)
+        _h1_bars(M)
 
 
 def test_mut_iter_chunks_settings():

@@ -79,7 +79,7 @@ def stage(module: str) -> Path:
     (root / "pyproject.toml").write_text(
         "[tool.mutmut]\n"
         'source_paths = ["src"]\n'
-        f'only_mutate = ["src/robustlens/{module}.py"]\n'
+        f'only_mutate = ["{mutated_path(REPO / "workflow" / "robustlens", module)}"]\n'
         f'pytest_add_cli_args_test_selection = [{tests}, "-k", "{DESELECT}"]\n'
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
         'also_copy = ["config.yaml", "src/schemas"]\n'
@@ -102,9 +102,21 @@ def results(root: Path) -> dict[str, str]:
     return status
 
 
+def mutated_path(package: Path, module: str) -> str:
+    """mutmut's ``only_mutate`` pattern for ``module``: its file, or every file of a subpackage
+    (``similarity``, ``filters``)."""
+    return f"src/robustlens/{module}/*" if (package / module).is_dir() else f"src/robustlens/{module}.py"
+
+
 def source_sha256(package: Path, module: str) -> str:
-    """sha256 of ``module``'s source in the robustlens package at ``package``."""
-    return hashlib.sha256((package / f"{module}.py").read_bytes()).hexdigest()
+    """sha256 of ``module``'s source in the robustlens package at ``package`` (a subpackage's
+    files, in name order)."""
+    if not (package / module).is_dir():
+        return hashlib.sha256((package / f"{module}.py").read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    for path in sorted((package / module).glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def previous_run(module: str) -> dict:
@@ -113,7 +125,7 @@ def previous_run(module: str) -> dict:
     summary = json.loads((root / "summary.json").read_text())
     summary.setdefault("source_sha256", source_sha256(root / "src" / "robustlens", module))
     if summary["source_sha256"] != source_sha256(REPO / "workflow" / "robustlens", module):
-        sys.exit(f"{module}.py changed since its last full mutation run: run it in full")
+        sys.exit(f"{module} changed since its last full mutation run: run it in full")
     # mutants no test reached may be reached by a new test: rerun them with the survivors
     untested = summary.get("untested")
     if untested is None:  # summaries written before the runner recorded them

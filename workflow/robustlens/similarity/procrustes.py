@@ -1,0 +1,63 @@
+"""Orthogonal Procrustes similarity of two representations (Schönemann 1966).
+
+s = ||X'Y||_* (nuclear norm) of column-centred X and Y scaled to unit Frobenius norm; it is
+max over orthogonal Q of tr(Q'X'Y), so the orthogonal Procrustes distance is
+
+    min_Q ||X Q - Y||_F^2 = 2 - 2 s,
+
+and ``scipy.spatial.procrustes`` reports the disparity 1 - s^2. Range [0, 1], higher = more
+similar (:func:`procrustes_similarity`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from robustlens.similarity.validation import _centre_columns, _finite_float, _matmul, _require_finite, _validated_pair
+
+
+def _centred_factor(X: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(F, ||Xc||_F) with Xc the column-centred X and F = Xc, or its n x n reduction when wide."""
+    Xc = _centre_columns(X)
+    return _reduce_to_sample_space(Xc), float(torch.linalg.matrix_norm(Xc))
+
+
+def _reduce_to_sample_space(X: torch.Tensor) -> torch.Tensor:
+    """An n x n matrix R' with ||R'^T M||_* = ||X^T M||_* for every M, when X (n x p) is wide.
+
+    QR of X' = Q R (Q: p x n, orthonormal columns) gives X'M = Q (R M), and left-multiplying
+    by Q preserves singular values. Only R (n x n) is formed; no p x p matrix.
+    """
+    n, p = X.shape
+    if p <= n:
+        return X
+    return torch.linalg.qr(X.T, mode="r").R.T
+
+
+def procrustes_similarity(X, Y, device=None) -> float:
+    """Orthogonal Procrustes similarity s = ||X'Y||_* of centred, unit-Frobenius-norm X and Y.
+
+    Centre each column, scale each matrix to ||X||_F = ||Y||_F = 1, return the nuclear norm
+    (sum of singular values) of X'Y. This is max over orthogonal Q of tr(Q'X'Y) (Schönemann
+    1966), so the orthogonal Procrustes distance is
+
+        min_Q ||X Q - Y||_F^2 = 2 - 2 s,   i.e. distance = sqrt(2 - 2 s),
+
+    and ``scipy.spatial.procrustes`` (which also allows a scaling) reports the disparity
+    1 - s^2. Range [0, 1], higher = more similar; invariant to orthogonal transformations,
+    isotropic scaling and translation. Different feature counts p != q are allowed: the value
+    is that of the narrower representation padded with zero columns (padding changes neither
+    s nor the distance).
+
+    When features exceed samples (p > n) the matrix is first reduced to n x n by a QR
+    decomposition of X' (see :func:`_reduce_to_sample_space`), so X'Y is never formed as a
+    p x q matrix: memory is O(n^2 + n (p + q)). Torch float64 on ``device``.
+    """
+    Xt, Yt = _validated_pair(X, Y, device)
+    Fx, norm_x = _centred_factor(Xt)
+    Fy, norm_y = _centred_factor(Yt)
+    _require_finite(norm_x + norm_y, Xt, Yt)
+    nuclear = torch.linalg.svdvals(_matmul(Fx.T, Fy)).sum() / (norm_x * norm_y)
+    value = _finite_float(nuclear, "Procrustes similarity")
+    return float(np.clip(value, 0.0, 1.0))
