@@ -19,10 +19,9 @@ include: "workflow/rules/similarity.smk"
 include: "workflow/rules/predictive.smk"
 include: "workflow/rules/filters.smk"
 include: "workflow/rules/transfer.smk"
-include: "workflow/rules/figures.smk"
 
 
 rule all:
     input:
-        ALL_TARGETS,
+        all_targets(),
     default_target: True

@@ -245,7 +245,7 @@ def test_cifar_reader_refuses_code_in_a_pickle(tmp_path, capsys):
 
 
 def test_stratified_subset_keeps_class_proportions_and_copes_with_too_few():
-    from robustlens.data import stratified_subset
+    from robustlens.splits import stratified_subset
 
     labels = np.repeat([0, 1, 2], [10, 20, 30])
     idx = stratified_subset(labels, 30, seed=1)

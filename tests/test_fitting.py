@@ -394,7 +394,7 @@ def test_a_head_on_a_nearly_constant_feature_keeps_a_bounded_weight():
     """A unit of std 1e-5 beside informative ones: the LP head's folded weight on it stays
     within (its standardised weight) / (1 % of the largest std), not / 1e-5 (the default study's
     LP-FT diverged on such a unit), and fine-tuning from that head stays finite."""
-    from robustlens.heads import fit_linear_head
+    from robustlens.head_training import fit_linear_head
     from robustlens.transfer import fit_head
 
     rng = np.random.default_rng(0)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-import robustlens.activations as activations
-import robustlens.heads as heads
+import robustlens.head_training as head_training
 from robustlens.activations import NonFiniteActivationError
-from robustlens.heads import fit_linear_head, head_logits, retrain_heads
+from robustlens.head_training import fit_linear_head, retrain_heads
+from robustlens.heads import head_logits
 
 CPU = torch.device("cpu")
 
@@ -223,7 +223,7 @@ def test_retrain_heads_fits_one_head_per_seed_and_reports_their_accuracies():
 def test_retrain_heads_passes_its_device_to_extraction_and_fitting(monkeypatch):
     """The device argument reaches both feature extractions and every head fit."""
     seen = []
-    real_extract, real_fit = activations.extract_activations, heads.fit_linear_head
+    real_extract, real_fit = head_training.extract_activations, head_training.fit_linear_head
 
     def extract(*args, **kwargs):
         seen.append(("extract", kwargs.get("device")))
@@ -233,8 +233,8 @@ def test_retrain_heads_passes_its_device_to_extraction_and_fitting(monkeypatch):
         seen.append(("fit", kwargs.get("device")))
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(activations, "extract_activations", extract)
-    monkeypatch.setattr(heads, "fit_linear_head", fit)
+    monkeypatch.setattr(head_training, "extract_activations", extract)
+    monkeypatch.setattr(head_training, "fit_linear_head", fit)
     device = torch.device("cpu")
     retrain_heads(TinyNet(), tiny_dataset(), SETTINGS, device, progress=False)
     assert seen == [("extract", device), ("extract", device), ("fit", device), ("fit", device)]

@@ -16,8 +16,8 @@ NOT_FOR_CKA = re.compile(r"predictive|universality|heads|filters|transfer|probes
 
 def test_one_figure_in_a_fresh_directory_builds_only_its_chain(tmp_path):
     jobs = planned_jobs(tmp_path, FIGURE)
-    assert jobs["figure_cka_by_layer"] == 1
-    assert [rule for rule in jobs if rule.startswith("figure_")] == ["figure_cka_by_layer"]
+    assert jobs["figure_similarity"] == 1
+    assert [rule for rule in jobs if rule.startswith("figure_")] == ["figure_similarity"]
     assert {"prepare_dataset", "train_model", "extract_natural", "compare_similarity", "similarity_table"} <= set(jobs)
     assert not [rule for rule in jobs if NOT_FOR_CKA.search(rule)], jobs
     assert "all" not in jobs
@@ -26,8 +26,8 @@ def test_one_figure_in_a_fresh_directory_builds_only_its_chain(tmp_path):
 
 def test_one_missing_figure_of_a_finished_run_reruns_alone(tiny_copy):
     (tiny_copy / FIGURE).unlink()
-    assert planned_jobs(tiny_copy, FIGURE) == {"figure_cka_by_layer": 1}
-    assert planned_jobs(tiny_copy) == {"figure_cka_by_layer": 1, "all": 1}
+    assert planned_jobs(tiny_copy, FIGURE) == {"figure_similarity": 1}
+    assert planned_jobs(tiny_copy) == {"figure_similarity": 1, "all": 1}
 
 
 def mentions(text: str, model: str) -> bool:

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from robustlens.data import prepare_dataset
-from robustlens.heads import fit_linear_head, head_logits, retrain_heads
+from robustlens.head_training import fit_linear_head, retrain_heads
+from robustlens.heads import head_logits
 from robustlens.probes import adversarial_probe, draw_inversion_pairs, inverted_probe, probe_dataset
 from robustlens.runtime import configure_torch
 from robustlens.train import train_and_evaluate
@@ -191,7 +192,7 @@ def _imshow_calls(monkeypatch):
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_inversion_figure_draws_rgb_in_colour_and_one_channel_in_grey(tmp_path, monkeypatch, channels):
-    from robustlens.plots.universality import plot_inversions
+    from robustlens.plots.probes import plot_inversions
 
     rng = np.random.default_rng(0)
     x = rng.random((10, channels, 5, 5)).astype(np.float32)

@@ -243,7 +243,7 @@ def test_knn_jaccard_center_equals_brute_force_centred_cosine_neighbours():
 
 
 def test_knn_center_setting_reaches_the_measure_and_is_recorded_on_knn_rows_only():
-    from robustlens.comparisons import measure_kwargs, similarity_matrix_rows, similarity_rows
+    from robustlens.similarity_comparisons import measure_kwargs, similarity_matrix_rows, similarity_rows
 
     X, Y = related_pair(n=60, p=6, q=5, noise=0.5, seed=23)
     X, Y = X + 10.0, Y + 10.0

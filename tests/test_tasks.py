@@ -6,22 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robustlens.tasks import (
-    FACTOR_NAMES,
-    GAUSSIAN_NOISE_SIGMA,
-    SHAPE_NAMES,
-    SHAPE_SYMMETRY,
-    center_zoom,
-    corrupt,
-    generate_shapes,
-    make_task,
-    orientation_target,
-    parse_task,
-    random_split,
-    render_sprite,
-    zoom_blur,
-    zoom_factors,
-)
+from robustlens.splits import random_split
+from robustlens.sprites import FACTOR_NAMES, SHAPE_NAMES, SHAPE_SYMMETRY, generate_shapes, orientation_target, render_sprite
+from robustlens.tasks import GAUSSIAN_NOISE_SIGMA, center_zoom, corrupt, make_task, parse_task, zoom_blur, zoom_factors
 
 SETTINGS = {"heldout": {"test_fraction": 0.5, "split_seed": 0, "noise_seed": 0}, "shapes": {"n_samples": 80, "test_fraction": 0.25, "seed": 3}}
 

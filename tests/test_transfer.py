@@ -12,12 +12,11 @@ import torch
 from torch import nn
 
 from robustlens.runtime import generator
+from robustlens.tables import BOUNDS_COLUMNS, TRANSFER_COLUMNS, transfer_tables
 from robustlens.transfer import (
     AS_METHODS,
-    BOUNDS_COLUMNS,
     FGSM_OFFSET_POWER,
     LIPSCHITZ,
-    TABLE_COLUMNS,
     THM2_LABELS,
     as_attack,
     as_score,
@@ -30,7 +29,6 @@ from robustlens.transfer import (
     representation_change,
     thm2_criterion,
     thm2_margin,
-    transfer_tables,
 )
 from robustlens.zoo import build_architecture
 
@@ -455,8 +453,8 @@ def test_transfer_tables_are_tidy():
                          {"method": "lp", "attack_norm": "l2", "attack_eps": 1.0, "metric": "rhs_as", "value": 0.3}]}
     result["bounds"][1].update(as_method="fgsm", thm2_label="predicted")
     transfer, bounds = transfer_tables("s", [(spec, "heldout")], [result])
-    assert list(transfer.columns) == TABLE_COLUMNS
-    assert list(bounds.columns) == BOUNDS_COLUMNS == TABLE_COLUMNS[:-2] + ["as_method", "thm2_label", "metric", "value"]
+    assert list(transfer.columns) == TRANSFER_COLUMNS
+    assert list(bounds.columns) == BOUNDS_COLUMNS == TRANSFER_COLUMNS[:-2] + ["as_method", "thm2_label", "metric", "value"]
     assert len(transfer) == 1 and len(bounds) == 2
     assert bounds.iloc[0].to_dict() == {"study": "s", "model": "m", "eps": 0.5, "seed": 0, "task": "heldout", "task_kind": "classification",
                                         "method": "lp", "attack_norm": "l2", "attack_eps": 1.0, "as_method": "pgd",
@@ -470,7 +468,7 @@ def test_transfer_tables_are_tidy():
 def test_tiny_study_transfer_tables(tiny_run):
     transfer = pd.read_csv(tiny_run / "results/tables/transfer.csv")
     bounds = pd.read_csv(tiny_run / "results/tables/bounds.csv")
-    assert list(transfer.columns) == TABLE_COLUMNS and list(bounds.columns) == BOUNDS_COLUMNS
+    assert list(transfer.columns) == TRANSFER_COLUMNS and list(bounds.columns) == BOUNDS_COLUMNS
     assert set(bounds["as_method"]) == {"pgd"}
     assert set(bounds.loc[bounds["task_kind"] == "classification", "thm2_label"]) == {"true_label"}
     # tiny: models of seed 0 (eps 0 and 1), two tasks, three methods
@@ -695,12 +693,12 @@ def test_transfer_tables_concatenate_and_default_the_regression_label():
     first = {"transfer": [row], "bounds": [{"method": "lp", "attack_norm": "l2", "attack_eps": 1.0, "metric": "lhs", "value": 0.1}]}
     second = {"transfer": [], "bounds": [{"method": "ft", "attack_norm": "l2", "attack_eps": 1.0, "metric": "lhs", "value": 0.2}]}
     transfer, bounds = transfer_tables("s", [(spec, "shapes-factors"), (spec, "heldout")], [first, second])
-    assert list(transfer.columns) == TABLE_COLUMNS and len(transfer) == 1
+    assert list(transfer.columns) == TRANSFER_COLUMNS and len(transfer) == 1
     assert bounds["value"].tolist() == [0.1, 0.2]
     assert bounds["thm2_label"].tolist() == ["none", "true_label"]
     assert bounds["task_kind"].tolist() == ["regression", "classification"]
     empty_transfer, _ = transfer_tables("s", [(spec, "heldout")], [second])
-    assert list(empty_transfer.columns) == TABLE_COLUMNS
+    assert list(empty_transfer.columns) == TRANSFER_COLUMNS
 
 
 # --------------------------------------------------------------------------- the loss attack and the AS attack's arguments
@@ -712,7 +710,7 @@ def test_loss_attack_runs_aggregate_over_runs(monkeypatch):
     the largest loss over the runs, the change of the run that gave it, the largest change,
     robust = correct in every run, consistent = clean prediction kept in every run; each run
     one PGD run from a random start with per-input generators."""
-    import robustlens.attacks as attacks
+    import robustlens.transfer as transfer
     from robustlens.transfer import loss_attack_runs
 
     deltas = [np.array([-0.1, 0.0]), np.array([0.0, 0.2]), np.array([-0.05, 0.0])]
@@ -723,7 +721,7 @@ def test_loss_attack_runs_aggregate_over_runs(monkeypatch):
         run = (len(calls) - 1) % len(deltas)
         return x + torch.tensor(deltas[run], dtype=x.dtype).view(1, 1, 1, 2)
 
-    monkeypatch.setattr(attacks, "pgd_maximize", fake_pgd)
+    monkeypatch.setattr(transfer, "pgd_maximize", fake_pgd)
     model = _diag_model([1.0, 1.0], [[1.0, 0.0], [-1.0, 0.0]])
     a = np.array([0.07, 0.07, 0.2, 0.03])
     y_np = np.array([0, 1, 0, 1])
@@ -756,7 +754,7 @@ def test_loss_attack_runs_aggregate_over_runs(monkeypatch):
 def test_as_attack_passes_its_attack_settings_to_pgd(monkeypatch):
     """pgd: steps, step_size, 1 + restarts runs and the generator as given; pgd_20x0.7eps:
     20 steps of 0.7 eps, one run from a random start, the same generator."""
-    import robustlens.attacks as attacks
+    import robustlens.transfer as transfer
 
     calls = []
 
@@ -764,7 +762,7 @@ def test_as_attack_passes_its_attack_settings_to_pgd(monkeypatch):
         calls.append((eps, norm, steps, step_size, random_init, restarts, gen))
         return x.clone()
 
-    monkeypatch.setattr(attacks, "pgd_maximize", fake_pgd)
+    monkeypatch.setattr(transfer, "pgd_maximize", fake_pgd)
     model = _diag_model([1.0, 1.0], [[1.0, 0.0], [-1.0, 0.0]])
     x = torch.full((3, 1, 1, 2), 0.5)
     gen = generator(0)

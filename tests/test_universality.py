@@ -11,9 +11,10 @@ import pytest
 from matplotlib.collections import LineCollection, PathCollection, PolyCollection
 from scipy.stats import false_discovery_control, pearsonr
 
+from robustlens.plots import predictive as predictive_plots
 from robustlens.plots import similarity as similarity_plots
-from robustlens.plots import universality as universality_plots
-from robustlens.universality import correlations_table, universality_table
+from robustlens.similarity_tables import correlations_table
+from robustlens.universality import universality_table
 
 SETTINGS = {"n_permutations": 500, "ci": 0.95, "seed": 0}
 EPS = [0.0, 0.5, 1.0, 2.0]
@@ -334,15 +335,11 @@ def test_tables_fail_clearly_without_pairs_or_specs():
 
 @pytest.fixture
 def captured(monkeypatch):
-    """Figures the plot functions would save, kept open for inspection."""
+    """Figures the plot functions would save, kept for inspection (no pyplot state to close)."""
     figures = []
-    for module in (universality_plots, similarity_plots):
-        monkeypatch.setattr(module, "_save", lambda fig, paths, dpi: figures.append(fig))
-    yield figures
-    import matplotlib.pyplot as plt
-
-    for fig in figures:
-        plt.close(fig)
+    for module in (predictive_plots, similarity_plots):
+        monkeypatch.setattr(module, "save", lambda fig, paths, dpi, tight=False: figures.append(fig))
+    return figures
 
 
 def finite_points(ax) -> int:
@@ -367,10 +364,10 @@ def test_every_figure_plots_data_in_every_design(design, captured):
     rng = np.random.default_rng(9)
     predictive = predictive_frame(models, pairs, lambda a, b: -0.05 * abs(a - b) - 0.05 * a, rng)
     similarity = similarity_frame(models, pairs, lambda a, b: 0.1 * min(a, b), rng, measures=("cka_unbiased", "procrustes"))
-    universality_plots.plot_agreement_vs_eps(predictive, [], {}, 50, SETTINGS)
-    universality_plots.plot_cka_by_layer(similarity, [], {}, 50)
-    universality_plots.plot_heads_agreement(predictive, [], {}, 50)
-    universality_plots.plot_universality(universality_table("t", predictive, SETTINGS, models), [], {}, 50)
+    predictive_plots.plot_agreement_vs_eps(predictive, [], {}, 50, SETTINGS)
+    similarity_plots.plot_cka_by_layer(similarity, [], {}, 50)
+    predictive_plots.plot_heads_agreement(predictive, [], {}, 50)
+    predictive_plots.plot_universality(universality_table("t", predictive, SETTINGS, models), [], {}, 50)
     similarity_plots.plot_similarity_vs_eps(similarity, [], {}, 50)
     assert len(captured) == 5
     for fig in captured:

@@ -181,7 +181,7 @@ def test_retrained_heads_agree_on_made_probes_of_both_sources(tiny_run):
 
 def test_changing_a_figure_setting_reruns_only_that_figure(tiny_copy, tmp_path):
     config = write_config(tmp_path / "c.yaml", {"figures": {"cka_by_layer": {"width": 7}}})
-    assert planned_jobs(tiny_copy, configfiles=(config,)) == {"figure_cka_by_layer": 1, "all": 1}
+    assert planned_jobs(tiny_copy, configfiles=(config,)) == {"figure_similarity": 1, "all": 1}
 
 
 def test_extending_the_eps_grid_trains_only_the_new_models(tiny_copy, tmp_path):

@@ -46,8 +46,10 @@ MODULE_TESTS = {
     "predictive": ["test_predictive.py", "test_similarity.py"],
     "probes": ["test_probes.py"],
     "heads": ["test_probes.py", "test_heads.py"],
+    "head_training": ["test_probes.py", "test_heads.py"],
     "activations": ["test_activations.py", "test_store.py", "faults/test_disk_full.py"],
     "data": ["test_datasets.py", "test_tasks.py", "test_train.py"],
+    "splits": ["test_datasets.py", "test_tasks.py", "test_train.py"],
     "fitting": ["test_fitting.py", "test_heads.py"],
     "augment": ["test_augment.py"],
 }

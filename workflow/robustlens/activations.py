@@ -7,12 +7,16 @@ average pooling (``spatial="avgpool"``, the default) or kept whole (``spatial="f
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from robustlens.atomic import remove_path, remove_stale_temporaries, temporary_path
 from robustlens.runtime import autocast, memory_format
+from robustlens.store import write_store
 from robustlens.streaming import StreamedImages
 from robustlens.zoo import LOGITS, PENULTIMATE
 
@@ -128,10 +132,6 @@ def write_target_stores(
     is renamed into place at the end. ``targets`` maps id -> (model, provenance);
     ``precision``, ``channels_last``: as in :func:`extract_activations`.
     Returns an index: target id -> the store's checksum."""
-    from pathlib import Path
-
-    from robustlens.store import remove_path, remove_stale_temporaries, temporary_path, write_store
-
     final = Path(directory)
     remove_stale_temporaries(final)  # what a killed earlier job left behind
     tmp = temporary_path(final)

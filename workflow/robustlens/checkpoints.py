@@ -10,6 +10,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from robustlens.atomic import remove_stale_temporaries, temporary_path
+
 
 class ChecksumError(RuntimeError):
     """A file's content does not match the sha256 it was recorded with."""
@@ -40,8 +42,6 @@ def save_state_dict(state_dict: dict, path: str | Path) -> str:
     A killed writer leaves only a hidden temporary file (removed by the next write), never a
     file at ``path``; a failed write (e.g. ENOSPC) leaves nothing."""
     import torch
-
-    from robustlens.store import remove_stale_temporaries, temporary_path
 
     path = Path(path)
     remove_stale_temporaries(path)  # half-written files of a killed earlier job

@@ -33,7 +33,8 @@ OFFICIAL_TEST_SIZES = {"cifar10": 10000, "cifar100": 10000, "fashion_mnist": 100
 
 #: Classes of the datasets a zoo checkpoint can be trained on.
 ZOO_CLASSES = {"imagenet": 1000, "cifar10": 10, "cifar100": 100}
-#: Block layers of the torchvision architectures a ``url`` checkpoint can hold.
+#: The torchvision architectures a ``url`` checkpoint can hold (their block layers:
+#: :data:`robustlens.sources.TORCHVISION_LAYERS`).
 URL_ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101", "wide_resnet50_2", "wide_resnet50_4")
 #: Where downloaded checkpoints go (relative to the working directory; git-ignored).
 DATA_DIR = "data"

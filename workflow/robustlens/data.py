@@ -13,6 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from robustlens.cifar import read_cifar
+from robustlens.imagefolder import check_class_folders, class_list, load_imagefolder, read_class_list
+from robustlens.splits import stratified_split, stratified_subset
+from robustlens.sprites import generate_shapes
+
 #: Dataset sources this module can prepare (torchvision ones after their download rule ran).
 SOURCES = ("sklearn_digits", "cifar10", "cifar100", "fashion_mnist", "imagefolder", "shapes")
 #: torchvision dataset classes of the downloadable sources (downloaded by torchvision; CIFAR
@@ -34,15 +39,6 @@ def load_sklearn_digits(image_size: int) -> tuple[np.ndarray, np.ndarray]:
     digits = load_digits()
     images = digits.images.astype(np.float32)[:, None] / 16.0
     return _resize(images, image_size), digits.target.astype(np.int64)
-
-
-def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of a stratified train/test split, fixed by ``seed`` (sorted within each part)."""
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(labels))
-    train, test = train_test_split(idx, test_size=test_fraction, stratify=labels, random_state=seed)
-    return np.sort(train), np.sort(test)
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -81,8 +77,6 @@ def load_torchvision(source: str, train: bool, image_size: int, root: str | Path
     """One split of a downloaded dataset as (n, c, s, s) uint8 images and int64 labels: CIFAR
     through :func:`robustlens.cifar.read_cifar`, Fashion-MNIST through torchvision."""
     if source in ("cifar10", "cifar100"):
-        from robustlens.cifar import read_cifar
-
         images, labels = read_cifar(source, train, root)
         return _resize(images, image_size), labels
     import torchvision
@@ -95,21 +89,6 @@ def load_torchvision(source: str, train: bool, image_size: int, root: str | Path
     data = np.asarray(ds.data, dtype=np.uint8)
     images = np.ascontiguousarray(data[:, None] if data.ndim == 3 else data.transpose(0, 3, 1, 2))
     return _resize(images, image_size), np.asarray(ds.targets, dtype=np.int64)
-
-
-def stratified_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
-    """Sorted indices of a stratified subset of ``limit`` items (all when ``limit`` is None or
-    not smaller), fixed by ``seed``. Where no stratified subset exists (fewer items kept or left
-    out than there are classes, or a class of one item), a uniform random one."""
-    if limit is None or limit >= len(labels):
-        return np.arange(len(labels))
-    from sklearn.model_selection import train_test_split
-
-    try:
-        idx, _ = train_test_split(np.arange(len(labels)), train_size=limit, stratify=labels, random_state=seed)
-    except ValueError:
-        idx = np.random.default_rng(seed).permutation(len(labels))[:limit]
-    return np.sort(idx)
 
 
 def _cap(images: np.ndarray, labels: np.ndarray, limit: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -130,8 +109,6 @@ def prepare_dataset(spec: dict, root: str | Path = DATASETS_DIR) -> dict[str, np
     size, seed = spec["image_size"], spec["split_seed"]
     if source in TORCHVISION or source == "imagefolder":
         if source == "imagefolder":
-            from robustlens.imagefolder import check_class_folders, class_list, load_imagefolder, read_class_list
-
             classes = class_list(spec.get("classes"), spec.get("num_classes", 1000))
             subset = read_class_list(spec["classes_file"], "dataset.classes_file") if spec.get("classes_file") else None
             outside = [name for name in subset or [] if name not in classes]
@@ -153,8 +130,6 @@ def prepare_dataset(spec: dict, root: str | Path = DATASETS_DIR) -> dict[str, np
     if source == "sklearn_digits":
         images, labels = load_sklearn_digits(size)
     elif source == "shapes":
-        from robustlens.tasks import generate_shapes
-
         sprites = generate_shapes(spec.get("n_samples", 2000), size, seed)
         images, labels = sprites["images"], sprites["labels"]
     else:  # the schema already rejects unknown sources; this guards direct library use

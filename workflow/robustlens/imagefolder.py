@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from robustlens.splits import stratified_subset
+
 #: ``dataset.classes`` value that names ImageNet's class list.
 IMAGENET = "imagenet"
 #: ``dataset.classes`` value that names ImageNet-100 (the 100 wnids of Tian et al. 2020, CMC:
@@ -132,8 +134,6 @@ def load_imagefolder(
     ``square``, the whole centre square at ``image_size``: :func:`centre_square`).
     Returns images (n, 3, image_size, image_size) uint8 and labels (indices into ``classes``)."""
     from PIL import Image
-
-    from robustlens.data import stratified_subset
 
     files, labels = list_images(root, split, classes, subset)
     idx = stratified_subset(labels, limit, seed)

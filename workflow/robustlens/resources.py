@@ -19,8 +19,12 @@ No torch here: the Snakefile imports this module at parse time.
 from __future__ import annotations
 
 import math
+import zipfile
+from pathlib import Path
 
 import numpy as np
+
+from robustlens.npz_rows import NpzRows
 
 MB = 1 << 20
 #: Resident memory of a job once Python, torch, torchvision, numpy and zarr are imported
@@ -149,11 +153,6 @@ def npz_image_arrays(path) -> dict[str, tuple[tuple[int, ...], int]]:
     """(shape, bytes per value) of each image array (``x_*``) of an .npz file, read from the
     arrays' headers only (:class:`robustlens.npz_rows.NpzRows`; no image is loaded); {} for a
     file that does not exist yet."""
-    import zipfile
-    from pathlib import Path
-
-    from robustlens.npz_rows import NpzRows
-
     if not Path(path).is_file():
         return {}
     with zipfile.ZipFile(path) as archive:

@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 from robustlens.checkpoints import ChecksumError, verify_sha256
+from robustlens.config import URL_ARCHITECTURES
+from robustlens.download import fetch, record_sha256
 from robustlens.modules import WrappedModel
 
 #: Input normalisation of each dataset the zoo's checkpoints were trained on.
@@ -35,11 +37,8 @@ NORMALIZATION = {
     "cifar10": ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]),
     "cifar100": ([0.5071, 0.4865, 0.4409], [0.2673, 0.2564, 0.2762]),
 }
-#: Classes of each dataset a checkpoint can be trained on.
-NUM_CLASSES = {"imagenet": 1000, "cifar10": 10, "cifar100": 100}
 #: torchvision architectures a ``url`` checkpoint can hold, with their block layers.
-TORCHVISION_LAYERS = {name: ["layer1", "layer2", "layer3", "layer4"] for name in
-                      ("resnet18", "resnet34", "resnet50", "resnet101", "wide_resnet50_2", "wide_resnet50_4")}
+TORCHVISION_LAYERS = {name: ["layer1", "layer2", "layer3", "layer4"] for name in URL_ARCHITECTURES}
 #: Globals a ``url`` checkpoint may contain besides tensors, allowed when it is read with
 #: ``weights_only=True``: the robustness library saves its argparse options with the weights.
 ALLOWED_GLOBALS = [argparse.Namespace]
@@ -274,8 +273,6 @@ def fetch_weights(spec: dict, dest: str | Path) -> Path:
     """Make ``dest`` hold a zoo model's own weights file: RobustBench through its Google Drive
     id, timm from its pinned tag's address, ``url`` from the configured address. A configured
     ``sha256`` is verified; without one, the file's sha256 is printed and written beside it."""
-    from robustlens.download import fetch, record_sha256
-
     if spec["source"] == "robustbench":
         fetch_robustbench(spec)
         if not spec.get("sha256"):

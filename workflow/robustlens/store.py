@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import xarray as xr
 
+from robustlens.atomic import remove_path, remove_stale_temporaries, temporary_path
 from robustlens.jobs import write_json
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -56,34 +56,6 @@ def directory_checksum(root: str | Path) -> tuple[str, int]:
                 digest.update(chunk)
         digest.update(b"\0")
     return digest.hexdigest(), len(files)
-
-
-def temporary_path(path: str | Path) -> Path:
-    """The temporary name ``path`` is written under before it is renamed into place:
-    ``.<name>.tmp<pid>`` beside it (hidden, and never matched by a rule's output pattern)."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
-def remove_path(path: str | Path) -> None:
-    """Remove a file, link or directory tree at ``path`` if there is one."""
-    path = Path(path)
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def remove_stale_temporaries(path: str | Path) -> list[Path]:
-    """Remove what killed writers of ``path`` left behind (``.<name>.tmp*`` beside it) and
-    return it. Safe because only one job at a time writes a given output (Snakemake's lock)."""
-    import glob
-
-    path = Path(path)
-    stale = sorted(path.parent.glob(f".{glob.escape(path.name)}.tmp*")) if path.parent.is_dir() else []
-    for leftover in stale:
-        remove_path(leftover)
-    return stale
 
 
 def write_store(ds: xr.Dataset, path: str | Path, provenance: dict, layers: list[str] | None = None) -> dict:

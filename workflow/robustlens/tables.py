@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from robustlens.measures import MEASURES
+from robustlens.tasks import parse_task
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
@@ -97,3 +98,29 @@ def heads_table(study: str, models: list[dict], heads: list[dict]) -> pd.DataFra
     df = pd.DataFrame(rows)
     df.insert(len(df.columns) - 1, "metric", "accuracy")
     return df
+
+
+#: Columns of transfer.csv, in order (tidy: one row per value).
+TRANSFER_COLUMNS = ["study", "model", "eps", "seed", "task", "task_kind", "method", "attack_norm", "attack_eps", "metric", "value"]
+#: Columns of bounds.csv: those of transfer.csv and the AS attack's method and Thm 2's label.
+BOUNDS_COLUMNS = TRANSFER_COLUMNS[:-2] + ["as_method", "thm2_label"] + TRANSFER_COLUMNS[-2:]
+
+
+def transfer_tables(study: str, keys: list[tuple[dict, str]], results: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(transfer, bounds) DataFrames from the results of
+    :func:`robustlens.transfer.transfer_study`, one per (model spec, task) in ``keys``: one row
+    per value, with the study, the model's id, eps and seed, the task and its kind, the method
+    (lp, ft, lp_ft), the attack's norm and eps ("none" and 0 for clean values), the metric and
+    its value (:data:`TRANSFER_COLUMNS`); bounds.csv (:data:`BOUNDS_COLUMNS`) also the AS
+    attack's method and Thm 2's label. Results written before these two columns existed get the
+    defaults ("pgd", "true_label"; "none" for regression)."""
+    tables = {"transfer": [], "bounds": []}
+    for (spec, task), result in zip(keys, results):
+        base = {"study": study, "model": spec["id"], "eps": float(spec["eps"]), "seed": int(spec["seed"]),
+                "task": task, "task_kind": parse_task(task)["kind"]}
+        for name in tables:
+            tables[name] += [{**base, **row} for row in result[name]]
+    for row in tables["bounds"]:
+        row.setdefault("as_method", "pgd")
+        row.setdefault("thm2_label", "true_label" if row["task_kind"] == "classification" else "none")
+    return (pd.DataFrame(tables["transfer"], columns=TRANSFER_COLUMNS), pd.DataFrame(tables["bounds"], columns=BOUNDS_COLUMNS))

@@ -15,9 +15,11 @@ from tqdm.auto import tqdm
 
 from robustlens.attacks import pgd_attack
 from robustlens.augment import CROPPING_AUGMENTS, augment_batch, centre_crop
+from robustlens.autoattack_eval import autoattack_accuracy
 from robustlens.fitting import NonFiniteLossError, Resume, fit
 from robustlens.runtime import autocast, generator, memory_format
 from robustlens.streaming import StreamedImages
+from robustlens.zoo import build_architecture
 
 
 #: Settings of the ``training`` block with the values the default study was built with; a
@@ -266,8 +268,6 @@ def train_and_evaluate(
     metrics. ``train_rows``: the training images as :class:`robustlens.npz_rows.NpzRows`
     (``training.stream``), read per batch instead of from ``dataset["x_train"]``. ``input_size``:
     the model's input side (the test split's), when training images are stored larger."""
-    from robustlens.zoo import build_architecture
-
     settings = {**TRAINING_DEFAULTS, **training}
     compute = {"precision": "fp32", "channels_last": False, **(compute or {})}
     y_train, x_val, y_val = dataset["y_train"], None, None
@@ -323,8 +323,6 @@ def evaluate_with_settings(
         batch_size=evaluation.get("batch_size", 512),
     )
     if evaluation.get("autoattack"):
-        from robustlens.autoattack_eval import autoattack_accuracy
-
         settings = evaluation["autoattack"]
         metrics["autoattack_accuracy"] = autoattack_accuracy(
             model, dataset["x_test"], dataset["y_test"], settings, evaluation["norm"], device, evaluation["seed"]

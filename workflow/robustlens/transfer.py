@@ -37,7 +37,9 @@ representation (``model.forward_features``) and (W, b) the linear head (``model.
   that ball (the AS attack's and every loss-attack run's), which makes the theorem's
   conclusion checkable exactly on the perturbations tried: it must be 1.
 
-Every function takes explicit devices and seeds; no global random state is used.
+Every function takes explicit devices and seeds; no global random state is used. The transfer
+and bounds tables are made from the results by :func:`robustlens.tables.transfer_tables`, which
+needs no torch.
 """
 
 from __future__ import annotations
@@ -45,14 +47,17 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
-    from robustlens.fitting import Resume
+from robustlens.attacks import ascent_step, example_generators, pgd_maximize, regression_error
+from robustlens.fitting import Resume, fit, standardising_scale
+from robustlens.modules import TaskInputModel
+from robustlens.runtime import generator
 
 #: Lipschitz constant of the Lemma 1 loss in the max norm of the outputs, per task kind.
 LIPSCHITZ = {"classification": 2.0, "regression": 1.0}
@@ -71,40 +76,27 @@ FGSM_OFFSET_POWER = 1.00001
 # --------------------------------------------------------------------------- small helpers
 
 
-def _torch():
-    import torch
-
-    return torch
-
-
 def _batched(fn, n: int, batch_size: int):
-    torch = _torch()
     return torch.cat([fn(slice(i, i + batch_size)) for i in range(0, n, batch_size)])
 
 
-def features(model: "torch.nn.Module", x: "torch.Tensor", batch_size: int = 512) -> "torch.Tensor":
+def features(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """The penultimate representation g(x) of ``x`` (no gradient), in batches."""
-    torch = _torch()
     with torch.no_grad():
         return _batched(lambda s: model.forward_features(x[s]), len(x), batch_size)
 
 
-def outputs(model: "torch.nn.Module", x: "torch.Tensor", batch_size: int = 512) -> "torch.Tensor":
+def outputs(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Model outputs h(x) = W g(x) + b (no gradient), in batches."""
-    torch = _torch()
     with torch.no_grad():
         return _batched(lambda s: model(x[s]), len(x), batch_size)
 
 
-def task_loss(out: "torch.Tensor", y: "torch.Tensor", kind: str, objective: str = "train") -> "torch.Tensor":
+def task_loss(out: torch.Tensor, y: torch.Tensor, kind: str, objective: str = "train") -> torch.Tensor:
     """Per-sample loss of outputs against targets. ``objective="train"``: softmax cross-entropy
     (classification) or squared error averaged over outputs (regression, the MSE);
     ``objective="bound"``: the Lipschitz loss of Lemma 1, cross-entropy (L = 2) or
     ||h(x) - y||_inf (L = 1)."""
-    import torch.nn.functional as F
-
-    from robustlens.attacks import regression_error
-
     if kind == "classification":
         return F.cross_entropy(out, y, reduction="none")
     return regression_error(out, y, "squared" if objective == "train" else "max_abs")
@@ -120,9 +112,8 @@ def head_weight_norm(weight) -> float:
 # --------------------------------------------------------------------------- training
 
 
-def _init_linear(d: int, k: int, gen: "torch.Generator") -> "torch.nn.Linear":
+def _init_linear(d: int, k: int, gen: torch.Generator) -> torch.nn.Linear:
     """nn.Linear(d, k) initialised as PyTorch does (uniform +-1/sqrt(d)) from ``gen``."""
-    torch = _torch()
     head = torch.nn.Linear(d, k)
     bound = 1 / math.sqrt(d)
     with torch.no_grad():
@@ -132,8 +123,8 @@ def _init_linear(d: int, k: int, gen: "torch.Generator") -> "torch.nn.Linear":
 
 
 def fit_head(
-    feats: "torch.Tensor",
-    y: "torch.Tensor",
+    feats: torch.Tensor,
+    y: torch.Tensor,
     kind: str,
     n_outputs: int,
     *,
@@ -144,17 +135,14 @@ def fit_head(
     seed: int,
     momentum: float = 0.9,
     schedule: dict | None = None,
-    resume: "Resume | None" = None,
-) -> "torch.nn.Linear":
+    resume: Resume | None = None,
+) -> torch.nn.Linear:
     """A linear head on fixed features: minibatch SGD (momentum 0.9 and a cosine schedule unless
     given) on the cross-entropy or the MSE. Features are standardised with their mean and standard deviation
     (floored: :func:`robustlens.fitting.standardising_scale`) for the fit and the standardisation
     is folded back into the returned head, so it applies to
     raw features. Random init and batch order from ``seed``; returned on the features' device.
     ``resume``: where the fit's state is saved for a killed job to continue from."""
-    from robustlens.fitting import fit, standardising_scale
-
-    torch = _torch()
     gen = torch.Generator().manual_seed(int(seed))
     mean, std = feats.mean(0), feats.std(0, unbiased=False)
     std = standardising_scale(std)
@@ -171,9 +159,9 @@ def fit_head(
 
 
 def linear_probe(
-    model: "torch.nn.Module", x: "torch.Tensor", y: "torch.Tensor", kind: str, n_outputs: int, settings: dict, seed: int,
-    feature_batch: int = 512, resume: "Resume | None" = None,
-) -> "torch.nn.Module":
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, kind: str, n_outputs: int, settings: dict, seed: int,
+    feature_batch: int = 512, resume: Resume | None = None,
+) -> torch.nn.Module:
     """LP: a copy of ``model`` with its extractor frozen (eval mode, no gradients, so batch-norm
     statistics stay too) and a new linear head fitted on g(x) (extracted ``feature_batch``
     images at a time). ``settings``: epochs, lr, weight_decay, batch_size. The extractor's
@@ -189,26 +177,22 @@ def linear_probe(
 
 
 def fine_tune(
-    model: "torch.nn.Module",
-    x: "torch.Tensor",
-    y: "torch.Tensor",
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
     kind: str,
     n_outputs: int,
     settings: dict,
     seed: int,
-    head: "torch.nn.Linear | None" = None,
-    resume: "Resume | None" = None,
-) -> "torch.nn.Module":
+    head: torch.nn.Linear | None = None,
+    resume: Resume | None = None,
+) -> torch.nn.Module:
     """FT: a copy of ``model`` with a new head (random from ``seed``, or a copy of ``head``:
     LP-FT) and every weight trained (batch norm in training mode) by minibatch SGD on the task
     loss. ``settings``: epochs, lr, weight_decay, batch_size, and optionally momentum (0.9),
     schedule (cosine over all batches) and augment (``none``; a :mod:`robustlens.augment`
     recipe applied to each batch, drawn from ``seed``: needs a
     :class:`robustlens.modules.TaskInputModel`). ``resume``: the fit's resumable state."""
-    from robustlens.fitting import fit
-    from robustlens.runtime import generator
-
-    torch = _torch()
     gen = torch.Generator().manual_seed(int(seed))
     tuned = copy.deepcopy(model)
     device = next(tuned.parameters()).device
@@ -241,7 +225,7 @@ def _fit_kwargs(settings: dict) -> dict:
 
 
 def transfer_models(model, x, y, kind: str, n_outputs: int, settings: dict, seed: int,
-                    resume: "Callable[[str], Resume] | None" = None) -> dict:
+                    resume: Callable[[str], Resume] | None = None) -> dict:
     """The three transferred models {lp, ft, lp_ft} of ``model`` on (x, y). ``settings``: the
     config's ``transfer`` block (``lp``, ``ft``, ``lp_ft``: epochs, lr, weight_decay,
     batch_size; ``batch_size``: the batch LP extracts features in); LP-FT fine-tunes the LP
@@ -255,30 +239,28 @@ def transfer_models(model, x, y, kind: str, n_outputs: int, settings: dict, seed
     return {"lp": lp, "ft": ft, "lp_ft": lp_ft}
 
 
-def resumable_parts(directory, fingerprint: dict, every_s: float) -> "Callable[[str], Resume]":
+def resumable_parts(directory, fingerprint: dict, every_s: float) -> Callable[[str], Resume]:
     """``part -> Resume`` for the parts of one (model, task) transfer: each fit (``lp``, ``ft``,
     ``lp_ft``) and the evaluated methods' rows (``evaluated``), as ``directory/<part>.pt``.
     ``fingerprint``: what they belong to (model and its checksum, task data, settings, device);
     the fits' state is saved at most every ``every_s`` seconds and after their last epoch, the
     rows after each method. A killed transfer job rerun continues from them, bit-identical to
     an uninterrupted run on the same device."""
-    from robustlens.fitting import Resume
-
     return lambda part: Resume(Path(directory) / f"{part}.pt", {**fingerprint, "part": part}, every_s)
 
 
 # --------------------------------------------------------------------------- attacks
 
 
-def representation_change(model, x: "torch.Tensor", x_adv: "torch.Tensor", batch_size: int = 512) -> "torch.Tensor":
+def representation_change(model, x: torch.Tensor, x_adv: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """||g(x_adv) - g(x)||_2 per sample."""
     return (features(model, x_adv, batch_size) - features(model, x, batch_size)).norm(dim=1)
 
 
 def as_attack(
-    model, x: "torch.Tensor", *, eps: float, norm: str, steps: int, restarts: int, gen,
+    model, x: torch.Tensor, *, eps: float, norm: str, steps: int, restarts: int, gen,
     step_size: float | None = None, method: str = "pgd",
-) -> "torch.Tensor":
+) -> torch.Tensor:
     """The AS attack: inputs in the ``norm`` ball of radius ``eps`` around ``x`` (and in [0, 1])
     that maximise ||g(x + d) - g(x)||_2. ``method``:
 
@@ -301,9 +283,6 @@ def as_attack(
 
     ``gen``: a ``torch.Generator`` or per-example generators
     (:func:`robustlens.attacks.example_generators`)."""
-    from robustlens.attacks import ascent_step, pgd_maximize
-
-    torch = _torch()
     with torch.no_grad():
         g0 = model.forward_features(x)
 
@@ -331,7 +310,6 @@ def as_score(
     and the per-input changes (a lower bound of each max). ``method``: see :func:`as_attack`.
     Runs in batches of ``batch_size``; input i's random starts come from its own generator
     (seed, i), so the values do not depend on the batch size."""
-    from robustlens.attacks import example_generators
 
     def batch(s: slice):
         gens = example_generators(seed, s.start, len(x[s]))
@@ -354,9 +332,6 @@ def loss_attack_runs(
     (classification: the clean prediction F(x) kept in every run). Runs in batches
     of ``batch_size``; input i's random starts come from its own generator (seed, i), so the
     values do not depend on the batch size."""
-    from robustlens.attacks import example_generators, pgd_maximize
-
-    torch = _torch()
     best_loss, best_change, change_max, robust, consistent = [], [], [], [], []
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
@@ -563,7 +538,7 @@ def evaluate_transferred(
 
 def transfer_study(model, task: dict, settings: dict, device, progress: bool = True, desc: str = "",
                    input_size: int | None = None, channels: int | None = None,
-                   resume: "Callable[[str], Resume] | None" = None) -> dict:
+                   resume: Callable[[str], Resume] | None = None) -> dict:
     """Everything the transfer study computes for one (pretrained model, task): the three
     transferred models (:func:`transfer_models`) and, for each, :func:`evaluate_transferred`
     on the task's test split. ``task``: the arrays of :func:`robustlens.tasks.make_task`.
@@ -573,11 +548,6 @@ def transfer_study(model, task: dict, settings: dict, device, progress: bool = T
     ``resume``: the parts' resumable state (:func:`resumable_parts`): a rerun after a kill
     continues the fit it was in and skips the methods already evaluated.
     Returns {"transfer": rows, "bounds": rows}, each row with a ``method`` key."""
-    from tqdm.auto import tqdm
-
-    from robustlens.modules import TaskInputModel
-
-    torch = _torch()
     kind = str(task["kind"])
     n_outputs = int(task["n_outputs"])
     ytype = torch.long if kind == "classification" else torch.float32
@@ -614,34 +584,3 @@ def transfer_study(model, task: dict, settings: dict, device, progress: bool = T
         bar.update(1)
     bar.close()
     return rows
-
-
-# --------------------------------------------------------------------------- tables (no torch)
-
-#: Columns of transfer.csv, in order (tidy: one row per value).
-TABLE_COLUMNS = ["study", "model", "eps", "seed", "task", "task_kind", "method", "attack_norm", "attack_eps", "metric", "value"]
-#: Columns of bounds.csv: those of transfer.csv and the AS attack's method and Thm 2's label.
-BOUNDS_COLUMNS = TABLE_COLUMNS[:-2] + ["as_method", "thm2_label"] + TABLE_COLUMNS[-2:]
-
-
-def transfer_tables(study: str, keys: list[tuple[dict, str]], results: list[dict]):
-    """(transfer, bounds) DataFrames from the results of :func:`transfer_study`, one per
-    (model spec, task) in ``keys``: one row per value, with the study, the model's id, eps and
-    seed, the task and its kind, the method (lp, ft, lp_ft), the attack's norm and eps ("none"
-    and 0 for clean values), the metric and its value; bounds.csv (:data:`BOUNDS_COLUMNS`) also
-    the AS attack's method and Thm 2's label. Results written before these two columns existed
-    get the defaults ("pgd", "true_label"; "none" for regression)."""
-    import pandas as pd
-
-    from robustlens.tasks import parse_task
-
-    tables = {"transfer": [], "bounds": []}
-    for (spec, task), result in zip(keys, results):
-        base = {"study": study, "model": spec["id"], "eps": float(spec["eps"]), "seed": int(spec["seed"]),
-                "task": task, "task_kind": parse_task(task)["kind"]}
-        for name in tables:
-            tables[name] += [{**base, **row} for row in result[name]]
-    for row in tables["bounds"]:
-        row.setdefault("as_method", "pgd")
-        row.setdefault("thm2_label", "true_label" if row["task_kind"] == "classification" else "none")
-    return (pd.DataFrame(tables["transfer"], columns=TABLE_COLUMNS), pd.DataFrame(tables["bounds"], columns=BOUNDS_COLUMNS))

@@ -9,6 +9,8 @@ partial correlation controlling for the pair's mean clean accuracy (agreement fa
 mechanically with accuracy: two models with accuracies a and b agree on at least a + b - 1 of
 the inputs) with a Freedman-Lane p-value. Each row names its test (:data:`robustlens.stats.TESTS`);
 benchmarks/calibration.py shows by simulation that each holds its level and coverage.
+The design, tests and row helpers here are shared with the similarity stage's correlations
+table (:mod:`robustlens.similarity_tables`) and with the figures (:mod:`robustlens.plots`).
 
 Which x (the design, chosen from the pairs, :func:`pair_design`):
 
@@ -33,7 +35,6 @@ import pandas as pd
 from robustlens.stats import (
     MIN_EPS_LEVELS,
     PERMUTE_TESTS,
-    benjamini_hochberg,
     eps_group_means,
     freedman_lane_eps_groups,
     freedman_lane_models,
@@ -203,19 +204,22 @@ def partial_statistics(df: pd.DataFrame, covariate: np.ndarray, settings: dict, 
     return out, reasons, tests
 
 
-def _rows(base: dict, stats: dict, reasons: dict, tests: dict) -> list[dict]:
+def statistic_rows(base: dict, stats: dict, reasons: dict, tests: dict) -> list[dict]:
+    """One tidy row per statistic: ``base`` (:func:`row_base`) with the statistic's name, value,
+    test and the reason it is undefined (empty when defined)."""
     return [{**base, "statistic": k, "value": val, "test": tests.get(k, ""), "reason": reasons.get(k, "")}
             for k, val in stats.items()]
 
 
-def _base(study: str, design: str, x: str, df: pd.DataFrame, **keys) -> dict:
+def row_base(study: str, design: str, x: str, df: pd.DataFrame, **keys) -> dict:
     """The identifying columns of a table row: study, design, x, the group's keys, n_pairs,
     n_units (resampling units) and n_levels (:func:`n_eps_levels`)."""
     return {"study": study, "design": design, "x": x, **keys, "n_pairs": len(df),
             "n_units": len(set(df["unit_a"]) | set(df["unit_b"])), "n_levels": n_eps_levels(df, design)}
 
 
-def _require_pairs(values: pd.DataFrame, table: str) -> None:
+def require_pairs(values: pd.DataFrame, table: str) -> None:
+    """Stop ``table`` when its input has no pair of models."""
     if values.empty:
         raise ValueError(f"{table}: the input table has no pair of models; nothing to correlate with eps "
                          "(check comparison.pairs)")
@@ -229,7 +233,7 @@ def universality_table(study: str, predictive: pd.DataFrame, settings: dict, mod
     the test behind each statistic (``test``, see :data:`robustlens.stats.TESTS`) and the
     reason of each undefined (NaN) statistic. ``models``: id -> model spec (for the units)."""
     values = pair_values(predictive)
-    _require_pairs(values, "universality_table")
+    require_pairs(values, "universality_table")
     values = with_units(values, models)
     design = pair_design(values)
     clean = clean_accuracy_by_pair(values)
@@ -238,27 +242,5 @@ def universality_table(study: str, predictive: pd.DataFrame, settings: dict, mod
         for (probe, head, measure), df in pairs.groupby(["probe", "head", "measure"], sort=True):
             covariate = np.array([clean.get((head, a, b), np.nan) for a, b in zip(df["model_a"], df["model_b"])], dtype=float)
             stats, reasons, tests = eps_correlation(df, settings, x, covariate, design)
-            rows += _rows(_base(study, design, x, df, probe=probe, head=head, measure=measure), stats, reasons, tests)
+            rows += statistic_rows(row_base(study, design, x, df, probe=probe, head=head, measure=measure), stats, reasons, tests)
     return pd.DataFrame(rows)
-
-
-def correlations_table(study: str, similarity: pd.DataFrame, settings: dict, models: Mapping[str, Mapping]) -> pd.DataFrame:
-    """Correlation of x with each representational measure per (probe, measure, layer, x)
-    (values averaged over the probe's input sets; design and x as in :func:`universality_table`),
-    with Benjamini-Hochberg q-values across all layers, measures, probes and x."""
-    keys = ["probe", "measure", "layer", "model_a", "model_b", "eps_a", "eps_b", "seed_a", "seed_b"]
-    values = similarity.groupby(keys, as_index=False, sort=True)["value"].mean()
-    _require_pairs(values, "correlations_table")
-    values = with_units(values, models)
-    design = pair_design(values)
-    rows = []
-    for x, pairs in design_analyses(values, design):
-        for (probe, measure, layer), df in pairs.groupby(["probe", "measure", "layer"], sort=True):
-            stats, reasons, tests = eps_correlation(df, settings, x, design=design)
-            rows.append((_base(study, design, x, df, probe=probe, measure=measure, layer=layer), stats, reasons, tests))
-    q = benjamini_hochberg(np.array([stats["p_value"] for _, stats, _, _ in rows]))
-    out = []
-    for (base, stats, reasons, tests), q_value in zip(rows, q):
-        out += _rows(base, {**stats, "q_value": float(q_value)}, {**reasons, "q_value": reasons["p_value"]},
-                     {**tests, "q_value": "benjamini_hochberg"})
-    return pd.DataFrame(out)

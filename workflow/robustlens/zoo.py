@@ -19,8 +19,10 @@ import torch
 from torch import nn
 
 from robustlens.checkpoints import load_state_dict
+from robustlens.jobs import read_json
 from robustlens.modules import LOGITS, PENULTIMATE, InputNormalization, RepresentationModel  # noqa: F401 (re-exported)
 from robustlens.resnet import CifarResNet18, ImageNetResNet
+from robustlens.sources import BUILDERS, LOADERS
 
 
 def conv_block(c_in: int, c_out: int, n_convs: int) -> nn.Sequential:
@@ -95,8 +97,6 @@ def build_model(spec: dict) -> nn.Module:
     source = spec.get("source", "train")
     if source == "train":
         return build_architecture(spec["arch"])
-    from robustlens.sources import BUILDERS
-
     return _source_function(BUILDERS, spec)(spec)
 
 
@@ -122,9 +122,20 @@ def load_model(spec: dict, checkpoint: str | Path | None = None, sha256: str | N
     if path is None and source == "train":
         raise ValueError(f"model {spec.get('id')!r}: no checkpoint path given")
     if path is None:
-        from robustlens.sources import LOADERS
-
         return _source_function(LOADERS, spec)(spec).eval()
     model = build_model(spec)
     model.load_state_dict(load_state_dict(path, sha256=sha256))
     return model.eval()
+
+
+def recorded_sha256(metrics: str | Path) -> str:
+    """The sha256 of a workflow checkpoint, as its model rule (``train_model``, ``zoo_model``)
+    recorded it in the model's metrics file when it wrote the checkpoint."""
+    return read_json(metrics)["sha256"]
+
+
+def load_workflow_model(spec: dict, checkpoint: str | Path, metrics: str | Path) -> nn.Module:
+    """The model of ``spec`` from the checkpoint a model rule wrote, verified against the sha256
+    that rule recorded in ``metrics`` (:func:`recorded_sha256`) before it is read: what every
+    job downstream of the model rules loads."""
+    return load_model(spec, checkpoint, sha256=recorded_sha256(metrics))

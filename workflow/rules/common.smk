@@ -51,9 +51,6 @@ def resources_of(rule, **defaults):
     return {**computed, **defaults, **RESOURCES.get(rule, {})}
 
 
-# Targets each rules file adds to `rule all`.
-ALL_TARGETS = []
-
 wildcard_constraints:
     model=r"(?:(?!__)[A-Za-z0-9_.+-])+",
     model_a=r"(?:(?!__)[A-Za-z0-9_.+-])+",
@@ -71,6 +68,9 @@ def metrics_path(model):
 
 
 def store_path(probe, source, model):
+    """Store of a model's activations on the images of ``source``: the dataset for the natural
+    probe, a model for made probes (inside the source's activation directory, which one job
+    writes)."""
     return f"results/activations/{probe}/{source}/{model}.zarr"
 
 
@@ -80,6 +80,25 @@ def manifest_of(store):
 
 MADE_PROBES = [p for p in ("adversarial", "inverted") if p in config["probes"]]
 PROBES = ["natural", *MADE_PROBES]
+
+
+FIGURE_FORMATS = ["png", "pdf"]
+
+
+def all_targets():
+    """The targets of `rule all`: every table and figure of the study. Each stage's figures that
+    share one rule are named in its rule file (SIMILARITY_FIGURES, PREDICTIVE_FIGURES,
+    FILTER_FIGURES, TRANSFER_FIGURES)."""
+    tables = ["models", "heads", "similarity", "similarity_matrix", "correlations", "predictive", "universality",
+              "filters_quality", "filters_shift", "filters_basis", "transfer", "bounds"]
+    figures = [*SIMILARITY_FIGURES, *PREDICTIVE_FIGURES, *FILTER_FIGURES, "filters_first_layer", *TRANSFER_FIGURES]
+    if TRAIN_MODELS:
+        figures.append("training_curves")
+    if MADE_PROBES:
+        tables.append("probes")
+    if "inverted" in MADE_PROBES:
+        figures.append("inversions")
+    return [f"results/tables/{t}.csv" for t in tables] + [f"results/figures/{f}.{ext}" for f in figures for ext in FIGURE_FORMATS]
 
 
 def models_of_pairs():
@@ -93,18 +112,12 @@ def probe_targets(source):
     return sorted(partners | {source}, key=list(MODELS).index)
 
 
-def made_store(probe, source, target):
-    """Store of target's activations on the probe images source made (inside the source's
-    activation directory, which one job writes)."""
-    return f"results/activations/{probe}/{source}/{target}.zarr"
-
-
 def pair_stores(probe, a, b):
     """(source, store of a, store of b) for every probe input set the pair is compared on: the
     dataset for natural images; the images of each of the two models for made probes."""
     if probe == "natural":
         return [(DATASET, store_path(probe, DATASET, a), store_path(probe, DATASET, b))]
-    return [(src, made_store(probe, src, a), made_store(probe, src, b)) for src in (a, b)]
+    return [(src, store_path(probe, src, a), store_path(probe, src, b)) for src in (a, b)]
 
 
 def probe_files(probe, models):

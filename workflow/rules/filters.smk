@@ -110,7 +110,3 @@ rule figure_first_layer_filters:
         "../../envs/robustlens.yaml"
     script:
         "../scripts/figure_first_layer_filters.py"
-
-
-ALL_TARGETS.extend(["results/tables/filters_quality.csv", "results/tables/filters_shift.csv", "results/tables/filters_basis.csv"])
-ALL_TARGETS.extend(f"results/figures/{f}.{ext}" for f in [*FILTER_FIGURES, "filters_first_layer"] for ext in ("png", "pdf"))

@@ -47,6 +47,3 @@ rule heads_table:
         "../../envs/robustlens.yaml"
     script:
         "../scripts/heads_table.py"
-
-
-ALL_TARGETS.append("results/tables/heads.csv")

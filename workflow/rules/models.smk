@@ -109,9 +109,6 @@ rule models_table:
         "../scripts/models_table.py"
 
 
-ALL_TARGETS.append("results/tables/models.csv")
-
-
 rule figure_training_curves:
     """Training curves of the models trained in the workflow: loss, learning rate, clean and
     robust validation accuracy per epoch, the kept epoch marked."""
@@ -133,7 +130,3 @@ rule figure_training_curves:
         "../../envs/robustlens.yaml"
     script:
         "../scripts/figure_training_curves.py"
-
-
-if TRAIN_MODELS:
-    ALL_TARGETS.extend(["results/figures/training_curves.png", "results/figures/training_curves.pdf"])

@@ -67,4 +67,38 @@ rule universality_table:
         "../scripts/universality_table.py"
 
 
-ALL_TARGETS.extend(["results/tables/predictive.csv", "results/tables/universality.csv"])
+#: The predictive stage's figures: name -> the table it plots.
+PREDICTIVE_FIGURES = {
+    "agreement_vs_eps": "predictive",
+    "heads_agreement": "predictive",
+    "universality": "universality",
+}
+
+
+rule figure_predictive:
+    """One figure of the predictive stage from its table: agreement of the compared pairs vs eps,
+    with Pearson r and the universality table's p-value (agreement_vs_eps); agreement vs eps
+    before and after retraining the heads, per probe (heads_agreement); the headline figure, r of
+    eps vs every predictive measure, per probe and head setting (universality)."""
+    input:
+        table=lambda wc: f"results/tables/{PREDICTIVE_FIGURES[wc.figure]}.csv",
+    output:
+        png=report("results/figures/{figure}.png", category="Universality", caption="../report/predictive.rst"),
+        pdf="results/figures/{figure}.pdf",
+    wildcard_constraints:
+        figure=one_of(PREDICTIVE_FIGURES),
+    params:
+        figure=lambda wc: config["figures"][wc.figure],
+        # agreement_vs_eps prints the universality table's p-value; no other figure reads them
+        statistics=lambda wc: config["statistics"] if wc.figure == "agreement_vs_eps" else None,
+        dpi=config["figures"]["dpi"],
+        version=VERSION,
+    log:
+        "logs/figure_predictive/{figure}.log",
+    threads: 1
+    resources:
+        mem_mb=table_memory,
+    conda:
+        "../../envs/robustlens.yaml"
+    script:
+        "../scripts/figure_predictive.py"

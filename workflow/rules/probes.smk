@@ -90,9 +90,3 @@ def inversion_figure_models():
     normal = next((m for m in ids if MODELS[m]["eps"] == 0), ids[0])
     robust = max(ids, key=lambda m: (MODELS[m]["eps"], -MODELS[m]["seed"]))
     return [normal, robust] if normal != robust else [normal]
-
-
-if MADE_PROBES:
-    ALL_TARGETS.append("results/tables/probes.csv")
-if "inverted" in MADE_PROBES:
-    ALL_TARGETS.extend(["results/figures/inversions.png", "results/figures/inversions.pdf"])

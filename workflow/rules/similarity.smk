@@ -96,4 +96,36 @@ rule correlations_table:
         "../scripts/correlations_table.py"
 
 
-ALL_TARGETS.extend(["results/tables/similarity.csv", "results/tables/similarity_matrix.csv", "results/tables/correlations.csv"])
+#: The similarity stage's figures: name -> (table, report category).
+SIMILARITY_FIGURES = {
+    "cka_by_layer": ("similarity", "Universality"),
+    "similarity_vs_eps": ("similarity", "Representational similarity"),
+    "similarity_heatmaps": ("similarity_matrix", "Representational similarity"),
+}
+
+
+rule figure_similarity:
+    """One figure of the similarity stage from its table: mean CKA across same-eps pairs by layer,
+    one line per eps (cka_by_layer); each representational measure vs eps per layer and probe,
+    mean and range of the pair values (similarity_vs_eps); pairwise heatmaps of every model pair
+    per measure and layer (similarity_heatmaps)."""
+    input:
+        table=lambda wc: f"results/tables/{SIMILARITY_FIGURES[wc.figure][0]}.csv",
+    output:
+        png=report("results/figures/{figure}.png", category=lambda wc: SIMILARITY_FIGURES[wc.figure][1], caption="../report/similarity.rst"),
+        pdf="results/figures/{figure}.pdf",
+    wildcard_constraints:
+        figure=one_of(SIMILARITY_FIGURES),
+    params:
+        figure=lambda wc: config["figures"][wc.figure],
+        dpi=config["figures"]["dpi"],
+        version=VERSION,
+    log:
+        "logs/figure_similarity/{figure}.log",
+    threads: 1
+    resources:
+        mem_mb=table_memory,
+    conda:
+        "../../envs/robustlens.yaml"
+    script:
+        "../scripts/figure_similarity.py"

@@ -166,7 +166,3 @@ rule figure_transfer:
         "../../envs/robustlens.yaml"
     script:
         "../scripts/figure_transfer.py"
-
-
-ALL_TARGETS.extend(["results/tables/transfer.csv", "results/tables/bounds.csv"])
-ALL_TARGETS.extend(f"results/figures/{f}.{ext}" for f in TRANSFER_FIGURES for ext in ("png", "pdf"))

@@ -4,8 +4,8 @@ from robustlens.jobs import redirect_output
 redirect_output(snakemake.log[0])
 import pandas as pd
 
-from robustlens.comparisons import similarity_rows
 from robustlens.runtime import configure_torch, resolve_device
+from robustlens.similarity_comparisons import similarity_rows
 from robustlens.store import open_store
 
 w, p = snakemake.wildcards, snakemake.params

@@ -5,7 +5,7 @@ redirect_output(snakemake.log[0])
 import pandas as pd
 
 from robustlens.tables import write_table
-from robustlens.universality import correlations_table
+from robustlens.similarity_tables import correlations_table
 
 p = snakemake.params
 write_table(correlations_table(p.study, pd.read_csv(snakemake.input.similarity), p.statistics, p.models), snakemake.output[0])

@@ -1,16 +1,16 @@
 """Activations of one model on the natural probe into a zarr store (thin entry point)."""
-from robustlens.jobs import provenance, read_json, redirect_output
+from robustlens.jobs import provenance, redirect_output
 
 redirect_output(snakemake.log[0])
 from robustlens.activations import activations_dataset, extract_activations
 from robustlens.data import load_dataset, probe_inputs
 from robustlens.runtime import configure_torch, resolve_device
 from robustlens.store import write_store
-from robustlens.zoo import load_model
+from robustlens.zoo import load_workflow_model
 
 p = snakemake.params
 configure_torch(snakemake.threads, snakemake.params.compute["deterministic"])
-model = load_model(p.spec, snakemake.input.checkpoint, sha256=read_json(snakemake.input.metrics)["sha256"])
+model = load_workflow_model(p.spec, snakemake.input.checkpoint, snakemake.input.metrics)
 images, labels = probe_inputs(load_dataset(snakemake.input.dataset, p.probe["split"]), p.probe["split"])
 acts = extract_activations(
     model,

@@ -3,7 +3,7 @@ from robustlens.jobs import redirect_output
 
 redirect_output(snakemake.log[0])
 from robustlens.data import load_dataset
-from robustlens.plots.universality import plot_inversions
+from robustlens.plots.probes import plot_inversions
 from robustlens.store import open_store
 
 p = snakemake.params

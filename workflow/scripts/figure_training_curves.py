@@ -2,7 +2,7 @@
 from robustlens.jobs import redirect_output
 
 redirect_output(snakemake.log[0])
-from robustlens.plots.training import plot_training_curves
+from robustlens.plots.models import plot_training_curves
 from robustlens.tables import read_parts
 
 p = snakemake.params

@@ -1,5 +1,5 @@
 """Make one source model's probe images and store every target's activations on them."""
-from robustlens.jobs import provenance, read_json, redirect_output, write_json
+from robustlens.jobs import provenance, redirect_output, write_json
 
 redirect_output(snakemake.log[0])
 from robustlens.activations import write_target_stores
@@ -7,13 +7,13 @@ from robustlens.data import load_dataset, probe_inputs
 from robustlens.probes import make_probe, probe_dataset
 from robustlens.runtime import configure_torch, resolve_device
 from robustlens.store import write_store
-from robustlens.zoo import load_model
+from robustlens.zoo import load_workflow_model
 
 p, probe = snakemake.params, snakemake.wildcards.probe
 configure_torch(snakemake.threads, snakemake.params.compute["deterministic"])
 device = resolve_device(p.device, snakemake.resources.get("gpu", 0))
 models = {
-    spec["id"]: load_model(spec, ckpt, sha256=read_json(metrics)["sha256"])
+    spec["id"]: load_workflow_model(spec, ckpt, metrics)
     for spec, ckpt, metrics in zip(p.targets, snakemake.input.checkpoints, snakemake.input.metrics)
 }
 images, labels = probe_inputs(load_dataset(snakemake.input.dataset, p.settings["split"]), p.settings["split"])

@@ -2,8 +2,8 @@
 from robustlens.jobs import redirect_output
 
 redirect_output(snakemake.log[0])
-from robustlens.comparisons import similarity_matrix_rows
 from robustlens.runtime import configure_torch, resolve_device
+from robustlens.similarity_comparisons import similarity_matrix_rows
 from robustlens.store import open_store
 from robustlens.tables import pair_table, write_table
 

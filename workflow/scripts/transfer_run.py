@@ -2,7 +2,7 @@
 import shutil
 from pathlib import Path
 
-from robustlens.jobs import provenance, read_json, redirect_output, write_json
+from robustlens.jobs import provenance, redirect_output, write_json
 
 redirect_output(snakemake.log[0])
 from robustlens.checkpoints import sha256_file
@@ -10,13 +10,13 @@ from robustlens.data import load_dataset
 from robustlens.runtime import configure_torch, resolve_device
 from robustlens.train import TRAINING_DEFAULTS
 from robustlens.transfer import resumable_parts, transfer_study
-from robustlens.zoo import load_model
+from robustlens.zoo import load_workflow_model, recorded_sha256
 
 p = snakemake.params
 configure_torch(snakemake.threads, snakemake.params.compute["deterministic"])
 device = resolve_device(p.device, snakemake.resources.get("gpu", 0))
-sha256 = read_json(snakemake.input.metrics)["sha256"]
-model = load_model(p.spec, snakemake.input.checkpoint, sha256=sha256)
+sha256 = recorded_sha256(snakemake.input.metrics)
+model = load_workflow_model(p.spec, snakemake.input.checkpoint, snakemake.input.metrics)
 fingerprint = {"model": p.spec, "sha256": sha256, "settings": p.settings, "input_size": p.input_size, "device": device.type,
          "compute": p.compute}
 every_s = 60.0 * {**TRAINING_DEFAULTS, **snakemake.config["training"]}["resume_minutes"]  # not a param: no rerun when it changes

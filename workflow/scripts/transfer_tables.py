@@ -2,8 +2,7 @@
 from robustlens.jobs import read_json, redirect_output
 
 redirect_output(snakemake.log[0])
-from robustlens.tables import write_table
-from robustlens.transfer import transfer_tables
+from robustlens.tables import transfer_tables, write_table
 
 p = snakemake.params
 results = [read_json(path)["tasks"] for path in snakemake.input]

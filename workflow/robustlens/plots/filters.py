@@ -8,17 +8,14 @@ file(s), and returns the Figure so callers and tests can inspect it.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from robustlens.plots import save_figure
-
 from robustlens.filters import MAX_VARIANCE_ENTROPY, layer_weight, quality_by_depth
+from robustlens.plots.common import PathLike, new_figure, save
 
 if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
@@ -32,23 +29,13 @@ QUALITY_LABELS = {
 }
 
 
-def _new_figure(size: tuple[float, float]) -> Figure:
-    fig = Figure(figsize=size, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: str | Path | Sequence[str | Path], dpi: int) -> None:
-    save_figure(fig, path, dpi, close=False)
-
-
 def _bin_label(lo: float, hi: float) -> str:
     return f"({lo:.2g}, {hi:.2g}]"
 
 
 def plot_kl_by_depth(
     shift: pd.DataFrame,
-    path: str | Path | Sequence[str | Path],
+    path: PathLike,
     *,
     title: str | None = None,
     dpi: int = 150,
@@ -70,7 +57,7 @@ def plot_kl_by_depth(
     df["x"] = df["x"].map(position)
 
     overall = shift[shift["scope"] == "overall"].set_index("comparison")["value"]
-    fig = _new_figure(size)
+    fig = new_figure(size)
     ax = fig.add_subplot()
     main = df[df["comparison"] == "robust_vs_normal"].sort_values("x")
     if not main.empty:
@@ -95,13 +82,13 @@ def plot_kl_by_depth(
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         ax.set_title(title)
-    _save(fig, path, dpi)
+    save(fig, path, dpi)
     return fig
 
 
 def plot_filter_basis(
     basis: pd.DataFrame,
-    path: str | Path | Sequence[str | Path],
+    path: PathLike,
     *,
     dpi: int = 150,
     size: tuple[float, float] | None = None,
@@ -111,7 +98,7 @@ def plot_filter_basis(
     symmetric colour scale. ``basis``: the table of :func:`robustlens.filters.basis_table`."""
     subsets = list(dict.fromkeys(basis["subset"]))
     n_comp = int(basis["component"].max()) + 1
-    fig = _new_figure(size or (1.2 * n_comp + 1.2, 1.5 * len(subsets) + 0.4))
+    fig = new_figure(size or (1.2 * n_comp + 1.2, 1.5 * len(subsets) + 0.4))
     axes = np.atleast_2d(fig.subplots(len(subsets), n_comp, squeeze=False))
     vmax = float(np.abs(basis["value"]).max()) or 1.0
     image = None
@@ -130,13 +117,13 @@ def plot_filter_basis(
                 ax.set_ylabel(subset)
     fig.colorbar(image, ax=axes, shrink=0.8, label="basis vector weight")
     fig.suptitle("PCA basis of scaled 3x3 filters (below each: explained variance ratio)", fontsize="medium")
-    _save(fig, path, dpi)
+    save(fig, path, dpi)
     return fig
 
 
 def plot_quality_by_depth(
     quality: pd.DataFrame,
-    path: str | Path | Sequence[str | Path],
+    path: PathLike,
     *,
     n_bins: int = 10,
     dpi: int = 150,
@@ -151,7 +138,7 @@ def plot_quality_by_depth(
     labels = {g: ("first layer" if g == 0 else _bin_label(lo, hi)) for g, lo, hi in groups.itertuples(index=False)}
     position = {g: i for i, g in enumerate(labels)}
     metrics = [m for m in QUALITY_LABELS if m in set(df["metric"])]
-    fig = _new_figure(size)
+    fig = new_figure(size)
     axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False)[:, 0]
     width = 0.35
     for ax, metric in zip(axes, metrics):
@@ -176,7 +163,7 @@ def plot_quality_by_depth(
     axes[0].legend(fontsize="small")
     axes[-1].set_xticks(range(len(labels)), list(labels.values()), rotation=30, ha="right")
     axes[-1].set_xlabel("normalised convolution depth (bin); one box element per model")
-    _save(fig, path, dpi)
+    save(fig, path, dpi)
     return fig
 
 
@@ -202,7 +189,7 @@ def _filter_grid(ax, weight: np.ndarray):
 
 def plot_first_layer_filters(
     ds: "xr.Dataset",
-    path: str | Path | Sequence[str | Path],
+    path: PathLike,
     *,
     robust_model: str | None = None,
     normal_model: str | None = None,
@@ -234,12 +221,12 @@ def plot_first_layer_filters(
         panels.append((model, float(per_model[model]), layer, depth, weight))
     c_out, c_in = panels[0][4].shape[:2]
     c_in = max(c_in, panels[1][4].shape[1])
-    fig = _new_figure(size or (2 * (1.0 + 0.3 * c_in) + 1.2, 1.4 + 0.3 * c_out))
+    fig = new_figure(size or (2 * (1.0 + 0.3 * c_in) + 1.2, 1.4 + 0.3 * c_out))
     axes = fig.subplots(1, 2, squeeze=False)[0]
     for ax, (model, eps_value, layer, depth, weight) in zip(axes, panels):
         image = _filter_grid(ax, weight)
         kind = "robust" if eps_value > 0 else "normal"
         ax.set_title(f"{kind}: {model} (eps={eps_value:g})\nlayer {layer}, depth index {depth}", fontsize="small")
     fig.colorbar(image, ax=axes, shrink=0.6, label="weight / max|F| of its filter")
-    _save(fig, path, dpi)
+    save(fig, path, dpi)
     return fig

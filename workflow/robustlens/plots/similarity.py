@@ -1,19 +1,46 @@
-"""Figures of the representational similarity suite: each measure vs eps per layer (x as in
-robustlens.universality: the eps of same-eps pairs, or min eps and eps distance of all pairs),
-and the pairwise heatmaps. matplotlib only (no torch)."""
+"""Figures of the similarity stage (similarity.smk): CKA by layer and each measure vs eps per
+layer (from similarity.csv; x as in robustlens.universality: the eps of same-eps pairs, or min
+eps and eps distance of all pairs), and the pairwise heatmaps (similarity_matrix.csv)."""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 
 from robustlens.measures import MEASURES
-from robustlens.plots.universality import _save
+from robustlens.plots.common import figure_size, new_figure, require_rows, save
 from robustlens.universality import X_LABEL, design_analyses, pair_design
+
+
+def plot_cka_by_layer(similarity: pd.DataFrame, paths: list[str], figure: dict, dpi: int, probe: str = "natural") -> None:
+    """Mean CKA per layer (unbiased CKA when present), one line per eps of the same-eps pairs;
+    in designs with one model per eps (no two same-eps pairs of different eps), one line per
+    smaller eps min(eps_a, eps_b) of all pairs."""
+    df = similarity[similarity["probe"] == probe]
+    measure = "cka_unbiased" if "cka_unbiased" in set(df["measure"]) else "cka"
+    df = df[df["measure"] == measure]
+    require_rows(df, f"{measure} on the {probe!r} probe")
+    design = pair_design(df)
+    x, df = design_analyses(df, design)[-1]  # same_eps: eps; all_pairs: min_eps
+    df = df.groupby(["layer", "model_a", "model_b", "x"], as_index=False, sort=False)["value"].mean()
+    layers = list(dict.fromkeys(similarity.loc[similarity["probe"] == probe, "layer"]))
+    fig = new_figure(figure_size(figure, (6, 4)), layout=None)
+    ax = fig.subplots()
+    cmap = colormaps["viridis"]
+    x_values = sorted(df["x"].unique())
+    name = "eps" if x == "eps" else "min eps"
+    for i, value in enumerate(x_values):
+        sub = df[df["x"] == value].groupby("layer")["value"]
+        mean, err = sub.mean().reindex(layers), sub.std().reindex(layers).fillna(0)
+        ax.errorbar(np.arange(len(layers)), mean.values, yerr=err.values, marker="o", capsize=3,
+                    color=cmap(i / max(1, len(x_values) - 1)), label=f"{name} = {value:g}")
+    ax.set_xticks(np.arange(len(layers)), layers, rotation=30)
+    ax.set_ylabel(f"{'unbiased ' if measure == 'cka_unbiased' else ''}linear CKA (mean ± sd over pairs)")
+    pairs = "same-eps models" if design == "same_eps" else "all pairs, by their smaller eps"
+    ax.set_title(figure.get("title", f"Similarity of {pairs} by layer ({probe} probe)"))
+    ax.legend(fontsize=7)
+    save(fig, paths, dpi, tight=True)
 
 
 def mean_and_range(df: pd.DataFrame) -> tuple[float, float, float]:
@@ -38,8 +65,8 @@ def plot_similarity_vs_eps(similarity: pd.DataFrame, paths: list[str], figure: d
     analyses = design_analyses(values, design)[::-1]  # all_pairs: min_eps (solid) first
     measures = list(dict.fromkeys(values["measure"]))
     layers = list(dict.fromkeys(values["layer"]))
-    fig, axes = plt.subplots(len(measures), len(layers), figsize=(figure.get("width", 12), figure.get("height", 9)),
-                             squeeze=False, sharex=True)
+    fig = new_figure(figure_size(figure, (12, 9)), layout=None)
+    axes = fig.subplots(len(measures), len(layers), squeeze=False, sharex=True)
     for i, measure in enumerate(measures):
         for j, layer in enumerate(layers):
             ax = axes[i][j]
@@ -66,7 +93,7 @@ def plot_similarity_vs_eps(similarity: pd.DataFrame, paths: list[str], figure: d
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(labels)))
     pairs = "same-eps models vs eps" if design == "same_eps" else "all pairs vs min eps (solid) and eps distance (dashed)"
     fig.suptitle(figure.get("title", f"Similarity of {pairs} (mean and range of the pair values)"))
-    _save(fig, paths, dpi)
+    save(fig, paths, dpi, tight=True)
 
 
 def plot_similarity_heatmaps(matrix: pd.DataFrame, paths: list[str], figure: dict, dpi: int) -> None:
@@ -79,7 +106,8 @@ def plot_similarity_heatmaps(matrix: pd.DataFrame, paths: list[str], figure: dic
     order = {m: i for i, m in enumerate(models["model"])}
     measures = list(dict.fromkeys(matrix["measure"]))
     layers = list(dict.fromkeys(matrix["layer"]))
-    fig, axes = plt.subplots(len(measures), len(layers), figsize=(figure.get("width", 12), figure.get("height", 5)), squeeze=False)
+    fig = new_figure(figure_size(figure, (12, 5)), layout=None)
+    axes = fig.subplots(len(measures), len(layers), squeeze=False)
     for i, measure in enumerate(measures):
         for j, layer in enumerate(layers):
             ax = axes[i][j]
@@ -94,4 +122,4 @@ def plot_similarity_heatmaps(matrix: pd.DataFrame, paths: list[str], figure: dic
             ax.set_title(f"{measure}, {layer}", fontsize=8)
             fig.colorbar(image, ax=ax, shrink=0.7)
     fig.suptitle(figure.get("title", "Pairwise similarity of all models (ticks: training eps)"))
-    _save(fig, paths, dpi)
+    save(fig, paths, dpi, tight=True)

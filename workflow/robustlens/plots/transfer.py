@@ -11,34 +11,15 @@ and returns the Figure. Values over several seeds of one eps are drawn as mean +
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
-
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from robustlens.plots import save_figure
+from robustlens.plots.common import PathLike, figure_size, new_figure, save
 
 METHOD_LABELS = {"lp": "LP", "ft": "FT", "lp_ft": "LP-FT"}
 METHOD_COLORS = {"lp": "C0", "ft": "C1", "lp_ft": "C2"}
 NORM_MARKERS = {"l2": "o", "linf": "s"}
-PathLike = str | Path | Sequence[str | Path]
-
-
-def _new_figure(size: tuple[float, float]) -> Figure:
-    fig = Figure(figsize=size, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: PathLike, dpi: int) -> None:
-    save_figure(fig, path, dpi, close=False)
-
-
-def _size(figure: dict, default: tuple[float, float]) -> tuple[float, float]:
-    return (figure.get("width", default[0]), figure.get("height", default[1])) if figure else default
 
 
 def _ordered(values, order) -> list:
@@ -57,7 +38,7 @@ def plot_transfer_accuracy(transfer: pd.DataFrame, path: PathLike, figure: dict 
     tasks show the MSE instead (lower is better). ``transfer``: transfer.csv."""
     figure = figure or {}
     tasks = list(dict.fromkeys(transfer["task"]))
-    fig = _new_figure(_size(figure, (10, 6)))
+    fig = new_figure(figure_size(figure, (10, 6)))
     axes = fig.subplots(2, len(tasks), squeeze=False, sharex=True)
     pos = _eps_positions(transfer["eps"])
     for col, task in enumerate(tasks):
@@ -90,7 +71,7 @@ def plot_transfer_accuracy(transfer: pd.DataFrame, path: PathLike, figure: dict 
     fig.legend(handles, labels, loc="outside upper center", ncols=len(labels), fontsize="small")
     if figure.get("title"):
         fig.suptitle(figure["title"])
-    _save(fig, path, dpi)
+    save(fig, path, dpi)
     return fig
 
 
@@ -103,7 +84,7 @@ def plot_sensitivity_vs_gap(bounds: pd.DataFrame, path: PathLike, figure: dict |
     df = bounds[(bounds["method"] == "lp") & (bounds["task_kind"] == "classification")]
     wide = df.pivot_table(index=["model", "eps", "task", "attack_norm", "attack_eps"], columns="metric", values="value").reset_index()
     norms = _ordered(wide["attack_norm"], NORM_MARKERS) or ["l2"]
-    fig = _new_figure(_size(figure, (9, 4)))
+    fig = new_figure(figure_size(figure, (9, 4)))
     axes = fig.subplots(1, len(norms), squeeze=False)[0]
     tasks = list(dict.fromkeys(df["task"]))
     markers = dict(zip(tasks, "osD^vP*Xh<>"))
@@ -131,7 +112,7 @@ def plot_sensitivity_vs_gap(bounds: pd.DataFrame, path: PathLike, figure: dict |
     axes[-1].legend(handles=task_handles + eps_handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if figure.get("title"):
         fig.suptitle(figure["title"])
-    _save(fig, path, dpi)
+    save(fig, path, dpi)
     return fig
 
 
@@ -153,7 +134,7 @@ def plot_bounds(bounds: pd.DataFrame, path: PathLike, figure: dict | None = None
     tasks = list(dict.fromkeys(bounds["task"]))
     n_cols = min(len(tasks), 4)
     n_rows = int(np.ceil(len(tasks) / n_cols))
-    fig = _new_figure(_size(figure, (10, 6)))
+    fig = new_figure(figure_size(figure, (10, 6)))
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     positive = wide[["lhs", "rhs_as", "rhs_best"]].to_numpy().ravel()
     positive = positive[np.isfinite(positive) & (positive > 0)]
@@ -184,7 +165,7 @@ def plot_bounds(bounds: pd.DataFrame, path: PathLike, figure: dict | None = None
     fig.supylabel("LHS: (adversarial loss - clean loss) / (L ||W||)", fontsize="medium")
     if figure.get("title"):
         fig.suptitle(figure["title"])
-    _save(fig, path, dpi)
+    save(fig, path, dpi)
     return fig
 
 
@@ -205,7 +186,7 @@ def plot_thm2(bounds: pd.DataFrame, path: PathLike, figure: dict | None = None, 
         if col not in wide:
             wide[col] = np.nan
     norms = _ordered(wide["attack_norm"], NORM_MARKERS) or ["l2"]
-    fig = _new_figure(_size(figure, (10, 4)))
+    fig = new_figure(figure_size(figure, (10, 4)))
     axes = fig.subplots(1, len(norms), squeeze=False, sharey=True)[0]
     positions = _eps_positions(wide["eps"]) if len(wide) else {0.0: 0}
     tasks = list(dict.fromkeys(df["task"]))
@@ -236,5 +217,5 @@ def plot_thm2(bounds: pd.DataFrame, path: PathLike, figure: dict | None = None, 
     fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize="small")
     if figure.get("title"):
         fig.suptitle(figure["title"])
-    _save(fig, path, dpi)
+    save(fig, path, dpi)
     return fig

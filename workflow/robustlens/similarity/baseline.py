@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from robustlens.measures import get_function
 from robustlens.similarity.validation import _take_rows
 
 
@@ -28,8 +29,6 @@ def permutation_baseline(measure: Callable | str, X, Y, n_permutations: int = 10
     """
     kwargs = {**kwargs, **(measure_kwargs or {})}
     if isinstance(measure, str):
-        from robustlens.measures import get_function
-
         measure = get_function(measure)
     n = X.shape[0]
     rng = np.random.default_rng(seed)

@@ -30,10 +30,10 @@ from robustlens.similarity.validation import (
     RepresentationError,
     _as_float64,
     _centre_columns,
+    _explicit_or_input_device,
     _finite_float,
     _matmul,
     _require_finite,
-    _resolve_device,
     _take_rows,
     _validated_pair,
 )
@@ -231,7 +231,7 @@ class StreamingLinearCKA:
     def update(self, X_chunk, Y_chunk) -> "StreamingLinearCKA":
         """Add the rows of one chunk (X_chunk: m x p, Y_chunk: m x q, same m samples)."""
         if self.device is None:
-            self.device = _resolve_device(None, X_chunk, Y_chunk)
+            self.device = _explicit_or_input_device(None, X_chunk, Y_chunk)
         X = _as_float64(X_chunk, self.device)
         Y = _as_float64(Y_chunk, self.device)
         if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
@@ -413,7 +413,7 @@ def linear_cka_minibatch(X, Y, batch_size: int, seed: int = 0, device=None) -> f
     if Y.shape[0] != n:
         raise ValueError(f"X and Y must describe the same samples: {n} rows vs {Y.shape[0]}")
     order = np.random.default_rng(seed).permutation(n)
-    acc = MinibatchLinearCKA(device=_resolve_device(device, X, Y))
+    acc = MinibatchLinearCKA(device=_explicit_or_input_device(device, X, Y))
     for idx in np.array_split(order, max(1, n // batch_size)):
         acc.update(_take_rows(X, idx), _take_rows(Y, idx))
     return acc.value()

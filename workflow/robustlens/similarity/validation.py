@@ -73,8 +73,13 @@ def _require_finite(witness: float, X, Y) -> None:
     raise RepresentationError("X or Y has values too large for float64 products (overflow)")
 
 
-def _resolve_device(device, *arrays) -> torch.device:
-    """``device`` if given, else the device of the first tensor among ``arrays``, else the CPU."""
+def _explicit_or_input_device(device, *arrays) -> torch.device:
+    """``device`` if given, else the device of the first tensor among ``arrays``, else the CPU.
+
+    Not :func:`robustlens.runtime.resolve_device`, which turns a job's configured device name
+    (``auto``, ``cuda``) into the device it runs on and may take a GPU slot for the job: the
+    measures get that resolved device (or none, and then compute where their inputs are), so
+    they never take slots or read ``auto`` themselves."""
     if device is not None:
         return torch.device(device)
     for a in arrays:
@@ -99,7 +104,7 @@ def _validated_pair(X, Y, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"X and Y must describe the same samples: {X.shape[0]} rows vs {Y.shape[0]}")
     _check_not_constant(X, "X")
     _check_not_constant(Y, "Y")
-    dev = _resolve_device(device, X, Y)
+    dev = _explicit_or_input_device(device, X, Y)
     return _as_float64(X, dev), _as_float64(Y, dev)
 
 

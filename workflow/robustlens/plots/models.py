@@ -1,16 +1,13 @@
 """Figure of the models trained in the workflow: their training curves (loss, learning rate,
 clean and robust validation accuracy per epoch), one line per model coloured by its eps, the
-epoch whose weights were kept marked. matplotlib only (no torch)."""
+epoch whose weights were kept marked (rule figure_training_curves in models.smk)."""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib import colormaps
 
-from robustlens.plots import save_figure
+from robustlens.plots.common import figure_size, new_figure, save
 
 PANELS = [("loss", "training loss"), ("lr", "learning rate"), ("val_clean_accuracy", "clean validation accuracy"),
           ("val_robust_accuracy", "robust validation accuracy (training attack)")]
@@ -21,9 +18,10 @@ def plot_training_curves(curves: pd.DataFrame, paths: list[str], figure: dict, d
     epochs; a ring marks the kept epoch. Panels without any value (no validation split) say so."""
     if curves.empty:
         raise ValueError("no training curves to plot")
-    fig, axes = plt.subplots(2, 2, figsize=(figure.get("width", 9), figure.get("height", 6)), sharex=True)
+    fig = new_figure(figure_size(figure, (9, 6)), layout=None)
+    axes = fig.subplots(2, 2, sharex=True)
     eps_values = sorted(curves["eps"].unique())
-    cmap = plt.get_cmap("viridis")
+    cmap = colormaps["viridis"]
     colour = {e: cmap(i / max(1, len(eps_values) - 1)) for i, e in enumerate(eps_values)}
     for ax, (column, label) in zip(axes.flat, PANELS):
         ax.set_title(label, fontsize=9)
@@ -47,4 +45,4 @@ def plot_training_curves(curves: pd.DataFrame, paths: list[str], figure: dict, d
     fig.tight_layout()
     fig.legend(unique.values(), unique.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(unique), 7),
                fontsize=8, frameon=False)
-    save_figure(fig, paths, dpi, bbox_inches="tight")
+    save(fig, paths, dpi, tight=True)
