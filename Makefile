@@ -25,6 +25,11 @@ dry-run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# The unit tests only (tests/unit/; markers by folder: unit, workflow, faults, see tests/conftest.py).
+.PHONY: test-unit
+test-unit: $(STAMP)
+	$(PY) -m pytest -q -m unit tests
+
 # Every paper config in configs/ end to end on this machine, shrunk in size only
 # (tests/rehearsal/<config>.yaml), on inputs made in their real on-disk formats; prints per
 # config the jobs, wall time and largest peak memory against its declaration.

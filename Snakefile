@@ -4,7 +4,19 @@ Run the default study with `snakemake --cores all`; another study with
 `snakemake --cores all --configfile configs/<study>.yaml` (its keys override config.yaml's).
 """
 
+import sys
 from pathlib import Path
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# Parsing imports robustlens (the config check, memory estimates) from this checkout, whether it
+# is installed or not. With `--software-deployment-method conda` and robustlens installed nowhere,
+# Snakemake first injects envs/workflow.yaml: numpy, the one package parsing needs that Snakemake
+# does not bring (tests/unit/test_envs.py). Each job then runs in envs/robustlens.yaml.
+conda: "envs/workflow.yaml"
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 configfile: Path(workflow.basedir) / "config.yaml"
 

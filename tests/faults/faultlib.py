@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import REPO, SNAKEMAKE, TINY
+from support import REPO, SNAKEMAKE, TINY
 
 HERE = Path(__file__).resolve().parent
 INJECT = HERE / "inject"

@@ -3,7 +3,7 @@
 A table of bad configs (each a deep-merge over the tiny study; lists replace). Every row is
 checked in-process through ``robustlens.config.validate_config`` (what the Snakefile runs at
 parse time); the rows marked ``cli`` also go through the real ``snakemake -n`` command line.
-tests/test_config.py holds further rows (kept there, not repeated here, except the two this
+tests/unit/test_config.py holds further rows (kept there, not repeated here, except the two this
 table must cover end to end: a duplicate model id and a malformed sha256).
 """
 
@@ -13,7 +13,7 @@ import copy
 
 import pytest
 import yaml
-from conftest import REPO, TINY, snakemake
+from support import REPO, TINY, snakemake
 
 from robustlens.config import ConfigError, deep_update, load_config, validate_config
 

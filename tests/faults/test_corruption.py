@@ -1,7 +1,7 @@
 """A store or checkpoint damaged after it was written: the reader refuses it with an error that
 names the file and the way out (delete it, rerun), for every kind of damage in the table.
-(tests/test_store.py and tests/test_checkpoints.py hold the first cases; the workflow-level
-versions are in test_workflow_faults.py.)"""
+(tests/unit/test_store.py and tests/unit/test_checkpoints.py hold the first cases; the
+workflow-level versions are in test_workflow_faults.py.)"""
 
 from __future__ import annotations
 

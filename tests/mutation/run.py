@@ -3,10 +3,12 @@
 mutmut 3 imports mutated code only from ``./``, ``src/`` or ``source/``, and robustlens lives in
 ``workflow/robustlens``. So each module runs in its own staging directory,
 ``.mutation/<module>/``: the package copied to ``src/robustlens``, the fast test files that
-exercise it copied to ``tests/``, and a ``pyproject.toml`` that tells mutmut to mutate that one
-module and run those tests (tests that need the tiny Snakemake run are deselected: they run the
-workflow in a subprocess, which never sees the mutants). The per-module counts go to
-``.mutation/<module>/summary.json`` and are printed as the row of ``tests/MUTATION.md``.
+exercise it copied to ``tests/`` (from tests/unit/ and tests/faults/, with conftest.py,
+support.py and the test inputs), and a ``pyproject.toml`` that tells mutmut to mutate that one
+module and run those tests with the repository's pytest settings (tests marked ``workflow`` are
+deselected: they run the workflow in a subprocess, which never sees the mutants). The
+per-module counts go to ``.mutation/<module>/summary.json`` and are printed as the row of
+``tests/MUTATION.md``.
 
     python tests/mutation/run.py attacks stats        # some modules
     python tests/mutation/run.py                      # every numerical module
@@ -26,6 +28,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,22 +41,22 @@ MUTMUT = Path(sys.executable).with_name("mutmut")
 
 # module -> the fast test files that exercise it
 MODULE_TESTS = {
-    "attacks": ["test_attacks.py", "test_transfer.py"],
-    "stats": ["test_stats.py", "test_universality.py", "test_predictive.py"],
-    "similarity": ["test_similarity.py"],
-    "filters": ["test_filters.py"],
-    "transfer": ["test_transfer.py"],
-    "predictive": ["test_predictive.py", "test_similarity.py"],
-    "probes": ["test_probes.py"],
-    "heads": ["test_probes.py", "test_heads.py"],
-    "head_training": ["test_probes.py", "test_heads.py"],
-    "activations": ["test_activations.py", "test_store.py", "faults/test_disk_full.py"],
-    "data": ["test_datasets.py", "test_tasks.py", "test_train.py"],
-    "splits": ["test_datasets.py", "test_tasks.py", "test_train.py"],
-    "fitting": ["test_fitting.py", "test_heads.py"],
-    "augment": ["test_augment.py"],
+    "attacks": ["unit/test_attacks.py", "unit/test_transfer.py"],
+    "stats": ["unit/test_stats.py", "unit/test_universality.py", "unit/test_predictive.py"],
+    "similarity": ["unit/test_similarity.py"],
+    "filters": ["unit/test_filters.py"],
+    "transfer": ["unit/test_transfer.py"],
+    "predictive": ["unit/test_predictive.py", "unit/test_similarity.py"],
+    "probes": ["unit/test_probes.py"],
+    "heads": ["unit/test_probes.py", "unit/test_heads.py"],
+    "head_training": ["unit/test_probes.py", "unit/test_heads.py"],
+    "activations": ["unit/test_activations.py", "unit/test_store.py", "faults/test_disk_full.py"],
+    "data": ["unit/test_datasets.py", "unit/test_tasks.py", "unit/test_train.py"],
+    "splits": ["unit/test_datasets.py", "unit/test_tasks.py", "unit/test_train.py"],
+    "fitting": ["unit/test_fitting.py", "unit/test_heads.py"],
+    "augment": ["unit/test_augment.py"],
 }
-DESELECT = "not tiny_run and not tiny_study"
+DESELECT = "not workflow"  # a marker expression (-m): markers by folder, tests/conftest.py
 
 
 def stage(module: str) -> Path:
@@ -70,7 +73,8 @@ def stage(module: str) -> Path:
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "workflow" / "schemas", root / "src" / "schemas")  # config.py reads ../schemas
     (root / "tests").mkdir()
-    shutil.copy2(REPO / "tests" / "conftest.py", root / "tests" / "conftest.py")
+    for helper in ("conftest.py", "support.py"):  # fixtures and hooks; the helpers they import
+        shutil.copy2(REPO / "tests" / helper, root / "tests" / helper)
     for support in ("configs", "rehearsal"):  # test inputs and the makers of real on-disk formats
         shutil.copytree(REPO / "tests" / support, root / "tests" / support, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(REPO / "config.yaml", root / "config.yaml")
@@ -82,14 +86,22 @@ def stage(module: str) -> Path:
         "[tool.mutmut]\n"
         'source_paths = ["src"]\n'
         f'only_mutate = ["{mutated_path(REPO / "workflow" / "robustlens", module)}"]\n'
-        f'pytest_add_cli_args_test_selection = [{tests}, "-k", "{DESELECT}"]\n'
+        f'pytest_add_cli_args_test_selection = [{tests}, "-m", "{DESELECT}"]\n'
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
         'also_copy = ["config.yaml", "src/schemas"]\n'
         'process_isolation = "forkserver"\n'
         "timeout_multiplier = 5.0\n"
         "timeout_constant = 10.0\n"
+        "\n" + pytest_settings()  # markers, --strict-markers, tests/ on sys.path for support.py
     )
     return root
+
+
+def pytest_settings() -> str:
+    """The ``[tool.pytest.ini_options]`` table of the repository's pyproject.toml, as text."""
+    text = (REPO / "pyproject.toml").read_text()
+    match = re.search(r"^\[tool\.pytest\.ini_options\]\n(?:(?!\[[^\]\n]+\]$).*\n?)*", text, re.M)
+    return match.group(0)
 
 
 def results(root: Path) -> dict[str, str]:

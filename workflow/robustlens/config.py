@@ -222,8 +222,12 @@ def _semantic_errors(config: dict) -> list[str]:
 def _transfer_errors(config: dict, models: dict[str, dict]) -> list[str]:
     """Transfer tasks that cannot run: unknown names (the old ``digits`` named with its new
     name), images with more channels than a transferred model takes, settings for a dataset
-    source no task uses, an augmentation on linear probing (it fits on fixed features)."""
+    source no task uses, an augmentation on linear probing (it fits on fixed features), seeds
+    that select no model."""
     transfer, errors = config["transfer"], []
+    if models and not any(spec["seed"] in transfer["seeds"] for spec in models.values()):
+        errors.append(f"key 'transfer.seeds' = {transfer['seeds']!r}: selects no model "
+                      f"(the models' seeds are {sorted({spec['seed'] for spec in models.values()})!r})")
     channels = {spec["arch"]["in_channels"] for spec in models.values() if spec["seed"] in transfer["seeds"]}
     sources = set()
     for i, name in enumerate(transfer["tasks"]):

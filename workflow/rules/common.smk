@@ -1,5 +1,5 @@
 # Shared by every rule: the validated config, the resolved models and pairs, path helpers.
-# Every setting a rule uses reaches it through `params:` (scripts never read `config`), and
+# Every setting reaches the rules that use it through `params:` (scripts never read `config`), and
 # VERSION is in the params of every rule, since Snakemake does not track imported modules.
 import math
 import re
@@ -42,13 +42,13 @@ def one_of(names):
     return "|".join(map(re.escape, names)) or "(?!)"
 
 
-def resources_of(rule, **defaults):
-    """A rule's resources: its computed memory (MEMORY and GPU_MEMORY, below) and its defaults,
-    overridden by the config's ``resources.<rule>``."""
-    computed = {"mem_mb": memory(MEMORY[rule])} if rule in MEMORY else {}
-    if rule in GPU_MEMORY:
-        computed["gpu_mem_mb"] = lambda wildcards, input: int(math.ceil(GPU_MEMORY[rule](wildcards, input)))
-    return {**computed, **defaults, **RESOURCES.get(rule, {})}
+def resources_of(name, **defaults):
+    """The resources of ``name`` (a rule): its computed memory (MEMORY and GPU_MEMORY,
+    below) and its defaults, overridden by the config's ``resources.<name>``."""
+    computed = {"mem_mb": memory(MEMORY[name])} if name in MEMORY else {}
+    if name in GPU_MEMORY:
+        computed["gpu_mem_mb"] = lambda wildcards, input: int(math.ceil(GPU_MEMORY[name](wildcards, input)))
+    return {**computed, **defaults, **RESOURCES.get(name, {})}
 
 
 wildcard_constraints:
@@ -75,7 +75,7 @@ def store_path(probe, source, model):
 
 
 def manifest_of(store):
-    return store + ".manifest.json"
+    return f"{store}.manifest.json"
 
 
 MADE_PROBES = [p for p in ("adversarial", "inverted") if p in config["probes"]]
@@ -86,7 +86,7 @@ FIGURE_FORMATS = ["png", "pdf"]
 
 
 def all_targets():
-    """The targets of `rule all`: every table and figure of the study. Each stage's figures that
+    """The targets of the default target (`all`): every table and figure of the study. Each stage's figures that
     share one rule are named in its rule file (SIMILARITY_FIGURES, PREDICTIVE_FIGURES,
     FILTER_FIGURES, TRANSFER_FIGURES)."""
     tables = ["models", "heads", "similarity", "similarity_matrix", "correlations", "predictive", "universality",
@@ -259,3 +259,63 @@ def table_memory(wildcards, input, attempt):
     return rs.with_attempt(rs.TABLE_BASE_MB + read_mb(input, 6), attempt)
 MEMORY["compare_predictive"] = lambda wc, input: rs.TABLE_BASE_MB + read_mb(input.stores, 1.5) + read_mb(input.heads, 2)
 MEMORY["filters_tables"] = lambda wc, input: rs.TABLE_BASE_MB + read_mb(input, rs.FILTER_TABLE_PER_STORE_BYTE)
+
+
+# Input and resource functions of the stages' rules (Snakemake's convention, checked by
+# `snakemake --lint`: functions here, rules in the stage files). They read globals that the
+# stage files define (DATASET_SOURCE, TRANSFER, ...) when Snakemake calls them, after parsing.
+
+
+# data.smk
+def prepare_dataset_input(wildcards):
+    """The downloaded torchvision dataset, for the sources that need one."""
+    return [f"{DATASETS_DIR}/{DATASET_SOURCE}"] if DATASET_SOURCE in TORCHVISION else []
+
+
+# probes.smk
+def inversion_figure_models():
+    """Seed-0-first standard model and the most robust model that take part in pairs."""
+    ids = models_of_pairs()
+    normal = next((m for m in ids if MODELS[m]["eps"] == 0), ids[0])
+    robust = max(ids, key=lambda m: (MODELS[m]["eps"], -MODELS[m]["seed"]))
+    return [normal, robust] if normal != robust else [normal]
+
+
+# filters.smk
+def first_layer_models():
+    """The most robust model and the standard model of the first seed."""
+    specs = list(MODELS.values())
+    normal = next((s["id"] for s in specs if s["eps"] == 0), specs[0]["id"])
+    robust = max(specs, key=lambda s: (s["eps"], -s["seed"]))["id"]
+    return {"robust": robust, "normal": normal}
+
+
+# transfer.smk
+def transfer_task_input(wildcards):
+    """The study's dataset for held-out tasks; the downloaded torchvision dataset for dataset
+    tasks (an image folder is read from its root); nothing for the sprites."""
+    source = parse_task(wildcards.task)["source"]
+    if source == "heldout":
+        return {"dataset": f"results/data/{DATASET}.npz"}
+    if source in TORCHVISION:
+        return {"downloaded": f"{DATASETS_DIR}/{source}"}
+    return {}
+
+
+def task_settings(task):
+    """The ``transfer.task_settings`` block of a task's source (a dataset source's may be absent)."""
+    source = parse_task(task)["source"]
+    return TRANSFER["task_settings"].get(source, {})
+
+
+def task_making_mb(task):
+    """Memory of making one task: a dataset task's images read and stored (8-bit, 2 copies) and,
+    corrupted, in float64 (3 copies: the images, the running sum, one zoomed copy); a held-out
+    or sprite task: six float32 copies of the study's test split, as before."""
+    parsed = parse_task(task)
+    if parsed["source"] not in DATASET_TASKS:
+        return images_mb(N_TEST, copies=6)
+    settings = task_settings(task)
+    n = sum(dataset_task_images(parsed["source"], settings))
+    size = dataset_task_spec(parsed["source"], settings)["image_size"]
+    return rs.images_mb(n, TASK_CHANNELS[parsed["source"]], size, 2 + (24 if parsed["corruption"] else 0))

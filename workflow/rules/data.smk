@@ -3,11 +3,6 @@ from robustlens.data import DATASETS_DIR, TORCHVISION
 DATASET_SOURCE = config["dataset"]["source"]
 
 
-def prepare_dataset_input(wildcards):
-    """The downloaded torchvision dataset, for the sources that need one."""
-    return [f"{DATASETS_DIR}/{DATASET_SOURCE}"] if DATASET_SOURCE in TORCHVISION else []
-
-
 rule fetch_dataset:
     """A torchvision dataset (CIFAR-10, CIFAR-100, Fashion-MNIST), both splits, downloaded into
     data/datasets/<source> by torchvision (which verifies its md5 sums)."""

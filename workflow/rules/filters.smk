@@ -39,6 +39,8 @@ rule filters_tables:
         version=VERSION,
     log:
         "logs/filters_tables/filters_tables.log",
+    benchmark:
+        "logs/filters_tables/filters_tables.benchmark.tsv",
     threads: 1
     resources:
         **resources_of("filters_tables", runtime=30),
@@ -78,14 +80,6 @@ rule figure_filters:
         "../../envs/robustlens.yaml"
     script:
         "../scripts/figure_filters.py"
-
-
-def first_layer_models():
-    """The most robust model and the standard model of the first seed."""
-    specs = list(MODELS.values())
-    normal = next((s["id"] for s in specs if s["eps"] == 0), specs[0]["id"])
-    robust = max(specs, key=lambda s: (s["eps"], -s["seed"]))["id"]
-    return {"robust": robust, "normal": normal}
 
 
 rule figure_first_layer_filters:

@@ -83,10 +83,3 @@ rule figure_inversions:
     script:
         "../scripts/figure_inversions.py"
 
-
-def inversion_figure_models():
-    """Seed-0-first standard model and the most robust model that take part in pairs."""
-    ids = models_of_pairs()
-    normal = next((m for m in ids if MODELS[m]["eps"] == 0), ids[0])
-    robust = max(ids, key=lambda m: (MODELS[m]["eps"], -MODELS[m]["seed"]))
-    return [normal, robust] if normal != robust else [normal]

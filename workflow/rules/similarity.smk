@@ -16,6 +16,8 @@ rule compare_similarity:
         version=VERSION,
     log:
         "logs/compare_similarity/{model_a}__{model_b}.log",
+    benchmark:
+        "logs/compare_similarity/{model_a}__{model_b}.benchmark.tsv",
     threads: THREADS
     resources:
         **resources_of("compare_similarity", runtime=30, gpu=1),
@@ -64,6 +66,8 @@ rule similarity_matrix:
         version=VERSION,
     log:
         "logs/similarity_matrix/similarity_matrix.log",
+    benchmark:
+        "logs/similarity_matrix/similarity_matrix.benchmark.tsv",
     threads: THREADS
     resources:
         **resources_of("similarity_matrix", runtime=30, gpu=1),

@@ -7,42 +7,6 @@ from robustlens.tasks import DATASET_TASKS, TASK_CHANNELS, TASK_REGEX, dataset_t
 TRANSFER = config["transfer"]
 TRANSFER_MODELS = [m for m, spec in MODELS.items() if spec["seed"] in TRANSFER["seeds"]]
 TRANSFER_TASKS = list(TRANSFER["tasks"])
-if not TRANSFER_MODELS:
-    sys.stderr.write(
-        f"robustlens: invalid configuration: key 'transfer.seeds' = {TRANSFER['seeds']!r}: "
-        f"selects no model (the models' seeds are {sorted({s['seed'] for s in MODELS.values()})!r})\n"
-    )
-    sys.exit(1)
-
-
-def transfer_task_input(wildcards):
-    """The study's dataset for held-out tasks; the downloaded torchvision dataset for dataset
-    tasks (an image folder is read from its root); nothing for the sprites."""
-    source = parse_task(wildcards.task)["source"]
-    if source == "heldout":
-        return {"dataset": f"results/data/{DATASET}.npz"}
-    if source in TORCHVISION:
-        return {"downloaded": f"{DATASETS_DIR}/{source}"}
-    return {}
-
-
-def task_settings(task):
-    """The ``transfer.task_settings`` block of a task's source (a dataset source's may be absent)."""
-    source = parse_task(task)["source"]
-    return TRANSFER["task_settings"].get(source, {})
-
-
-def task_making_mb(task):
-    """Memory of making one task: a dataset task's images read and stored (8-bit, 2 copies) and,
-    corrupted, in float64 (3 copies: the images, the running sum, one zoomed copy); a held-out
-    or sprite task: six float32 copies of the study's test split, as before."""
-    parsed = parse_task(task)
-    if parsed["source"] not in DATASET_TASKS:
-        return images_mb(N_TEST, copies=6)
-    settings = task_settings(task)
-    n = sum(dataset_task_images(parsed["source"], settings))
-    size = dataset_task_spec(parsed["source"], settings)["image_size"]
-    return rs.images_mb(n, TASK_CHANNELS[parsed["source"]], size, 2 + (24 if parsed["corruption"] else 0))
 
 
 rule transfer_task:

@@ -59,7 +59,8 @@ def _h1_bars(M: np.ndarray) -> np.ndarray:
     M (zero diagonal), from ripser's C++ core: exactly what ``ripser.ripser(M, maxdim=1,
     distance_matrix=True)["dgms"][1]`` computes (its dense path hands the core the upper
     triangle as float32), without importing the Python wrapper, whose scikit-learn import
-    costs over a second in every comparison job. tests/test_similarity.py checks the equality."""
+    costs over a second in every comparison job. tests/unit/test_similarity.py checks the
+    equality."""
     from pyRipser import doRipsFiltrationDM
 
     if np.any(np.diagonal(M) != 0):

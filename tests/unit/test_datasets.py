@@ -118,7 +118,7 @@ def test_class_list_path_may_not_leave_the_working_directory():
     from robustlens.config import ConfigError, load_config, validate_config
 
     folder = {"source": "imagefolder", "root": "data/imagenet", "max_train": 10, "max_test": 10}
-    config = load_config(Path(__file__).parents[1] / "config.yaml", {"dataset": {**folder, "classes": "../classes.txt"}})
+    config = load_config(Path(__file__).parents[2] / "config.yaml", {"dataset": {**folder, "classes": "../classes.txt"}})
     with pytest.raises(ConfigError, match=r"key 'dataset.classes' = '../classes.txt': a relative path that leads outside"):
         validate_config(config)
 

@@ -12,7 +12,7 @@ import re
 import pytest
 import yaml
 
-from conftest import REPO, planned_job_details, write_config
+from support import REPO, planned_job_details, write_config
 
 PROFILES = REPO / "profiles"
 RULES = REPO / "workflow" / "rules"

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, TINY, planned_jobs, snakemake, write_config
+from support import REPO, TINY, planned_jobs, snakemake, write_config
 from robustlens.store import open_store
 
 TABLES = ["models.csv", "similarity.csv", "predictive.csv"]
@@ -23,7 +23,8 @@ def all_rules(workdir) -> set[str]:
 
 
 #: Rules for models and datasets from outside the workflow, which the embedded study does not
-#: use: fetch_weights and zoo_model run in tests/test_zoo.py; fetch_dataset needs the network.
+#: use: fetch_weights and zoo_model run in tests/workflow/test_zoo_workflow.py; fetch_dataset
+#: needs the network.
 EXTERNAL_SOURCE_RULES = {"fetch_weights", "zoo_model", "fetch_dataset"}
 
 

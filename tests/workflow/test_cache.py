@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import planned_job_details, snakemake, write_config
+from support import planned_job_details, snakemake, write_config
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import yaml
 
 from robustlens.config import ConfigError, expand_models, load_config, select_pairs, validate_config
 from robustlens.tasks import dataset_task_spec, parse_task
-from conftest import REPO, TINY
+from support import REPO, TINY
 
 
 @pytest.fixture(scope="module")
@@ -153,26 +153,6 @@ def test_paper_configs_that_train_use_the_robustness_librarys_recipe(name):
     training = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())["training"]
     assert {key: training.get(key) for key in TRAINING_CONFIGS[name]} == TRAINING_CONFIGS[name]
     assert training["validation"]["select"] == "best_robust_val"
-
-
-@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=[p.stem for p in PAPER_CONFIGS])
-def test_paper_config_is_valid_and_builds_its_dag(path, tmp_path):
-    from conftest import planned_job_details
-
-    config = load_config(REPO / "config.yaml", yaml.safe_load(path.read_text()))
-    validate_config(config)
-    models = expand_models(config)
-    jobs = planned_job_details(tmp_path, configfiles=(path,))
-    by_rule = {}
-    for job in jobs:
-        by_rule.setdefault(job["rule"], []).append(job)
-    # one model job per model (trained or loaded from the zoo), each with its resources
-    model_jobs = by_rule.get("train_model", []) + by_rule.get("zoo_model", [])
-    assert sorted(j["wildcards"]["model"] for j in model_jobs) == sorted(models)
-    for job in model_jobs:
-        expected = config["resources"][job["rule"]]
-        assert {k: int(job["resources"][k]) for k in expected} == expected
-    assert len(by_rule.get("fetch_weights", [])) == sum(spec["source"] != "train" for spec in models.values())
 
 
 # --------------------------------------------------------------------------- paper configs set their own image-dependent settings
@@ -324,6 +304,7 @@ TASK_ERRORS = [
     ({"ft": {"schedule": {"kind": "step"}}}, r"'transfer.ft.schedule'.*'step_epochs' is a required property"),
     ({"input": {"resize": "crop"}}, r"'transfer.input.resize' = 'crop'"),
     ({"tasks": ["imagefolder"], "task_settings": {"imagefolder": {"max_train": 10}}}, r"'transfer.task_settings.imagefolder'.*'root' is a required"),
+    ({"seeds": [7]}, r"'transfer.seeds' = \[7\]: selects no model \(the models' seeds are \[0, 1\]\)"),
 ]
 
 

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from conftest import snakemake
+from support import snakemake
 
 
 @pytest.fixture(scope="module")

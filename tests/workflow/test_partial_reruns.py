@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import planned_job_details, planned_jobs
+from support import planned_job_details, planned_jobs
 
 FIGURE = "results/figures/cka_by_layer.png"
 # Rules the CKA figure cannot need: the predictive behaviour, heads, filters and transfer studies.

@@ -1,4 +1,5 @@
-"""The conda environments (envs/*.yaml) pin what requirements.txt pins, and every rule names one.
+"""The conda environments (envs/*.yaml) pin what requirements.txt pins, every rule names one, and
+the environment that parsing the workflow needs (envs/workflow.yaml) lists what the parse imports.
 
 Creating the environments needs conda and its channels, which the test machine lacks; these
 tests check the files, and that the checkout is where the environments' pip section looks.
@@ -14,9 +15,12 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from conftest import REPO
+from support import REPO
 
-ENVS = sorted((REPO / "envs").glob("*.yaml"))
+#: The environment Snakemake injects into itself to parse the workflow (the Snakefile's global
+#: `conda:`); every other file is a rule's environment.
+PARSE_ENV = REPO / "envs" / "workflow.yaml"
+ENVS = sorted(set((REPO / "envs").glob("*.yaml")) - {PARSE_ENV})
 RULES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
 # In requirements.txt but not needed inside a job: the test runner, and the plugin with which
 # the Snakemake main process submits jobs to SLURM (it never runs inside a rule's environment).
@@ -116,3 +120,39 @@ def test_every_rule_names_an_environment():
                 dangling.append(f"{smk.name}:{rule} -> {match.group(1)}")
     assert not missing, f"rules without conda: {missing}"
     assert not dangling, f"conda: files that do not exist: {dangling}"
+
+
+def test_the_snakefile_injects_the_parse_environment():
+    text = (REPO / "Snakefile").read_text()
+    assert re.search(r'^conda: "envs/workflow.yaml"$', text, re.M), "a global conda: directive"
+    assert text.index('conda: "envs/workflow.yaml"') < text.index("include:"), "before the rules import robustlens"
+
+
+def test_parse_environment_lists_every_package_the_parse_imports_that_snakemake_does_not_bring():
+    """Parsing imports the robustlens modules the Snakefile and rule files import (robustlens
+    itself comes from the checkout); every third-party package that pulls in, other than
+    Snakemake's own requirements, is in envs/workflow.yaml with requirements.txt's version."""
+    import importlib.metadata as md
+    import subprocess
+    import sys
+
+    sources = [(REPO / "Snakefile").read_text()] + [smk.read_text() for smk in RULES]
+    modules = sorted({m for text in sources for m in re.findall(r"^(?:from|import) (robustlens[\w.]*)", text, re.M)})
+    assert "robustlens.config" in modules
+    code = ("import sys\nbefore = set(sys.modules)\n" + "".join(f"import {m}\n" for m in modules)
+            + "print(' '.join(sorted({m.split('.')[0] for m in set(sys.modules) - before})))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={"PYTHONPATH": str(REPO / "workflow")}).stdout.split()
+    distributions = md.packages_distributions()
+    third_party = {canonicalize_name(distributions[m][0]) for m in loaded
+                   if m not in sys.stdlib_module_names and m != "robustlens" and m in distributions}
+    snakemake_brings = {canonicalize_name(Requirement(r).name) for r in md.requires("snakemake") or []}
+    needed = third_party - snakemake_brings
+    assert "numpy" in needed  # the parse does import numpy (the memory estimates)
+    listed = {}
+    for dep in yaml.safe_load(PARSE_ENV.read_text())["dependencies"]:
+        name, _, version = str(dep).partition("=")
+        listed[canonicalize_name(name)] = version
+    assert set(listed) == needed
+    for name, version in listed.items():
+        assert REQUIREMENTS[name] == f"=={version}", name

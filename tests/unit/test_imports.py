@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
+WORKFLOW = Path(__file__).resolve().parents[2] / "workflow"
 PACKAGE = WORKFLOW / "robustlens"
 SCRIPTS = WORKFLOW / "scripts"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SPEC = importlib.util.spec_from_file_location("calibration", Path(__file__).resolve().parents[1] / "benchmarks" / "calibration.py")
+SPEC = importlib.util.spec_from_file_location("calibration", Path(__file__).resolve().parents[2] / "benchmarks" / "calibration.py")
 calibration = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(calibration)
 
