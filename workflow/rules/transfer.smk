@@ -71,7 +71,7 @@ rule transfer:
     conda:
         "../../envs/robustlens.yaml"
     script:
-        "../scripts/transfer_run.py"
+        "../scripts/transfer.py"
 
 
 rule transfer_tables:
