@@ -9,7 +9,7 @@ Three parts, every number measured in this run:
    and Song et al.'s formula; Procrustes as the sum of ``np.linalg.svd(X'Y)`` singular values;
    k-NN Jaccard from the full cosine matrix, ``argsort`` per row and Python sets.
    Both sides must agree to 1e-8 (checked).
-2. RTD: one trial (both directions, i.e. two ripser runs on 2b x 2b matrices) at batch b =
+2. RTD: one trial (both directions, i.e. two persistence runs (giotto-ph) on 2b x 2b matrices) at batch b =
    100, 200, 500.
 3. Exact streaming CKA reading chunk by chunk from a temporary zarr store, at n = 10,000,
    50,000 and 200,000 with d = 512: peak memory must stay flat as n grows.
@@ -174,7 +174,7 @@ def child_rtd(args) -> dict:
     from robustlens.similarity import rtd_trials
 
     X, Y = data(args.n, args.d)
-    rtd_trials(X[:20], Y[:20], n_trials=1, batch=20)  # import ripser, warm up
+    rtd_trials(X[:20], Y[:20], n_trials=1, batch=20)  # load the persistence core, warm up
     start = time.perf_counter()
     value = float(rtd_trials(X, Y, n_trials=1, batch=args.n)[0])
     return {"value": value, "time_s": time.perf_counter() - start}
@@ -287,7 +287,7 @@ def bench_measures(shapes, repeats, plain_timeout) -> list[str]:
 
 
 def bench_rtd(batches, d) -> list[str]:
-    lines = ["| batch b | matrix | one trial s (2 ripser runs) | RTD value |", "|---:|---|---:|---:|"]
+    lines = ["| batch b | matrix | one trial s (2 persistence runs) | RTD value |", "|---:|---|---:|---:|"]
     print("\n".join(lines), flush=True)
     for b in batches:
         r = run_child("rtd", str(b), str(d))
@@ -330,7 +330,7 @@ def machine() -> str:
     from importlib.metadata import version
 
     return (f"{platform.machine()}, {os.cpu_count()} cores, torch {version('torch')}, numpy {np.__version__}, "
-            f"ripser {version('ripser')}, {THREADS['n']} BLAS thread(s), load average at start {os.getloadavg()[0]:.2f}")
+            f"giotto-ph {version('giotto-ph')}, {THREADS['n']} BLAS thread(s), load average at start {os.getloadavg()[0]:.2f}")
 
 
 def main() -> None:

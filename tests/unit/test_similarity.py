@@ -859,3 +859,23 @@ def test_mut_measures_do_not_warn_on_nan_inf_or_overflowing_inputs():
             S.linear_cka(bad, Y, route="gram")
         with pytest.raises(S.RepresentationError, match="too large"):
             S.linear_cka(X * 1e200, Y, route="gram")
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_gram_route_stays_accurate_under_large_mean_offsets(unbiased):
+    # raw Grams of translated data lose ~offset^2/spread of their digits to rounding; the Gram
+    # route must then centre the data first and agree with the (centred) feature route
+    X, Y = related_pair(n=40, p=60, q=50, seed=41)
+    X, Y = X + 1e6, Y - 3e5
+    features = S.linear_cka(X, Y, unbiased=unbiased, route="features")
+    gram = S.linear_cka(X, Y, unbiased=unbiased, route="gram")
+    assert gram == pytest.approx(features, rel=1e-9)
+
+
+def test_offset_corrected_products_equal_centred_products():
+    # the biased CKA and Procrustes skip the centred copies for moderate offsets
+    X, Y = related_pair(n=300, p=20, q=30, seed=42)
+    X, Y = np.maximum(X, 0) + 0.5, np.maximum(Y, 0)
+    Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
+    assert S.linear_cka(X, Y) == pytest.approx(S.linear_cka(Xc, Yc), rel=1e-12)
+    assert S.procrustes_similarity(X, Y) == pytest.approx(S.procrustes_similarity(Xc, Yc), rel=1e-12)

@@ -20,8 +20,9 @@ knn_jaccard               [0, 1]     higher=sim.  k-NN Jaccard, cosine neighbour
 rtd                       [0, inf)   lower=sim.   Barannikov et al. 2022 (a distance)
 ========================  =========  ===========  ==========================================
 
-Dense linear algebra runs in torch on ``device`` (default: the input tensor's device, else the
-CPU); RTD runs on the CPU (ripser).
+Dense linear algebra runs in float64 on ``device`` (default: the input tensor's device, else
+the CPU): NumPy's BLAS on the CPU (symmetric rank-k updates for Gram products), torch on a CUDA
+device; RTD runs on the CPU (giotto-ph's Vietoris-Rips core, bars equal to ripser's).
 
 The measures live in submodules along their papers; every public name is re-exported here, so
 ``from robustlens.similarity import X`` is the way to use them:

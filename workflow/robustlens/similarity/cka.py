@@ -58,37 +58,134 @@ def _centred_gram(A: torch.Tensor) -> torch.Tensor:
     return K
 
 
-class _CentredProducts:
-    """tr(KL), tr(KK), tr(LL) of the centred linear Grams K = Xc Xc', L = Yc Yc', and their
-    diagonals a = diag(K), b = diag(L) (the squared norms of the centred rows).
+def _centred_gram_numpy(A: np.ndarray) -> np.ndarray:
+    """:func:`_centred_gram` in NumPy: K = AA' by BLAS syrk, centred in place. An entry of the
+    raw K carries a rounding error of order eps ||a_i|| ||a_j||, which centring does not remove:
+    when the column means are large against the spread (n ||mu||^2 > _OFFSET_LIMIT ||Ac||_F^2,
+    tested on tr K = ||A||_F^2, computed anyway) the Gram of a centred copy is formed instead."""
+    K = A @ A.T
+    mean = A.mean(axis=0)
+    offset = A.shape[0] * float(np.vdot(mean, mean))
+    if not offset <= _OFFSET_LIMIT * (float(np.trace(K)) - offset) and np.isfinite(offset):
+        Ac = A - mean
+        K = Ac @ Ac.T
+    means = K.mean(axis=0)
+    K -= means[None, :]
+    K -= means[:, None]
+    K += means.mean()
+    return K
 
-    Feature route: tr(KL) = ||Xc'Yc||_F^2 etc., from the column-centred data. Gram route: the
+
+def _squared_norm(M: np.ndarray) -> float:
+    """||M||_F^2 by one BLAS dot product (no squared copy)."""
+    return float(np.vdot(M, M))
+
+
+# The mean of a column may be at most this multiple of its spread, n mu_j^2 <= LIMIT * ||xc_j||^2,
+# before the raw cross-products are corrected algebraically instead of centring a copy of the
+# data (see :func:`_offset_corrected_products`).
+_OFFSET_LIMIT = 4.0
+
+
+def _offset_is_small(gram: np.ndarray, mean: np.ndarray, n: int) -> bool:
+    """Whether every column's n mu_j^2 is at most _OFFSET_LIMIT times its centred sum of squares
+    (X'X)_jj - n mu_j^2. False for NaN/Inf (comparisons with NaN are False)."""
+    offset = n * mean * mean
+    return bool(np.all(offset <= _OFFSET_LIMIT * (np.diagonal(gram) - offset)))
+
+
+def _offset_corrected_products(X: np.ndarray, Y: np.ndarray):
+    """(||Xc'Yc||^2, ||Xc'Xc||^2, ||Yc'Yc||^2) from the raw products, Xc'Yc = X'Y - n mu_x mu_y',
+    without centred copies of X and Y; None when a column's mean is large against its spread.
+
+    Rounding: an entry of X'Y carries an error of order eps ||x_i|| ||y_j|| with
+    ||x_i||^2 = ||xc_i||^2 + n mu_i^2, and the subtraction of n mu_i mu_j cancels that offset
+    part. With n mu_i^2 <= _OFFSET_LIMIT ||xc_i||^2 the error is at most (1 + _OFFSET_LIMIT) times
+    that of the products of centred data, which keeps the value within ~1e-14 relative of the
+    centred computation; data with larger offsets (e.g. a translated representation) are
+    centred first instead (the caller's fallback). The test costs nothing: it reads the
+    diagonal of X'X, which is computed anyway."""
+    n = X.shape[0]
+    mean_x = X.mean(axis=0)
+    xx = X.T @ X
+    if not _offset_is_small(xx, mean_x, n):
+        return None
+    mean_y = Y.mean(axis=0)
+    yy = Y.T @ Y
+    if not _offset_is_small(yy, mean_y, n):
+        return None
+    xy = X.T @ Y
+    xx -= n * np.outer(mean_x, mean_x)
+    yy -= n * np.outer(mean_y, mean_y)
+    xy -= n * np.outer(mean_x, mean_y)
+    return _squared_norm(xy), _squared_norm(xx), _squared_norm(yy)
+
+
+class _CentredProducts:
+    """tr(KL), tr(KK), tr(LL) of the centred linear Grams K = Xc Xc', L = Yc Yc', and (with
+    ``row_norms``) their diagonals a = diag(K), b = diag(L) (the squared norms of the centred
+    rows, needed only by the unbiased estimator; None otherwise).
+
+    Feature route: tr(KL) = ||Xc'Yc||_F^2 etc., from the column-centred data (or, when no
+    column's mean is large against its spread and no row norms are needed, from the raw
+    products corrected by n mu mu': :func:`_offset_corrected_products`). Gram route: the
     n x n Grams of the raw data, centred as HKH (only two n x n matrices are made; the data are
     not copied). ``route`` "auto" picks the cheaper by shape (:func:`_feature_route_is_cheaper`).
+
+    On the CPU everything is computed in NumPy float64 on the tensors' buffers (no copy): its
+    matmul uses the BLAS symmetric rank-k update (syrk) for X'X and XX', half the work of the
+    general product torch uses, and the squared sums are BLAS dot products. On other devices
+    (CUDA) the same formulas run in torch float64.
     """
 
-    def __init__(self, X: torch.Tensor, Y: torch.Tensor, route: str = "auto"):
+    def __init__(self, X: torch.Tensor, Y: torch.Tensor, route: str = "auto", row_norms: bool = True):
         n, p = X.shape
         q = Y.shape[1]
         if route == "auto":
             route = "features" if _feature_route_is_cheaper(n, p, q) else "gram"
+        if route not in ("features", "gram"):
+            raise ValueError(f"route must be 'auto', 'features' or 'gram', not {route!r}")
+        self.n, self.route = n, route
+        self.a = self.b = None
+        if X.device.type == "cpu" and Y.device.type == "cpu":
+            with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf inputs are reported by the caller
+                self._numpy(X.numpy(), Y.numpy(), route, row_norms)
+        else:
+            self._torch(X, Y, route, row_norms)
+
+    def _numpy(self, X: np.ndarray, Y: np.ndarray, route: str, row_norms: bool) -> None:
+        if route == "features":
+            sums = None if row_norms else _offset_corrected_products(X, Y)
+            if sums is None:
+                Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
+                sums = _squared_norm(Xc.T @ Yc), _squared_norm(Xc.T @ Xc), _squared_norm(Yc.T @ Yc)
+                if row_norms:
+                    self.a, self.b = np.einsum("ij,ij->i", Xc, Xc), np.einsum("ij,ij->i", Yc, Yc)
+            self.kl, self.kk, self.ll = sums
+        else:
+            K, L = _centred_gram_numpy(X), _centred_gram_numpy(Y)
+            if row_norms:
+                self.a, self.b = np.diagonal(K).copy(), np.diagonal(L).copy()
+            self.kl, self.kk, self.ll = float(np.vdot(K, L)), _squared_norm(K), _squared_norm(L)
+
+    def _torch(self, X: torch.Tensor, Y: torch.Tensor, route: str, row_norms: bool) -> None:
         if route == "features":
             Xc, Yc = _centre_columns(X), _centre_columns(Y)
             self.kl, self.kk, self.ll = (float(torch.sum(m * m)) for m in (_matmul(Xc.T, Yc), _matmul(Xc.T, Xc), _matmul(Yc.T, Yc)))
-            self.a, self.b = torch.sum(Xc * Xc, dim=1), torch.sum(Yc * Yc, dim=1)
-        elif route == "gram":
+            if row_norms:
+                self.a, self.b = torch.sum(Xc * Xc, dim=1), torch.sum(Yc * Yc, dim=1)
+        else:
             K, L = _centred_gram(X), _centred_gram(Y)
-            self.a, self.b = torch.diagonal(K).clone(), torch.diagonal(L).clone()
+            if row_norms:
+                self.a, self.b = torch.diagonal(K).clone(), torch.diagonal(L).clone()
             K, L = K.reshape(-1), L.reshape(-1)
             self.kl, self.kk, self.ll = float(K @ L), float(K @ K), float(L @ L)
-        else:
-            raise ValueError(f"route must be 'auto', 'features' or 'gram', not {route!r}")
-        self.n, self.route = n, route
 
     def finiteness_witness(self) -> float:
         """NaN or Inf if X or Y has a NaN/Inf entry: a NaN/Inf in column j makes every centred
         entry of column j (feature route) or every centred Gram entry (Gram route) non-finite."""
-        return float(self.a.sum()) + float(self.b.sum()) + self.kl + self.kk + self.ll
+        rows = 0.0 if self.a is None else float(self.a.sum()) + float(self.b.sum())
+        return rows + self.kl + self.kk + self.ll
 
     def biased_hsics(self) -> tuple[float, float, float]:
         """(n-1)^2 times the biased HSICs of (K, L), (K, K), (L, L); the factor cancels in CKA."""
@@ -162,7 +259,7 @@ def linear_cka(X, Y, unbiased: bool = False, device=None, *, route: str = "auto"
     Xt, Yt = _validated_pair(X, Y, device)
     if unbiased and Xt.shape[0] < 4:
         raise ValueError(f"unbiased CKA needs at least 4 samples, got {Xt.shape[0]}")
-    products = _CentredProducts(Xt, Yt, route)
+    products = _CentredProducts(Xt, Yt, route, row_norms=unbiased)
     _require_finite(products.finiteness_witness(), Xt, Yt)
     hsics = products.unbiased_hsics() if unbiased else products.biased_hsics()
     return _cka_from_hsics(*hsics, unbiased=unbiased)
