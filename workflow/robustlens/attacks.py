@@ -129,25 +129,16 @@ def _keep_better(best_x, best_val, x_new, val_new):
     return torch.where(better.view(-1, *([1] * (x_new.dim() - 1))), x_new, best_x), torch.maximum(val_new, best_val)
 
 
-def pgd_attack(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    norm: str = "l2",
-    steps: int = 10,
-    step_size: float | None = None,
-    random_init: bool = True,
-    restarts: int = 0,
-    gen: torch.Generator | Sequence[torch.Generator] | None = None,
-    use_best: bool = False,
-) -> torch.Tensor:
-    """Untargeted PGD on the cross-entropy loss (Madry et al. 2018, Eq. 2's inner maximisation)."""
+def pgd_attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *settings, **keyword_settings) -> torch.Tensor:
+    """Untargeted PGD on the cross-entropy loss (Madry et al. 2018, Eq. 2's inner maximisation):
+    :func:`pgd_maximize` of the per-sample loss of ``model`` on labels ``y``, with its settings
+    and defaults after ``x``, by position or name (``eps, norm="l2", steps=10, step_size=None,
+    random_init=True, restarts=0, gen=None, use_best=False``), defined once there."""
 
     def loss(x_adv: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(model(x_adv), y, reduction="none")
 
-    return pgd_maximize(loss, x, eps, norm, steps, step_size, random_init, restarts, gen, use_best)
+    return pgd_maximize(loss, x, *settings, **keyword_settings)
 
 
 #: Per-sample errors of a regression output (the losses of regression transfer tasks).
