@@ -39,12 +39,15 @@ def snakemake(workdir: Path, *args: str, configfiles=(TINY,), check: bool = True
 def planned_jobs(workdir: Path, *args: str, configfiles=(TINY,)) -> dict[str, int]:
     """Jobs a dry run plans, by rule (empty when nothing is to be done)."""
     proc = snakemake(workdir, "-n", *args, configfiles=configfiles)
-    out = proc.stdout + proc.stderr
+    return job_stats(proc.stdout + proc.stderr)
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """Jobs per rule from Snakemake's "Job stats" table (empty when there is none)."""
+    if "Job stats:" not in output:
+        return {}
     jobs = {}
-    if "Job stats:" not in out:
-        return jobs
-    table = out.split("Job stats:", 1)[1]
-    for line in table.splitlines()[3:]:
+    for line in output.split("Job stats:", 1)[1].splitlines()[3:]:
         match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
         if not match:
             break

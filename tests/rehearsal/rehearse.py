@@ -36,6 +36,9 @@ import yaml
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # tests/: the helpers shared with the test files
+
+from support import job_stats  # noqa: E402
 
 #: Snakemake beside this interpreter (the project's venv), or the one $SNAKEMAKE names.
 SNAKEMAKE = Path(os.environ.get("SNAKEMAKE") or Path(sys.executable).with_name("snakemake"))
@@ -82,20 +85,6 @@ def snakemake(workdir: Path, *args: str, configfiles=(), device: str | None = No
     if log is not None:
         log.write_text(proc.stdout + proc.stderr)
     return proc
-
-
-def job_stats(output: str) -> dict[str, int]:
-    """Jobs per rule from Snakemake's "Job stats" table."""
-    if "Job stats:" not in output:
-        return {}
-    jobs = {}
-    for line in output.split("Job stats:", 1)[1].splitlines()[3:]:
-        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if not match:
-            break
-        jobs[match.group(1)] = int(match.group(2))
-    jobs.pop("total", None)
-    return jobs
 
 
 def declared_jobs(output: str) -> list[dict]:

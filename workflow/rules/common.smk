@@ -86,9 +86,9 @@ FIGURE_FORMATS = ["png", "pdf"]
 
 
 def all_targets():
-    """The targets of the default target (`all`): every table and figure of the study. Each stage's figures that
-    share one rule are named in its rule file (SIMILARITY_FIGURES, PREDICTIVE_FIGURES,
-    FILTER_FIGURES, TRANSFER_FIGURES)."""
+    """The targets of the default target (`all`): every table and figure of the study. Each
+    stage's figures that share one rule are named in its rule file (SIMILARITY_FIGURES,
+    PREDICTIVE_FIGURES, FILTER_FIGURES, TRANSFER_FIGURES)."""
     tables = ["models", "heads", "similarity", "similarity_matrix", "correlations", "predictive", "universality",
               "filters_quality", "filters_shift", "filters_basis", "transfer", "bounds"]
     figures = [*SIMILARITY_FIGURES, *PREDICTIVE_FIGURES, *FILTER_FIGURES, "filters_first_layer", *TRANSFER_FIGURES]
@@ -272,21 +272,24 @@ def prepare_dataset_input(wildcards):
     return [f"{DATASETS_DIR}/{DATASET_SOURCE}"] if DATASET_SOURCE in TORCHVISION else []
 
 
-# probes.smk
-def inversion_figure_models():
-    """Seed-0-first standard model and the most robust model that take part in pairs."""
-    ids = models_of_pairs()
+# probes.smk and filters.smk
+def standard_and_most_robust(ids):
+    """(the first standard model of ``ids``, else the first model; the most robust, the lowest
+    seed first): the two models the inversion and first-layer figures show."""
     normal = next((m for m in ids if MODELS[m]["eps"] == 0), ids[0])
     robust = max(ids, key=lambda m: (MODELS[m]["eps"], -MODELS[m]["seed"]))
+    return normal, robust
+
+
+def inversion_figure_models():
+    """The standard and the most robust model among those that take part in pairs."""
+    normal, robust = standard_and_most_robust(models_of_pairs())
     return [normal, robust] if normal != robust else [normal]
 
 
-# filters.smk
 def first_layer_models():
-    """The most robust model and the standard model of the first seed."""
-    specs = list(MODELS.values())
-    normal = next((s["id"] for s in specs if s["eps"] == 0), specs[0]["id"])
-    robust = max(specs, key=lambda s: (s["eps"], -s["seed"]))["id"]
+    """The most robust and the standard model of the study."""
+    normal, robust = standard_and_most_robust(list(MODELS))
     return {"robust": robust, "normal": normal}
 
 

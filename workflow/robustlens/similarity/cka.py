@@ -21,12 +21,14 @@ CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with linear kernels K = XX'
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
 
 from robustlens.similarity.validation import (
+    OFFSET_LIMIT,
     RepresentationError,
     _as_float64,
     _centre_columns,
@@ -48,28 +50,20 @@ def _feature_route_is_cheaper(n: int, p: int, q: int) -> bool:
     return p * q + p * p + q * q <= n * (p + q)
 
 
-def _centred_gram(A: torch.Tensor) -> torch.Tensor:
-    """HKH for K = AA', centred through its row and column means (no centred copy of A)."""
-    K = _matmul(A, A.T)
-    means = K.mean(dim=0)
-    K -= means[None, :]
-    K -= means[:, None]
-    K += means.mean()
-    return K
-
-
-def _centred_gram_numpy(A: np.ndarray) -> np.ndarray:
-    """:func:`_centred_gram` in NumPy: K = AA' by BLAS syrk, centred in place. An entry of the
-    raw K carries a rounding error of order eps ||a_i|| ||a_j||, which centring does not remove:
-    when the column means are large against the spread (n ||mu||^2 > _OFFSET_LIMIT ||Ac||_F^2,
-    tested on tr K = ||A||_F^2, computed anyway) the Gram of a centred copy is formed instead."""
+def _centred_gram(A):
+    """HKH for K = AA' (A a NumPy array, whose matmul is BLAS syrk, or a torch tensor on a
+    device), centred in place through its row and column means (no centred copy of A). An
+    entry of the raw K carries a rounding error of order eps ||a_i|| ||a_j||, which centring
+    does not remove: when the column means are large against the spread (n ||mu||^2 >
+    OFFSET_LIMIT ||Ac||_F^2, tested on tr K = ||A||_F^2, computed anyway) the Gram of a centred
+    copy is formed instead."""
     K = A @ A.T
-    mean = A.mean(axis=0)
-    offset = A.shape[0] * float(np.vdot(mean, mean))
-    if not offset <= _OFFSET_LIMIT * (float(np.trace(K)) - offset) and np.isfinite(offset):
+    mean = A.mean(0)
+    offset = A.shape[0] * float((mean * mean).sum())
+    if not offset <= OFFSET_LIMIT * (float(K.diagonal().sum()) - offset) and math.isfinite(offset):
         Ac = A - mean
         K = Ac @ Ac.T
-    means = K.mean(axis=0)
+    means = K.mean(0)
     K -= means[None, :]
     K -= means[:, None]
     K += means.mean()
@@ -81,17 +75,11 @@ def _squared_norm(M: np.ndarray) -> float:
     return float(np.vdot(M, M))
 
 
-# The mean of a column may be at most this multiple of its spread, n mu_j^2 <= LIMIT * ||xc_j||^2,
-# before the raw cross-products are corrected algebraically instead of centring a copy of the
-# data (see :func:`_offset_corrected_products`).
-_OFFSET_LIMIT = 4.0
-
-
 def _offset_is_small(gram: np.ndarray, mean: np.ndarray, n: int) -> bool:
-    """Whether every column's n mu_j^2 is at most _OFFSET_LIMIT times its centred sum of squares
+    """Whether every column's n mu_j^2 is at most OFFSET_LIMIT times its centred sum of squares
     (X'X)_jj - n mu_j^2. False for NaN/Inf (comparisons with NaN are False)."""
     offset = n * mean * mean
-    return bool(np.all(offset <= _OFFSET_LIMIT * (np.diagonal(gram) - offset)))
+    return bool(np.all(offset <= OFFSET_LIMIT * (np.diagonal(gram) - offset)))
 
 
 def _offset_corrected_products(X: np.ndarray, Y: np.ndarray):
@@ -100,7 +88,7 @@ def _offset_corrected_products(X: np.ndarray, Y: np.ndarray):
 
     Rounding: an entry of X'Y carries an error of order eps ||x_i|| ||y_j|| with
     ||x_i||^2 = ||xc_i||^2 + n mu_i^2, and the subtraction of n mu_i mu_j cancels that offset
-    part. With n mu_i^2 <= _OFFSET_LIMIT ||xc_i||^2 the error is at most (1 + _OFFSET_LIMIT) times
+    part. With n mu_i^2 <= OFFSET_LIMIT ||xc_i||^2 the error is at most (1 + OFFSET_LIMIT) times
     that of the products of centred data, which keeps the value within ~1e-14 relative of the
     centred computation; data with larger offsets (e.g. a translated representation) are
     centred first instead (the caller's fallback). The test costs nothing: it reads the
@@ -163,7 +151,7 @@ class _CentredProducts:
                     self.a, self.b = np.einsum("ij,ij->i", Xc, Xc), np.einsum("ij,ij->i", Yc, Yc)
             self.kl, self.kk, self.ll = sums
         else:
-            K, L = _centred_gram_numpy(X), _centred_gram_numpy(Y)
+            K, L = _centred_gram(X), _centred_gram(Y)
             if row_norms:
                 self.a, self.b = np.diagonal(K).copy(), np.diagonal(L).copy()
             self.kl, self.kk, self.ll = float(np.vdot(K, L)), _squared_norm(K), _squared_norm(L)

@@ -14,12 +14,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from robustlens.similarity.validation import _centre_columns, _finite_float, _matmul, _require_finite, _validated_pair
-
-# Largest n ||mu||^2 / ||Xc||_F^2 (mean offset against spread) for which X'Y is corrected
-# algebraically instead of centring copies of X and Y (see :func:`_offset_corrected_cross_product`).
-_OFFSET_LIMIT = 4.0
-
+from robustlens.similarity.validation import (
+    OFFSET_LIMIT,
+    _centre_columns,
+    _finite_float,
+    _matmul,
+    _require_finite,
+    _validated_pair,
+)
 
 def _centred_factor(X: torch.Tensor) -> tuple[torch.Tensor, float]:
     """(F, ||Xc||_F) with Xc the column-centred X and F = Xc, or its n x n reduction when wide."""
@@ -56,13 +58,18 @@ def procrustes_similarity(X, Y, device=None) -> float:
 
     When features exceed samples (p > n) the matrix is first reduced to n x n by a QR
     decomposition of X' (see :func:`_reduce_to_sample_space`), so X'Y is never formed as a
-    p x q matrix: memory is O(n^2 + n (p + q)). Float64: NumPy (BLAS) on the CPU, torch on
-    other devices (``device``, default the input tensor's).
+    p x q matrix: memory is O(n^2 + n (p + q)). Float64 on ``device`` (default the input
+    tensor's): products through NumPy's BLAS on the CPU, where tall inputs with moderate column
+    means skip the centred copies (:func:`_offset_corrected_cross_product`).
     """
     Xt, Yt = _validated_pair(X, Y, device)
-    if Xt.device.type == "cpu" and Yt.device.type == "cpu":
-        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf inputs are reported below
-            product, norm_x, norm_y = _cross_product_numpy(Xt.numpy(), Yt.numpy())
+    corrected = None
+    n, p = Xt.shape
+    if Xt.device.type == "cpu" and Yt.device.type == "cpu" and p <= n and Yt.shape[1] <= n:
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf inputs fail its test, reported below
+            corrected = _offset_corrected_cross_product(Xt.numpy(), Yt.numpy())
+    if corrected is not None:
+        product, norm_x, norm_y = corrected
     else:
         Fx, norm_x = _centred_factor(Xt)
         Fy, norm_y = _centred_factor(Yt)
@@ -73,42 +80,18 @@ def procrustes_similarity(X, Y, device=None) -> float:
     return float(np.clip(value, 0.0, 1.0))
 
 
-def _cross_product_numpy(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """(M, ||Xc||_F, ||Yc||_F) on the CPU in NumPy float64, M with the singular values of Xc'Yc:
-    Xc'Yc itself when both are tall (corrected from X'Y without centred copies where that is
-    accurate, :func:`_offset_corrected_cross_product`), else through the n x n QR factors."""
-    n, p = X.shape
-    q = Y.shape[1]
-    if p <= n and q <= n:
-        corrected = _offset_corrected_cross_product(X, Y)
-        if corrected is not None:
-            return corrected
-    Fx, norm_x = _centred_factor_numpy(X)
-    Fy, norm_y = _centred_factor_numpy(Y)
-    return Fx.T @ Fy, norm_x, norm_y
-
-
-def _centred_factor_numpy(X: np.ndarray) -> tuple[np.ndarray, float]:
-    """:func:`_centred_factor` on a NumPy array: one centred copy, its norm by a BLAS dot."""
-    Xc = X - X.mean(axis=0)
-    norm = float(np.sqrt(np.vdot(Xc, Xc)))
-    if Xc.shape[1] <= Xc.shape[0]:
-        return Xc, norm
-    return _reduce_to_sample_space(torch.from_numpy(Xc)).numpy(), norm
-
-
 def _offset_corrected_cross_product(X: np.ndarray, Y: np.ndarray):
     """(Xc'Yc, ||Xc||_F, ||Yc||_F) from the raw data, Xc'Yc = X'Y - n mu_x mu_y' and
     ||Xc||_F^2 = ||X||_F^2 - n ||mu_x||^2, without centred copies; None (centre instead) unless
-    n ||mu||^2 <= _OFFSET_LIMIT ||Xc||_F^2 for both. The rounding error of X'Y is of order
+    n ||mu||^2 <= OFFSET_LIMIT ||Xc||_F^2 for both. The rounding error of X'Y is of order
     eps ||X||_F ||Y||_F with ||X||_F^2 = ||Xc||_F^2 + n ||mu_x||^2, so under that bound it is at
-    most (1 + _OFFSET_LIMIT) times that of the product of centred copies (the similarity is
+    most (1 + OFFSET_LIMIT) times that of the product of centred copies (the similarity is
     normalised by ||Xc||_F ||Yc||_F); NaN/Inf fail the test and take the centring route."""
     n = X.shape[0]
     mean_x, mean_y = X.mean(axis=0), Y.mean(axis=0)
     offset_x, offset_y = n * float(np.vdot(mean_x, mean_x)), n * float(np.vdot(mean_y, mean_y))
     spread_x, spread_y = float(np.vdot(X, X)) - offset_x, float(np.vdot(Y, Y)) - offset_y
-    if not (offset_x <= _OFFSET_LIMIT * spread_x and offset_y <= _OFFSET_LIMIT * spread_y):
+    if not (offset_x <= OFFSET_LIMIT * spread_x and offset_y <= OFFSET_LIMIT * spread_y):
         return None
     product = X.T @ Y
     product -= n * np.outer(mean_x, mean_y)

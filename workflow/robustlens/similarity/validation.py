@@ -115,6 +115,13 @@ def _take_rows(A, idx: np.ndarray):
     return np.asarray(A)[idx]
 
 
+#: The largest mean offset against spread, n ||mu||^2 / ||Xc||_F^2 (per column for CKA's
+#: products, whole matrix for Procrustes and Gram matrices), for which a measure works on the
+#: raw data and corrects for the mean algebraically instead of centring a copy: the rounding
+#: error is then at most (1 + OFFSET_LIMIT) times that of centred data.
+OFFSET_LIMIT = 4.0
+
+
 def _matmul(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """A @ B; on the CPU through NumPy, whose matmul uses BLAS syrk when B is A's own transpose
     (half the multiply-adds of a general product) and which measured faster than torch's CPU
