@@ -4,7 +4,8 @@ For each shape (n, d), float64, X standard normal and Y = 0.5 X + noise, at 1 an
 threads (NumPy's BLAS and torch pinned alike: threadpoolctl plus torch.set_num_threads, in one
 subprocess per thread count with the OMP/OPENBLAS/MKL variables set before numpy and torch are
 imported), robustlens and the plain formula run alternately; reported is the median of
-``--repeats`` calls each and the ratio plain / robustlens (> 1: robustlens faster).
+``--repeats`` calls each (one call at (10000, 8192)) and the ratio plain / robustlens (> 1:
+robustlens faster).
 
 The plain baselines (below) take the cheaper route for the shape: the feature route when
 n > d (centre, then X'X and Y'Y, which NumPy computes with BLAS syrk, and X'Y) and the Gram
@@ -24,7 +25,10 @@ import subprocess
 import sys
 import time
 
-SHAPES = "5000x512,10000x512,5000x2048,1500x6000"
+SHAPES = "5000x512,10000x512,5000x2048,1500x6000,10000x8192"
+#: Shapes with more entries than this are timed once per implementation (a call at
+#: (10000, 8192) takes 10-60 s), the others ``--repeats`` times.
+ONCE_ABOVE = 20_000_000
 
 
 def plain_cka(X, Y, unbiased):
@@ -88,7 +92,7 @@ def child(threads: int, shapes: list[tuple[int, int]], repeats: int) -> None:
         for name, (ours, plain) in measures.items():
             times = {"ours": [], "plain": []}
             values = {}
-            for _ in range(repeats):
+            for _ in range(repeats if n * d <= ONCE_ABOVE else 1):
                 for impl, fn in (("plain", plain), ("ours", ours)):
                     start = time.perf_counter()
                     values[impl] = float(fn(X, Y))

@@ -16,6 +16,7 @@ from robustlens import similarity as S
 from robustlens.similarity.cka import _CentredProducts, _feature_route_is_cheaper
 from robustlens.similarity.knn import _cosine_neighbours
 from robustlens.similarity.topology import _h1_bars, _h1_total_persistence, _quantile_normalised_distances
+from robustlens.similarity.validation import _subtract_outer
 from robustlens.measures import MEASURES, Measure, get_function
 
 
@@ -872,6 +873,14 @@ def test_gram_route_stays_accurate_under_large_mean_offsets(unbiased):
     assert gram == pytest.approx(features, rel=1e-9)
 
 
+@pytest.mark.parametrize("rows", [1, 63, 64, 65, 200])
+def test_subtract_outer_in_row_blocks_equals_numpy_outer(rows):
+    A, u, v = rng(rows).standard_normal((rows, 70)), rng(1).standard_normal(rows), rng(2).standard_normal(70)
+    expected = A - np.outer(u, v)
+    _subtract_outer(A, u, v)
+    np.testing.assert_array_equal(A, expected)
+
+
 def test_offset_corrected_products_equal_centred_products():
     # the biased CKA and Procrustes skip the centred copies for moderate offsets
     X, Y = related_pair(n=300, p=20, q=30, seed=42)
@@ -879,3 +888,6 @@ def test_offset_corrected_products_equal_centred_products():
     Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
     assert S.linear_cka(X, Y) == pytest.approx(S.linear_cka(Xc, Yc), rel=1e-12)
     assert S.procrustes_similarity(X, Y) == pytest.approx(S.procrustes_similarity(Xc, Yc), rel=1e-12)
+    # the unbiased estimator's row norms from the raw rows, ||x_i||^2 - 2 x_i.mu + ||mu||^2
+    assert S.linear_cka(X, Y, unbiased=True) == pytest.approx(S.linear_cka(Xc, Yc, unbiased=True), rel=1e-12)
+    assert S.linear_cka(X, Y, unbiased=True) == pytest.approx(textbook_unbiased_cka(X, Y), rel=1e-9)

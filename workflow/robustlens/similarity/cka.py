@@ -36,6 +36,7 @@ from robustlens.similarity.validation import (
     _finite_float,
     _matmul,
     _require_finite,
+    _subtract_outer,
     _take_rows,
     _validated_pair,
 )
@@ -82,16 +83,19 @@ def _offset_is_small(gram: np.ndarray, mean: np.ndarray, n: int) -> bool:
     return bool(np.all(offset <= OFFSET_LIMIT * (np.diagonal(gram) - offset)))
 
 
-def _offset_corrected_products(X: np.ndarray, Y: np.ndarray):
-    """(||Xc'Yc||^2, ||Xc'Xc||^2, ||Yc'Yc||^2) from the raw products, Xc'Yc = X'Y - n mu_x mu_y',
+def _offset_corrected_products(X: np.ndarray, Y: np.ndarray, row_norms: bool):
+    """(||Xc'Yc||^2, ||Xc'Xc||^2, ||Yc'Yc||^2, a, b) from the raw products, Xc'Yc = X'Y - n mu_x mu_y',
     without centred copies of X and Y; None when a column's mean is large against its spread.
+    With ``row_norms``, a and b are the squared norms of the centred rows,
+    a_i = ||x_i||^2 - 2 x_i.mu_x + ||mu_x||^2 (else None).
 
     Rounding: an entry of X'Y carries an error of order eps ||x_i|| ||y_j|| with
     ||x_i||^2 = ||xc_i||^2 + n mu_i^2, and the subtraction of n mu_i mu_j cancels that offset
     part. With n mu_i^2 <= OFFSET_LIMIT ||xc_i||^2 the error is at most (1 + OFFSET_LIMIT) times
     that of the products of centred data, which keeps the value within ~1e-14 relative of the
-    centred computation; data with larger offsets (e.g. a translated representation) are
-    centred first instead (the caller's fallback). The test costs nothing: it reads the
+    centred computation (so do the sums over the row norms, whose errors are of order
+    eps (||x_i||^2 + ||mu||^2)); data with larger offsets (e.g. a translated representation)
+    are centred first instead (the caller's fallback). The test costs nothing: it reads the
     diagonal of X'X, which is computed anyway."""
     n = X.shape[0]
     mean_x = X.mean(axis=0)
@@ -103,10 +107,13 @@ def _offset_corrected_products(X: np.ndarray, Y: np.ndarray):
     if not _offset_is_small(yy, mean_y, n):
         return None
     xy = X.T @ Y
-    xx -= n * np.outer(mean_x, mean_x)
-    yy -= n * np.outer(mean_y, mean_y)
-    xy -= n * np.outer(mean_x, mean_y)
-    return _squared_norm(xy), _squared_norm(xx), _squared_norm(yy)
+    _subtract_outer(xx, n * mean_x, mean_x)
+    _subtract_outer(yy, n * mean_y, mean_y)
+    _subtract_outer(xy, n * mean_x, mean_y)
+    a = b = None
+    if row_norms:
+        a, b = (np.einsum("ij,ij->i", A, A) - 2.0 * (A @ mean) + float(np.vdot(mean, mean)) for A, mean in ((X, mean_x), (Y, mean_y)))
+    return _squared_norm(xy), _squared_norm(xx), _squared_norm(yy), a, b
 
 
 class _CentredProducts:
@@ -114,9 +121,9 @@ class _CentredProducts:
     ``row_norms``) their diagonals a = diag(K), b = diag(L) (the squared norms of the centred
     rows, needed only by the unbiased estimator; None otherwise).
 
-    Feature route: tr(KL) = ||Xc'Yc||_F^2 etc., from the column-centred data (or, when no
-    column's mean is large against its spread and no row norms are needed, from the raw
-    products corrected by n mu mu': :func:`_offset_corrected_products`). Gram route: the
+    Feature route: tr(KL) = ||Xc'Yc||_F^2 etc., from the raw products corrected by n mu mu'
+    (:func:`_offset_corrected_products`; on the CPU, when no column's mean is large against its
+    spread), else from column-centred copies. Gram route: the
     n x n Grams of the raw data, centred as HKH (only two n x n matrices are made; the data are
     not copied). ``route`` "auto" picks the cheaper by shape (:func:`_feature_route_is_cheaper`).
 
@@ -143,13 +150,13 @@ class _CentredProducts:
 
     def _numpy(self, X: np.ndarray, Y: np.ndarray, route: str, row_norms: bool) -> None:
         if route == "features":
-            sums = None if row_norms else _offset_corrected_products(X, Y)
-            if sums is None:
+            corrected = _offset_corrected_products(X, Y, row_norms)
+            if corrected is None:
                 Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
-                sums = _squared_norm(Xc.T @ Yc), _squared_norm(Xc.T @ Xc), _squared_norm(Yc.T @ Yc)
+                corrected = _squared_norm(Xc.T @ Yc), _squared_norm(Xc.T @ Xc), _squared_norm(Yc.T @ Yc), None, None
                 if row_norms:
-                    self.a, self.b = np.einsum("ij,ij->i", Xc, Xc), np.einsum("ij,ij->i", Yc, Yc)
-            self.kl, self.kk, self.ll = sums
+                    corrected = *corrected[:3], np.einsum("ij,ij->i", Xc, Xc), np.einsum("ij,ij->i", Yc, Yc)
+            self.kl, self.kk, self.ll, self.a, self.b = corrected
         else:
             K, L = _centred_gram(X), _centred_gram(Y)
             if row_norms:

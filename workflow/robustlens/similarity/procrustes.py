@@ -11,25 +11,34 @@ similar (:func:`procrustes_similarity`).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from robustlens.similarity.validation import (
     OFFSET_LIMIT,
-    _centre_columns,
     _finite_float,
-    _matmul,
     _require_finite,
+    _subtract_outer,
     _validated_pair,
 )
 
-def _centred_factor(X: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """(F, ||Xc||_F) with Xc the column-centred X and F = Xc, or its n x n reduction when wide."""
-    Xc = _centre_columns(X)
-    return _reduce_to_sample_space(Xc), float(torch.linalg.matrix_norm(Xc))
+def _centred_factor(X):
+    """(F, ||Xc||_F) with Xc the column-centred X (a NumPy array or a torch tensor) and F = Xc,
+    or its n x n reduction when wide."""
+    Xc = X - X.mean(0)
+    return _reduce_to_sample_space(Xc), _frobenius_norm(Xc)
 
 
-def _reduce_to_sample_space(X: torch.Tensor) -> torch.Tensor:
+def _frobenius_norm(A) -> float:
+    """||A||_F; for a NumPy array by one BLAS dot product (no squared copy)."""
+    if isinstance(A, np.ndarray):
+        return float(np.sqrt(np.vdot(A, A)))
+    return float(torch.linalg.matrix_norm(A))
+
+
+def _reduce_to_sample_space(X):
     """An n x n matrix R' with ||R'^T M||_* = ||X^T M||_* for every M, when X (n x p) is wide.
 
     QR of X' = Q R (Q: p x n, orthonormal columns) gives X'M = Q (R M), and left-multiplying
@@ -38,7 +47,16 @@ def _reduce_to_sample_space(X: torch.Tensor) -> torch.Tensor:
     n, p = X.shape
     if p <= n:
         return X
+    if isinstance(X, np.ndarray):
+        return np.linalg.qr(X.T, mode="r").T
     return torch.linalg.qr(X.T, mode="r").R.T
+
+
+def _nuclear_norm(M) -> float:
+    """The sum of the singular values of M (NumPy's LAPACK for an array, torch's for a tensor)."""
+    if isinstance(M, np.ndarray):
+        return float(np.linalg.svd(M, compute_uv=False).sum())
+    return float(torch.linalg.svdvals(M).sum())
 
 
 def procrustes_similarity(X, Y, device=None) -> float:
@@ -59,25 +77,34 @@ def procrustes_similarity(X, Y, device=None) -> float:
     When features exceed samples (p > n) the matrix is first reduced to n x n by a QR
     decomposition of X' (see :func:`_reduce_to_sample_space`), so X'Y is never formed as a
     p x q matrix: memory is O(n^2 + n (p + q)). Float64 on ``device`` (default the input
-    tensor's): products through NumPy's BLAS on the CPU, where tall inputs with moderate column
-    means skip the centred copies (:func:`_offset_corrected_cross_product`).
+    tensor's): on the CPU in NumPy throughout (:func:`_procrustes_ratio`).
     """
     Xt, Yt = _validated_pair(X, Y, device)
+    on_cpu = Xt.device.type == "cpu" and Yt.device.type == "cpu"
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf inputs are reported below
+        value = _procrustes_ratio(Xt.numpy(), Yt.numpy()) if on_cpu else _procrustes_ratio(Xt, Yt)
+    _require_finite(value, Xt, Yt)
+    return float(np.clip(_finite_float(value, "Procrustes similarity"), 0.0, 1.0))
+
+
+def _procrustes_ratio(X, Y) -> float:
+    """||Xc'Yc||_* / (||Xc||_F ||Yc||_F) for NumPy arrays (the CPU: every product, QR and SVD
+    in NumPy's BLAS and LAPACK, so no second thread pool, torch's, competes with the first
+    one's spinning threads) or torch tensors (CUDA). Tall NumPy inputs with moderate column
+    means skip the centred copies (:func:`_offset_corrected_cross_product`)."""
+    n = X.shape[0]
     corrected = None
-    n, p = Xt.shape
-    if Xt.device.type == "cpu" and Yt.device.type == "cpu" and p <= n and Yt.shape[1] <= n:
-        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf inputs fail its test, reported below
-            corrected = _offset_corrected_cross_product(Xt.numpy(), Yt.numpy())
+    if isinstance(X, np.ndarray) and X.shape[1] <= n and Y.shape[1] <= n:
+        corrected = _offset_corrected_cross_product(X, Y)
     if corrected is not None:
         product, norm_x, norm_y = corrected
     else:
-        Fx, norm_x = _centred_factor(Xt)
-        Fy, norm_y = _centred_factor(Yt)
-        product = _matmul(Fx.T, Fy)
-    _require_finite(norm_x + norm_y, Xt, Yt)
-    nuclear = torch.linalg.svdvals(torch.as_tensor(product)).sum() / (norm_x * norm_y)
-    value = _finite_float(nuclear, "Procrustes similarity")
-    return float(np.clip(value, 0.0, 1.0))
+        Fx, norm_x = _centred_factor(X)
+        Fy, norm_y = _centred_factor(Y)
+        product = Fx.T @ Fy
+    if not np.isfinite(norm_x + norm_y):  # NaN/Inf in X or Y: the caller reports which
+        return math.nan
+    return _nuclear_norm(product) / (norm_x * norm_y)
 
 
 def _offset_corrected_cross_product(X: np.ndarray, Y: np.ndarray):
@@ -94,5 +121,5 @@ def _offset_corrected_cross_product(X: np.ndarray, Y: np.ndarray):
     if not (offset_x <= OFFSET_LIMIT * spread_x and offset_y <= OFFSET_LIMIT * spread_y):
         return None
     product = X.T @ Y
-    product -= n * np.outer(mean_x, mean_y)
+    _subtract_outer(product, n * mean_x, mean_y)
     return product, float(np.sqrt(spread_x)), float(np.sqrt(spread_y))

@@ -133,6 +133,18 @@ def _matmul(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     return A @ B
 
 
+#: Rows per block of :func:`_subtract_outer`: a block of a 2048-column product is 1 MiB.
+OUTER_BLOCK_ROWS = 64
+
+
+def _subtract_outer(A: np.ndarray, u: np.ndarray, v: np.ndarray) -> None:
+    """A -= u v' in place, a block of rows at a time, so the only temporary is one cache-sized
+    block (NumPy's ``A -= np.outer(u, v)`` would make, and fault in, a second A-sized array)."""
+    for start in range(0, A.shape[0], OUTER_BLOCK_ROWS):
+        block = slice(start, start + OUTER_BLOCK_ROWS)
+        A[block] -= u[block, None] * v
+
+
 def _centre_columns(X: torch.Tensor) -> torch.Tensor:
     """HX, H = I - 11'/n: each feature (column) minus its mean over samples."""
     return X - X.mean(dim=0, keepdim=True)
