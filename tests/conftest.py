@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from robustlens.data import prepare_dataset
 from support import snakemake
 
 TESTS = Path(__file__).resolve().parent
@@ -26,6 +27,12 @@ def pytest_collection_modifyitems(config, items):
         if folder not in FOLDERS:
             raise pytest.UsageError(f"{item.nodeid}: test files belong in tests/{{{','.join(FOLDERS)}}}/")
         item.add_marker(folder)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The digits dataset at 16 px, 80/20 split (a fresh dict per test module)."""
+    return prepare_dataset({"source": "sklearn_digits", "image_size": 16, "test_fraction": 0.2, "split_seed": 0})
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,30 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+RULE_FILES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
+
+
+def rule_blocks(text: str) -> dict[str, str]:
+    """Rule name -> the rule's text (up to the next top-level statement) in a .smk file's text."""
+    blocks = {}
+    for match in re.finditer(r"^(?:rule|checkpoint) (\w+):\n((?:[ \t]+.*\n|\n)*)", text, re.M):
+        blocks[match.group(1)] = match.group(2)
+    return blocks
+
+
+def workflow_rules() -> dict[str, str]:
+    """Rule name -> the rule's text, for every rule in workflow/rules/."""
+    return {name: body for path in RULE_FILES for name, body in rule_blocks(path.read_text()).items()}
+
+
+def device_rules() -> set[str]:
+    """Rules whose `params:` include `device=`: their jobs run torch on the configured device."""
+    rules = set()
+    for name, body in workflow_rules().items():
+        params = re.search(r"^    params:\n((?:        .*\n)+)", body, re.M)
+        if params and re.search(r"^        device=", params.group(1), re.M):
+            rules.add(name)
+    return rules
 
 
 def snakemake(workdir: Path, *args: str, configfiles=(TINY,), check: bool = True) -> subprocess.CompletedProcess:

@@ -15,13 +15,12 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from support import REPO
+from support import REPO, RULE_FILES, rule_blocks
 
 #: The environment Snakemake injects into itself to parse the workflow (the Snakefile's global
 #: `conda:`); every other file is a rule's environment.
 PARSE_ENV = REPO / "envs" / "workflow.yaml"
 ENVS = sorted(set((REPO / "envs").glob("*.yaml")) - {PARSE_ENV})
-RULES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
 # In requirements.txt but not needed inside a job: the test runner, and the plugin with which
 # the Snakemake main process submits jobs to SLURM (it never runs inside a rule's environment).
 NOT_IN_ENVS = {"pytest", "snakemake-executor-plugin-slurm"}
@@ -101,17 +100,9 @@ def test_requirements_agree_with_constraints():
             assert CONSTRAINTS.get(name) == spec, f"{name}: requirements {spec}, constraints {CONSTRAINTS.get(name)}"
 
 
-def rule_blocks(text: str) -> dict[str, str]:
-    """Rule name -> the rule's text (up to the next top-level statement)."""
-    blocks = {}
-    for match in re.finditer(r"^(?:rule|checkpoint) (\w+):\n((?:[ \t]+.*\n|\n)*)", text, re.M):
-        blocks[match.group(1)] = match.group(2)
-    return blocks
-
-
 def test_every_rule_names_an_environment():
     missing, dangling = [], []
-    for smk in RULES:
+    for smk in RULE_FILES:
         for rule, body in rule_blocks(smk.read_text()).items():
             match = re.search(r"^\s+conda:\s*\n?\s*[\"']([^\"']+)[\"']", body, re.M)
             if not match:
@@ -136,7 +127,7 @@ def test_parse_environment_lists_every_package_the_parse_imports_that_snakemake_
     import subprocess
     import sys
 
-    sources = [(REPO / "Snakefile").read_text()] + [smk.read_text() for smk in RULES]
+    sources = [(REPO / "Snakefile").read_text()] + [smk.read_text() for smk in RULE_FILES]
     modules = sorted({m for text in sources for m in re.findall(r"^(?:from|import) (robustlens[\w.]*)", text, re.M)})
     assert "robustlens.config" in modules
     code = ("import sys\nbefore = set(sys.modules)\n" + "".join(f"import {m}\n" for m in modules)

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from robustlens.data import prepare_dataset
 from robustlens.head_training import fit_linear_head, retrain_heads
 from robustlens.heads import head_logits
 from robustlens.probes import adversarial_probe, draw_inversion_pairs, inverted_probe, probe_dataset
@@ -14,11 +13,6 @@ from robustlens.train import train_and_evaluate
 
 ARCH = {"name": "smallcnn", "in_channels": 1, "num_classes": 10, "widths": [8, 16, 32], "convs_per_block": 1}
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return prepare_dataset({"source": "sklearn_digits", "image_size": 16, "test_fraction": 0.2, "split_seed": 0})
 
 
 @pytest.fixture(scope="module")

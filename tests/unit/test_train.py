@@ -4,18 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from robustlens.data import prepare_dataset
 from robustlens.runtime import configure_torch
 from robustlens.train import evaluate_model, train_and_evaluate
 
 TRAINING = {"epochs": 6, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "attack_steps": 5}
 EVALUATION = {"eps": [1.0], "norm": "l2", "steps": 20, "restarts": 1, "seed": 0}
 ARCH = {"name": "smallcnn", "in_channels": 1, "num_classes": 10, "widths": [8, 16, 32], "convs_per_block": 1}
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return prepare_dataset({"source": "sklearn_digits", "image_size": 16, "test_fraction": 0.2, "split_seed": 0})
 
 
 @pytest.fixture(scope="module")

@@ -12,33 +12,13 @@ import re
 import pytest
 import yaml
 
-from support import REPO, planned_job_details, write_config
+from support import REPO, device_rules, planned_job_details, workflow_rules, write_config
 
 PROFILES = REPO / "profiles"
-RULES = REPO / "workflow" / "rules"
 #: A study with zoo models (url checkpoints; a dry run reads none), so zoo_model jobs are planned too.
 ZOO = {"study": "zoo", "model_grid": None, "activations": {"layers": ["layer1", "layer4", "penultimate", "logits"]},
        "models": [{"id": f"url-{s}", "source": "url", "arch": "resnet18", "eps": 3, "seed": s,
                    "url": "file:///nonexistent/resnet18.ckpt"} for s in (0, 1)]}
-
-
-def rule_blocks() -> dict[str, str]:
-    """The text of every rule in workflow/rules/, by name."""
-    blocks = {}
-    for path in sorted(RULES.glob("*.smk")):
-        parts = re.split(r"^(?:rule|checkpoint) (\w+):\n", path.read_text(), flags=re.M)
-        blocks.update(zip(parts[1::2], parts[2::2]))
-    return blocks
-
-
-def device_rules() -> set[str]:
-    """Rules whose `params:` include `device=`: their jobs run torch on the configured device."""
-    rules = set()
-    for name, body in rule_blocks().items():
-        params = re.search(r"^    params:\n((?:        .*\n)+)", body, re.M)
-        if params and re.search(r"^        device=", params.group(1), re.M):
-            rules.add(name)
-    return rules
 
 
 GPU_RULES = device_rules()
@@ -82,7 +62,7 @@ def test_every_rule_on_the_device_declares_one_gpu_and_no_other_rule_does(planne
 def test_every_gpu_rule_script_uses_its_job_gpu_resource():
     """What makes `gpu=0` mean "on the CPU": each script resolves `device` with the job's gpu."""
     for rule in GPU_RULES:
-        script = re.search(r'^    script:\n        "\.\./scripts/(\w+\.py)"', rule_blocks()[rule], re.M).group(1)
+        script = re.search(r'^    script:\n        "\.\./scripts/(\w+\.py)"', workflow_rules()[rule], re.M).group(1)
         text = (REPO / "workflow" / "scripts" / script).read_text()
         assert 'resolve_device(p.device, snakemake.resources.get("gpu", 0))' in text, script
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from support import REPO, planned_job_details
+from support import REPO, device_rules, planned_job_details
 
 MB = 2**20
 
@@ -72,9 +72,7 @@ def test_imagenet_gpu_jobs_declare_what_a_batch_keeps_for_backward(imagenet_jobs
     batches."""
     import torchvision
 
-    from test_profiles import GPU_RULES
-
-    undeclared = sorted({j["rule"] for j in imagenet_jobs if j["rule"] in GPU_RULES and "gpu_mem_mb" not in j["resources"]})
+    undeclared = sorted({j["rule"] for j in imagenet_jobs if j["rule"] in device_rules() and "gpu_mem_mb" not in j["resources"]})
     assert not undeclared
     config = yaml.safe_load((REPO / "configs" / "imagenet-universality.yaml").read_text())
     per_image = saved_for_backward_mb_per_image(torchvision.models.resnet50(weights=None).train(), 224)
