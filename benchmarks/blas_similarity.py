@@ -7,11 +7,12 @@ imported), robustlens and the plain formula run alternately; reported is the med
 ``--repeats`` calls each (one call at (10000, 8192)) and the ratio plain / robustlens (> 1:
 robustlens faster).
 
-The plain baselines (below) take the cheaper route for the shape: the feature route when
-n > d (centre, then X'X and Y'Y, which NumPy computes with BLAS syrk, and X'Y) and the Gram
-route otherwise (XX' and YY' by syrk, centred through their row and column means); only the
-terms the estimator needs; Procrustes from the p x q product when n > d, else from the n x n
-R factors of QRs of Xc' (the SVD of a d x d product would dominate). No timing is asserted.
+The plain baselines (below) take the cheaper route for the shape: for CKA the feature route
+(centre, then X'X and Y'Y, which NumPy computes with BLAS syrk, and X'Y: n (d^2/2 + d^2/2 +
+d^2) multiply-adds) when n > 2d, and the Gram route otherwise (XX' and YY' by syrk, n^2 d
+multiply-adds, centred through their row and column means); only the terms the estimator
+needs; Procrustes from the d x d product when n > d, else from the n x n R factors of QRs of
+Xc' (the SVD of a d x d product would dominate). No timing is asserted.
 
     .venv/bin/python benchmarks/blas_similarity.py [--repeats 3] [--shapes 5000x512,1500x6000]
 """
@@ -33,7 +34,7 @@ ONCE_ABOVE = 20_000_000
 
 def plain_cka(X, Y, unbiased):
     n, d = X.shape
-    if n > d:  # feature route
+    if n > 2 * d:  # feature route
         Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
         xy, xx, yy = Xc.T @ Yc, Xc.T @ Xc, Yc.T @ Yc
         kl, kk, ll = float(np.vdot(xy, xy)), float(np.vdot(xx, xx)), float(np.vdot(yy, yy))
@@ -70,7 +71,7 @@ def plain_procrustes(X, Y):
     return np.linalg.svd(M, compute_uv=False).sum() / (nx * ny)
 
 
-def child(threads: int, shapes: list[tuple[int, int]], repeats: int) -> None:
+def child(threads: int, shapes: list[tuple[int, int]], repeats: int, only: set[str]) -> None:
     global np
     import numpy as np
     import torch
@@ -90,6 +91,8 @@ def child(threads: int, shapes: list[tuple[int, int]], repeats: int) -> None:
         X = rng.standard_normal((n, d))
         Y = 0.5 * X + rng.standard_normal((n, d))
         for name, (ours, plain) in measures.items():
+            if name not in only:
+                continue
             times = {"ours": [], "plain": []}
             values = {}
             for _ in range(repeats if n * d <= ONCE_ABOVE else 1):
@@ -99,7 +102,7 @@ def child(threads: int, shapes: list[tuple[int, int]], repeats: int) -> None:
                     times[impl].append(time.perf_counter() - start)
             assert abs(values["ours"] - values["plain"]) <= 1e-10 * abs(values["plain"]), (name, values)
             print(json.dumps({"threads": threads, "n": n, "d": d, "measure": name,
-                              "route": "features" if n > d else ("gram" if name != "procrustes" else "qr"),
+                              "route": ("features" if n > 2 * d else "gram") if name != "procrustes" else ("features" if n > d else "qr"),
                               "plain_s": float(np.median(times["plain"])), "ours_s": float(np.median(times["ours"]))}), flush=True)
 
 
@@ -108,18 +111,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shapes", default=SHAPES)
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--measures", default="cka,cka_unbiased,procrustes")
     parser.add_argument("--child", type=int, default=None)
     args = parser.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     if args.child is not None:
-        child(args.child, shapes, args.repeats)
+        child(args.child, shapes, args.repeats, set(args.measures.split(",")))
         return
     rows = []
     for threads in (int(t) for t in args.threads.split(",")):
         env = dict(os.environ, **{v: str(threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.path.join(root, "workflow") + os.pathsep + env.get("PYTHONPATH", "")
-        out = subprocess.run([sys.executable, __file__, "--child", str(threads), "--shapes", args.shapes, "--repeats", str(args.repeats)],
+        out = subprocess.run([sys.executable, __file__, "--child", str(threads), "--shapes", args.shapes, "--repeats", str(args.repeats),
+                              "--measures", args.measures],
                              env=env, check=True, capture_output=True, text=True).stdout
         rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     print(f"| (n, d) | threads | measure | baseline route | plain s | robustlens s | plain / robustlens |")

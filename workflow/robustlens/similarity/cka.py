@@ -56,15 +56,15 @@ def _centred_gram(A):
     device), centred in place through its row and column means (no centred copy of A). An
     entry of the raw K carries a rounding error of order eps ||a_i|| ||a_j||, which centring
     does not remove: when the column means are large against the spread (n ||mu||^2 >
-    OFFSET_LIMIT ||Ac||_F^2, tested on tr K = ||A||_F^2, computed anyway) the Gram of a centred
-    copy is formed instead."""
+    OFFSET_LIMIT ||Ac||_F^2, tested on K alone: n ||mu||^2 = 1'K1 / n, the mean of K's column
+    means times n, and ||A||_F^2 = tr K) the Gram of a centred copy is formed instead."""
     K = A @ A.T
-    mean = A.mean(0)
-    offset = A.shape[0] * float((mean * mean).sum())
-    if not offset <= OFFSET_LIMIT * (float(K.diagonal().sum()) - offset) and math.isfinite(offset):
-        Ac = A - mean
-        K = Ac @ Ac.T
     means = K.mean(0)
+    offset = A.shape[0] * float(means.mean())
+    if not offset <= OFFSET_LIMIT * (float(K.diagonal().sum()) - offset) and math.isfinite(offset):
+        Ac = A - A.mean(0)
+        K = Ac @ Ac.T
+        means = K.mean(0)
     K -= means[None, :]
     K -= means[:, None]
     K += means.mean()
