@@ -62,7 +62,7 @@ def _centred_gram(A):
     means = K.mean(0)
     offset = A.shape[0] * float(means.mean())
     if not offset <= OFFSET_LIMIT * (float(K.diagonal().sum()) - offset) and math.isfinite(offset):
-        Ac = A - A.mean(0)
+        Ac = _centre_columns(A)
         K = Ac @ Ac.T
         means = K.mean(0)
     K -= means[None, :]
@@ -152,10 +152,9 @@ class _CentredProducts:
         if route == "features":
             corrected = _offset_corrected_products(X, Y, row_norms)
             if corrected is None:
-                Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
-                corrected = _squared_norm(Xc.T @ Yc), _squared_norm(Xc.T @ Xc), _squared_norm(Yc.T @ Yc), None, None
-                if row_norms:
-                    corrected = *corrected[:3], np.einsum("ij,ij->i", Xc, Xc), np.einsum("ij,ij->i", Yc, Yc)
+                Xc, Yc = _centre_columns(X), _centre_columns(Y)
+                a, b = (np.einsum("ij,ij->i", Xc, Xc), np.einsum("ij,ij->i", Yc, Yc)) if row_norms else (None, None)
+                corrected = _squared_norm(Xc.T @ Yc), _squared_norm(Xc.T @ Xc), _squared_norm(Yc.T @ Yc), a, b
             self.kl, self.kk, self.ll, self.a, self.b = corrected
         else:
             K, L = _centred_gram(X), _centred_gram(Y)

@@ -18,6 +18,7 @@ import torch
 
 from robustlens.similarity.validation import (
     OFFSET_LIMIT,
+    _centre_columns,
     _finite_float,
     _require_finite,
     _subtract_outer,
@@ -27,7 +28,7 @@ from robustlens.similarity.validation import (
 def _centred_factor(X):
     """(F, ||Xc||_F) with Xc the column-centred X (a NumPy array or a torch tensor) and F = Xc,
     or its n x n reduction when wide."""
-    Xc = X - X.mean(0)
+    Xc = _centre_columns(X)
     return _reduce_to_sample_space(Xc), _frobenius_norm(Xc)
 
 

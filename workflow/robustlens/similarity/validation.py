@@ -145,9 +145,10 @@ def _subtract_outer(A: np.ndarray, u: np.ndarray, v: np.ndarray) -> None:
         A[block] -= u[block, None] * v
 
 
-def _centre_columns(X: torch.Tensor) -> torch.Tensor:
-    """HX, H = I - 11'/n: each feature (column) minus its mean over samples."""
-    return X - X.mean(dim=0, keepdim=True)
+def _centre_columns(X):
+    """HX, H = I - 11'/n: each feature (column) minus its mean over samples (a new NumPy array
+    or torch tensor)."""
+    return X - X.mean(0)
 
 
 def _finite_float(value, what: str) -> float:
